@@ -2,13 +2,14 @@
 
 // Package deps pins modules that packages will import as the work lands.
 package deps
+
 import (
- _ "github.com/jackc/pgx/v5/pgxpool"
- _ "golang.org/x/time/rate"
- _ "github.com/urfave/cli/v2"
- _ "github.com/rs/zerolog"
- _ "github.com/testcontainers/testcontainers-go"
- _ "github.com/testcontainers/testcontainers-go/modules/postgres"
- _ "github.com/expr-lang/expr"
- _ "github.com/goccy/go-yaml"
+	_ "github.com/expr-lang/expr"
+	_ "github.com/goccy/go-yaml"
+	_ "github.com/jackc/pgx/v5/pgxpool"
+	_ "github.com/rs/zerolog"
+	_ "github.com/testcontainers/testcontainers-go"
+	_ "github.com/testcontainers/testcontainers-go/modules/postgres"
+	_ "github.com/urfave/cli/v2"
+	_ "golang.org/x/time/rate"
 )

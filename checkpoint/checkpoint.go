@@ -1,0 +1,332 @@
+package checkpoint
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	bfsql "github.com/backfill/backfill/sql"
+)
+
+// DefaultSchema is the state schema's default name.
+const DefaultSchema = "backfill"
+
+// Job states, as stored and as status reports them.
+const (
+	StateRunning     = "running"
+	StatePaused      = "paused"
+	StateInterrupted = "interrupted"
+	StateFailed      = "failed"
+	StateDone        = "done"
+)
+
+// ErrJobNotFound is returned (wrapped) for a job that has no row.
+var ErrJobNotFound = errors.New("job not found")
+
+// Querier is a connection, pool or transaction.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Beginner starts transactions; Migrate needs one.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Store reads and writes one state schema.
+type Store struct {
+	schema string
+	stmts  *bfsql.Statements
+}
+
+// New returns the store for the named state schema.
+func New(schema string) (*Store, error) {
+	if schema == "" {
+		schema = DefaultSchema
+	}
+	stmts, err := bfsql.For(pgx.Identifier{schema}.Sanitize())
+	if err != nil {
+		return nil, err
+	}
+	return &Store{schema: schema, stmts: stmts}, nil
+}
+
+// Schema returns the state schema's name.
+func (s *Store) Schema() string { return s.schema }
+
+// Job is a job's row.
+type Job struct {
+	Name          string
+	Spec          json.RawMessage
+	State         string
+	Rate          float64
+	Workers       int
+	RowsEstimated int64
+	UpperKey      []string
+	StartedAt     time.Time
+	UpdatedAt     time.Time
+	FinishedAt    *time.Time
+	LastError     *string
+	RunnerHost    *string
+	RunnerPID     *int32
+	HeartbeatAt   *time.Time
+}
+
+// Exists reports whether the state schema has been created.
+func (s *Store) Exists(ctx context.Context, q Querier) (bool, error) {
+	var oid *uint32
+	name := pgx.Identifier{s.schema, "jobs"}.Sanitize()
+	if err := q.QueryRow(ctx, "SELECT to_regclass($1)::oid", name).Scan(&oid); err != nil {
+		return false, fmt.Errorf("look for state table %s: %w", name, err)
+	}
+	return oid != nil, nil
+}
+
+// Migrate creates the state schema or brings it to the newest version. It
+// runs in one transaction under an advisory lock, so concurrent runners
+// migrate once.
+func (s *Store) Migrate(ctx context.Context, db Beginner) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate state schema %q: %w", s.schema, err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
+	for _, name := range []string{"migrate-lock", "create-schema", "create-version-table"} {
+		if _, err := tx.Exec(ctx, s.stmts.Get(name)); err != nil {
+			return fmt.Errorf("migrate state schema %q (%s): %w", s.schema, name, err)
+		}
+	}
+	var version int
+	if err := tx.QueryRow(ctx, s.stmts.Get("get-version")).Scan(&version); err != nil {
+		return fmt.Errorf("read version of state schema %q: %w", s.schema, err)
+	}
+	for _, m := range s.stmts.Migrations() {
+		if m.Version <= version {
+			continue
+		}
+		if _, err := tx.Exec(ctx, m.SQL); err != nil {
+			return fmt.Errorf("migrate state schema %q to version %d: %w", s.schema, m.Version, err)
+		}
+		if _, err := tx.Exec(ctx, s.stmts.Get("set-version"), m.Version); err != nil {
+			return fmt.Errorf("record state schema %q version %d: %w", s.schema, m.Version, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit migration of state schema %q: %w", s.schema, err)
+	}
+	return nil
+}
+
+func scanJob(row pgx.Row) (Job, error) {
+	var j Job
+	err := row.Scan(&j.Name, &j.Spec, &j.State, &j.Rate, &j.Workers, &j.RowsEstimated, &j.UpperKey,
+		&j.StartedAt, &j.UpdatedAt, &j.FinishedAt, &j.LastError, &j.RunnerHost, &j.RunnerPID, &j.HeartbeatAt)
+	return j, err
+}
+
+// Job reads one job. A missing job, or a missing state schema, returns an
+// error wrapping ErrJobNotFound.
+func (s *Store) Job(ctx context.Context, q Querier, name string) (*Job, error) {
+	exists, err := s.Exists(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
+		return nil, fmt.Errorf("job %q: %w (no state schema %q in this database)", name, ErrJobNotFound, s.schema)
+	}
+	j, err := scanJob(q.QueryRow(ctx, s.stmts.Get("job-get"), name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("job %q: %w in state schema %q", name, ErrJobNotFound, s.schema)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read job %q: %w", name, err)
+	}
+	return &j, nil
+}
+
+// Jobs lists every job, oldest first; none when the schema does not exist.
+func (s *Store) Jobs(ctx context.Context, q Querier) ([]Job, error) {
+	exists, err := s.Exists(ctx, q)
+	if err != nil || !exists {
+		return nil, err
+	}
+	rows, err := q.Query(ctx, s.stmts.Get("job-list"))
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	jobs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Job, error) { return scanJob(r) })
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// NewJob is what CreateJob records.
+type NewJob struct {
+	Name          string
+	Spec          json.RawMessage
+	Rate          float64
+	Workers       int
+	RowsEstimated int64
+	UpperKey      []string
+	Host          string
+	PID           int
+}
+
+// CreateJob inserts a job in state running.
+func (s *Store) CreateJob(ctx context.Context, q Querier, j NewJob) error {
+	_, err := q.Exec(ctx, s.stmts.Get("job-create"), j.Name, j.Spec, j.Rate, j.Workers, j.RowsEstimated, j.UpperKey, j.Host, j.PID)
+	if err != nil {
+		return fmt.Errorf("create job %q: %w", j.Name, err)
+	}
+	return nil
+}
+
+// ClaimJob marks an existing job running under this runner.
+func (s *Store) ClaimJob(ctx context.Context, q Querier, name string, rate float64, workers int, host string, pid int) error {
+	if _, err := q.Exec(ctx, s.stmts.Get("job-claim"), name, rate, workers, host, pid); err != nil {
+		return fmt.Errorf("claim job %q: %w", name, err)
+	}
+	return nil
+}
+
+// Heartbeat records that the runner is alive.
+func (s *Store) Heartbeat(ctx context.Context, q Querier, name string) error {
+	if _, err := q.Exec(ctx, s.stmts.Get("job-heartbeat"), name); err != nil {
+		return fmt.Errorf("heartbeat of job %q: %w", name, err)
+	}
+	return nil
+}
+
+// SetState records a job's new state and last error ("" clears it).
+func (s *Store) SetState(ctx context.Context, q Querier, name, state, lastError string) error {
+	var errText *string
+	if lastError != "" {
+		errText = &lastError
+	}
+	if _, err := q.Exec(ctx, s.stmts.Get("job-set-state"), name, state, errText); err != nil {
+		return fmt.Errorf("set job %q to %s: %w", name, state, err)
+	}
+	return nil
+}
+
+// Counters are a job's totals, summed over its committed chunks.
+type Counters struct {
+	ChunksDone   int64
+	RowsRead     int64
+	RowsFiltered int64
+	RowsFailed   int64
+	RowsInserted int64
+	RowsSkipped  int64
+	LastKey      []string // last key of the most recent chunk
+}
+
+// Counters sums the job's chunk rows.
+func (s *Store) Counters(ctx context.Context, q Querier, name string) (Counters, error) {
+	var c Counters
+	err := q.QueryRow(ctx, s.stmts.Get("job-counters"), name).Scan(
+		&c.ChunksDone, &c.RowsRead, &c.RowsFiltered, &c.RowsFailed, &c.RowsInserted, &c.RowsSkipped, &c.LastKey)
+	if err != nil {
+		return c, fmt.Errorf("sum counters of job %q: %w", name, err)
+	}
+	return c, nil
+}
+
+// Range is a committed chunk's key range (After, Last].
+type Range struct {
+	After []string
+	Last  []string
+}
+
+// Committed returns the key ranges of the job's committed chunks and the
+// highest sequence id used.
+func (s *Store) Committed(ctx context.Context, q Querier, name string) ([]Range, int64, error) {
+	rows, err := q.Query(ctx, s.stmts.Get("chunk-ranges"), name)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read committed chunks of job %q: %w", name, err)
+	}
+	defer rows.Close()
+	var out []Range
+	var maxSeq int64
+	for rows.Next() {
+		var seq int64
+		var r Range
+		if err := rows.Scan(&seq, &r.After, &r.Last); err != nil {
+			return nil, 0, fmt.Errorf("read committed chunks of job %q: %w", name, err)
+		}
+		maxSeq = max(maxSeq, seq)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("read committed chunks of job %q: %w", name, err)
+	}
+	return out, maxSeq, nil
+}
+
+func (s *Store) lockKey(job string) string { return "backfill:" + s.schema + ":" + job }
+
+// TryLock takes the job's session advisory lock on conn, which must stay
+// open for the runner's whole life: the lock dies with the session, so a
+// killed runner never leaves a job locked.
+func (s *Store) TryLock(ctx context.Context, conn Querier, job string) (bool, error) {
+	var ok bool
+	if err := conn.QueryRow(ctx, s.stmts.Get("try-lock"), s.lockKey(job)).Scan(&ok); err != nil {
+		return false, fmt.Errorf("take runner lock of job %q: %w", job, err)
+	}
+	return ok, nil
+}
+
+// Unlock releases the lock TryLock took on the same session.
+func (s *Store) Unlock(ctx context.Context, conn Querier, job string) error {
+	if _, err := conn.Exec(ctx, s.stmts.Get("unlock"), s.lockKey(job)); err != nil {
+		return fmt.Errorf("release runner lock of job %q: %w", job, err)
+	}
+	return nil
+}
+
+// LockHolder describes the session that holds the job's lock, for the
+// message that refuses a second runner.
+func (s *Store) LockHolder(ctx context.Context, q Querier, job string) string {
+	var pid int32
+	var addr, app string
+	err := q.QueryRow(ctx, s.stmts.Get("lock-holder"), s.lockKey(job)).Scan(&pid, &addr, &app)
+	if err != nil {
+		return "another session"
+	}
+	return fmt.Sprintf("database backend pid %d (client %s, application_name %q)", pid, addr, app)
+}
+
+// ChunkRecord is the checkpoint row of one chunk.
+type ChunkRecord struct {
+	Seq          int64
+	After        []string
+	First        []string
+	Last         []string
+	RowsRead     int
+	RowsFiltered int
+	RowsFailed   int
+	RowsWritten  int // rows offered to the INSERT; those not inserted were skipped on conflict
+}
+
+// ChunkParams is the number of parameters CommitChunkSQL reserves before the
+// INSERT's own: the INSERT's parameters start at $ChunkParams+1.
+const ChunkParams = 9
+
+// CommitChunkSQL wraps insert (an INSERT … ON CONFLICT DO NOTHING without a
+// RETURNING clause) so that one statement writes the rows and the chunk row.
+func (s *Store) CommitChunkSQL(insert string) string {
+	return strings.Replace(s.stmts.Get("commit-chunk"), "{{insert}}", insert, 1)
+}
+
+// CommitChunkArgs returns the first ChunkParams arguments of the statement.
+func CommitChunkArgs(job string, c ChunkRecord) []any {
+	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, c.RowsWritten}
+}

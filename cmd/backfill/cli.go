@@ -1,0 +1,314 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+
+	"github.com/backfill/backfill"
+	"github.com/backfill/backfill/catalog"
+)
+
+// Exit codes: scripts depend on them.
+const (
+	exitDone        = 0
+	exitFailure     = 1
+	exitUsage       = 2
+	exitInterrupted = 130 // as a shell reports a process stopped by SIGINT
+)
+
+// usageError marks a mistake in how the command was called.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal kills at once
+	}()
+
+	app := newApp(stdout, stderr)
+	err := app.RunContext(ctx, args)
+	return exitCode(err, stderr)
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitDone
+	}
+	var ue usageError
+	switch {
+	case errors.As(err, &ue), errors.Is(err, backfill.ErrInvalidJob):
+		fmt.Fprintf(stderr, "backfill: %v\n", err)
+		return exitUsage
+	case errors.Is(err, backfill.ErrInterrupted):
+		return exitInterrupted
+	default:
+		fmt.Fprintf(stderr, "backfill: %v\n", err)
+		return exitFailure
+	}
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:  "backfill",
+		Usage: "copy and transform rows between PostgreSQL tables, in chunks, resumably, at a controlled rate",
+		Description: "Exit codes: 0 done, 1 failure or refusal, 2 usage error, 130 interrupted (resumable).\n" +
+			"Connection strings fall back to $BACKFILL_SOURCE / $BACKFILL_DEST and the PG* environment variables.",
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		HideHelpCommand: true,
+		ExitErrHandler:  func(*cli.Context, error) {}, // exit codes are ours
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError{err}
+		},
+		Commands: []*cli.Command{
+			startCommand(stderr),
+			resumeCommand(stderr),
+			statusCommand(stdout),
+		},
+	}
+}
+
+func logFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "`FORMAT` of logs on stderr: auto (console on a terminal, else json), console or json"},
+		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL`: debug, info, warn or error"},
+	}
+}
+
+func sourceFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "source", EnvVars: []string{"BACKFILL_SOURCE"}, Usage: "source database `URL` (default: $BACKFILL_SOURCE, then the PG* variables)"},
+		&cli.StringFlag{Name: "dest", EnvVars: []string{"BACKFILL_DEST"}, Usage: "destination database `URL` (default: $BACKFILL_DEST, then the source)"},
+		&cli.StringFlag{Name: "job", Usage: "job `NAME`, the key of its checkpoint"},
+		&cli.StringFlag{Name: "state-schema", Value: "backfill", Usage: "`SCHEMA` in the destination holding job state"},
+	}
+}
+
+func tuningFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "workers", Value: backfill.DefaultWorkers, Usage: "concurrent writers (`N`)"},
+		&cli.IntFlag{Name: "queue-depth", Value: backfill.DefaultQueueDepth, Usage: "chunks read ahead of the workers (`N`)"},
+		&cli.Float64Flag{Name: "rate", Value: backfill.DefaultRate, Usage: "cap in `ROWS_PER_S` across all workers; 0 for none"},
+		&cli.DurationFlag{Name: "progress-interval", Value: backfill.DefaultProgressInterval, Usage: "how often to log progress"},
+		&cli.DurationFlag{Name: "statement-timeout", Value: backfill.DefaultStatementTimeout, Usage: "statement_timeout of every connection"},
+		&cli.DurationFlag{Name: "lock-timeout", Value: backfill.DefaultLockTimeout, Usage: "lock_timeout of every connection"},
+		&cli.DurationFlag{Name: "connect-timeout", Value: backfill.DefaultConnectTimeout, Usage: "give up connecting after this long"},
+	}
+}
+
+func startCommand(stderr io.Writer) *cli.Command {
+	flags := append(sourceFlags(),
+		&cli.StringFlag{Name: "from", Usage: "source `TABLE` (schema.table; quote mixed case: 'sales.\"Order Items\"')"},
+		&cli.StringFlag{Name: "to", Usage: "destination `TABLE`"},
+		&cli.StringFlag{Name: "key", Usage: "source key `COL[,COL…]` to page by (default: the primary key)"},
+		&cli.IntFlag{Name: "chunk-size", Value: backfill.DefaultChunkSize, Usage: "rows per chunk (`N`)"},
+	)
+	flags = append(append(flags, tuningFlags()...), logFlags()...)
+	return &cli.Command{
+		Name:      "start",
+		Usage:     "start a new job (an unfinished one is refused: use resume)",
+		UsageText: "backfill start --source URL --dest URL --job NAME --from TABLE --to TABLE [--key COL[,COL…]] [--chunk-size N] [--workers N] [--queue-depth N] [--rate ROWS_PER_S] [--state-schema NAME]",
+		Flags:     flags,
+		Action: func(c *cli.Context) error {
+			j, err := jobFromFlags(c, backfill.ModeStart)
+			if err != nil {
+				return err
+			}
+			return runJob(c.Context, c, j, stderr)
+		},
+	}
+}
+
+func resumeCommand(stderr io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:      "resume",
+		Usage:     "continue a job from its checkpoint, after an interruption, a failure or a crash",
+		UsageText: "backfill resume --source URL --dest URL --job NAME [--rate ROWS_PER_S] [--workers N]",
+		Flags:     append(append(sourceFlags(), tuningFlags()...), logFlags()...),
+		Action: func(c *cli.Context) error {
+			j, err := jobFromFlags(c, backfill.ModeResume)
+			if err != nil {
+				return err
+			}
+			return runJob(c.Context, c, j, stderr)
+		},
+	}
+}
+
+func jobFromFlags(c *cli.Context, mode backfill.Mode) (backfill.Job, error) {
+	j := backfill.Job{
+		Name:             c.String("job"),
+		Mode:             mode,
+		SourceURL:        c.String("source"),
+		DestURL:          c.String("dest"),
+		StateSchema:      c.String("state-schema"),
+		QueueDepth:       c.Int("queue-depth"),
+		ProgressInterval: c.Duration("progress-interval"),
+		StatementTimeout: c.Duration("statement-timeout"),
+		LockTimeout:      c.Duration("lock-timeout"),
+		ConnectTimeout:   c.Duration("connect-timeout"),
+	}
+	if j.Name == "" {
+		return j, usagef("--job is required: the job's name, the key of its checkpoint")
+	}
+	if mode == backfill.ModeStart || c.IsSet("workers") {
+		j.Workers = c.Int("workers")
+		if j.Workers < 1 {
+			return j, usagef("--workers %d: must be at least 1", j.Workers)
+		}
+	}
+	if mode == backfill.ModeStart || c.IsSet("rate") {
+		j.Rate = c.Float64("rate")
+		if j.Rate < 0 {
+			return j, usagef("--rate %v: must be rows per second, 0 for no cap", j.Rate)
+		}
+		if j.Rate == 0 {
+			j.Rate = backfill.Unlimited
+		}
+	}
+	if mode == backfill.ModeStart {
+		j.From, j.To = c.String("from"), c.String("to")
+		if j.From == "" || j.To == "" {
+			return j, usagef("--from and --to are required: the source and destination tables")
+		}
+		j.ChunkSize = c.Int("chunk-size")
+		if j.ChunkSize < 1 {
+			return j, usagef("--chunk-size %d: must be a positive number of rows", j.ChunkSize)
+		}
+		if k := c.String("key"); k != "" {
+			key, err := catalog.ParseColumnList(k)
+			if err != nil {
+				return j, usagef("--key: %v", err)
+			}
+			j.Key = key
+		}
+	}
+	return j, nil
+}
+
+func newLogger(c *cli.Context, stderr io.Writer) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(c.String("log-level"))
+	if err != nil || c.String("log-level") == "" {
+		return zerolog.Nop(), usagef("--log-level %q: use debug, info, warn or error", c.String("log-level"))
+	}
+	var w io.Writer = stderr
+	switch c.String("log-format") {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}
+	case "auto":
+		if f, ok := stderr.(*os.File); ok && isTerminal(f) {
+			w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}
+		}
+	default:
+		return zerolog.Nop(), usagef("--log-format %q: use auto, console or json", c.String("log-format"))
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func runJob(ctx context.Context, c *cli.Context, j backfill.Job, stderr io.Writer) error {
+	log, err := newLogger(c, stderr)
+	if err != nil {
+		return err
+	}
+	j.Logger = log
+	rep, err := backfill.Run(ctx, j)
+	switch {
+	case errors.Is(err, backfill.ErrInterrupted):
+		hint := fmt.Sprintf("backfill resume --job %s", j.Name)
+		if j.StateSchema != "backfill" {
+			hint += " --state-schema " + j.StateSchema
+		}
+		log.Warn().Int64("rows_done", rep.Totals.RowsRead).Int64("chunks_done", rep.Totals.ChunksDone).
+			Msgf("interrupted; every committed chunk is kept. Continue with: %s (same --source and --dest)", hint)
+		return err
+	case err != nil:
+		return err
+	case rep.AlreadyDone:
+		log.Info().Int64("rows_inserted", rep.Totals.RowsInserted).Msg("job is already done; nothing to do")
+	}
+	return nil
+}
+
+func statusCommand(stdout io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show jobs and their counters",
+		UsageText: "backfill status --dest URL [--job NAME] [--json]",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dest", EnvVars: []string{"BACKFILL_DEST", "BACKFILL_SOURCE"}, Usage: "destination database `URL` holding the state schema"},
+			&cli.StringFlag{Name: "job", Usage: "one job's `NAME` (default: every job)"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON: an object for --job, else an array"},
+			&cli.StringFlag{Name: "state-schema", Value: "backfill", Usage: "`SCHEMA` holding job state"},
+		},
+		Action: func(c *cli.Context) error {
+			jobs, err := backfill.Status(c.Context, backfill.StatusRequest{
+				DestURL: c.String("dest"), StateSchema: c.String("state-schema"), Job: c.String("job"),
+			})
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				if c.String("job") != "" {
+					return enc.Encode(jobs[0])
+				}
+				return enc.Encode(jobs)
+			}
+			printStatus(stdout, jobs)
+			return nil
+		},
+	}
+}
+
+func printStatus(w io.Writer, jobs []backfill.JobStatus) {
+	if len(jobs) == 0 {
+		fmt.Fprintln(w, "no jobs")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tSTATE\tROWS READ\tEST.\t%\tINSERTED\tSKIPPED\tFILTERED\tFAILED\tCHUNKS\tRATE\tUPDATED\tLAST KEY\tLAST ERROR")
+	for _, s := range jobs {
+		rate := "none"
+		if s.Rate > 0 {
+			rate = fmt.Sprintf("%.0f/s", s.Rate)
+		}
+		lastErr := ""
+		if s.LastError != nil {
+			lastErr = *s.LastError
+			if len(lastErr) > 80 {
+				lastErr = lastErr[:77] + "..."
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n",
+			s.Job, s.State, s.RowsRead, s.RowsEstimated, s.Percent, s.RowsInserted, s.RowsSkipped,
+			s.RowsFiltered, s.RowsFailed, s.ChunksDone, rate, s.UpdatedAt.Local().Format(time.DateTime),
+			strings.Join(s.LastKey, ","), lastErr)
+	}
+	tw.Flush()
+}

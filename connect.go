@@ -1,0 +1,140 @@
+package backfill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// RedactURL hides the password in a connection string, in URL or
+// keyword/value form, so it can be logged, stored or printed.
+func RedactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.String()
+	}
+	return keywordPassword.ReplaceAllString(s, "${1}xxxxx")
+}
+
+var keywordPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)`)
+
+// scrub removes a connection string's password from an error message: pgx
+// may quote the string it failed to parse.
+func scrub(err error, connStrings ...string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	changed := false
+	for _, cs := range connStrings {
+		if cs == "" {
+			continue
+		}
+		if r := RedactURL(cs); r != cs && strings.Contains(msg, cs) {
+			msg = strings.ReplaceAll(msg, cs, r)
+			changed = true
+		}
+		if cfg, perr := pgconn.ParseConfig(cs); perr == nil && cfg.Password != "" && strings.Contains(msg, cfg.Password) {
+			msg = strings.ReplaceAll(msg, cfg.Password, "xxxxx")
+			changed = true
+		}
+	}
+	if !changed {
+		return err
+	}
+	return &scrubbedError{msg: msg, err: err}
+}
+
+type scrubbedError struct {
+	msg string
+	err error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+func (e *scrubbedError) Unwrap() error { return e.err }
+
+// sessionSettings are the settings every backfill connection runs with.
+// The key's text form must be identical on every connection that reads or
+// writes it, so the settings that shape text output are pinned.
+func sessionSettings(j Job, role string) map[string]string {
+	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+	return map[string]string{
+		"application_name":                    "backfill:" + j.Name + ":" + role,
+		"TimeZone":                            "UTC",
+		"DateStyle":                           "ISO, MDY",
+		"IntervalStyle":                       "postgres",
+		"extra_float_digits":                  "1",
+		"bytea_output":                        "hex",
+		"statement_timeout":                   ms(j.StatementTimeout),
+		"lock_timeout":                        ms(j.LockTimeout),
+		"idle_in_transaction_session_timeout": ms(max(j.StatementTimeout*2, time.Minute)),
+	}
+}
+
+func connConfig(connString string, j Job, role string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("%s connection string %q: %w", role, RedactURL(connString), scrub(err, connString))
+	}
+	applySettings(cfg, j, role)
+	return cfg, nil
+}
+
+func applySettings(cfg *pgx.ConnConfig, j Job, role string) {
+	for k, v := range sessionSettings(j, role) {
+		cfg.RuntimeParams[k] = v
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = j.ConnectTimeout
+	}
+}
+
+// openPool opens a pool of maxConns connections and checks that it can
+// connect, so a wrong host or password fails before any work.
+func openPool(ctx context.Context, connString string, j Job, role string, maxConns int, readOnly bool) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("%s connection string %q: %w", role, RedactURL(connString), scrub(err, connString))
+	}
+	applySettings(cfg.ConnConfig, j, role)
+	if readOnly {
+		cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	}
+	cfg.MaxConns = int32(maxConns)
+	cfg.MinConns = 0
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open %s pool to %s: %w", role, describeTarget(cfg.ConnConfig), scrub(err, connString))
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to %s database %s: %w", role, describeTarget(cfg.ConnConfig), scrub(err, connString))
+	}
+	return pool, nil
+}
+
+func describeTarget(cfg *pgx.ConnConfig) string {
+	return fmt.Sprintf("%q on %s:%d as %q", cfg.Database, cfg.Host, cfg.Port, cfg.User)
+}
+
+// isConnectError tells a failure to reach the server from one it answered.
+func isConnectError(err error) bool {
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce)
+}

@@ -1,0 +1,171 @@
+package backfill
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/backfill/backfill/checkpoint"
+	"github.com/backfill/backfill/transform"
+)
+
+// Defaults, named so the CLI's help and the library agree.
+const (
+	DefaultChunkSize        = 1000
+	DefaultWorkers          = 8
+	DefaultQueueDepth       = 4
+	DefaultRate             = 1000.0 // rows per second
+	DefaultProgressInterval = 5 * time.Second
+	DefaultConnectTimeout   = 10 * time.Second
+	DefaultStatementTimeout = 30 * time.Second
+	DefaultLockTimeout      = 5 * time.Second
+	DefaultHeartbeat        = 5 * time.Second
+	// StaleHeartbeat is how old a running job's heartbeat may be before
+	// status reports the job as interrupted: its runner is gone.
+	StaleHeartbeat = 30 * time.Second
+)
+
+// Unlimited as Job.Rate removes the rate cap.
+var Unlimited = math.Inf(1)
+
+// Mode says whether Run starts a new job or resumes an existing one.
+type Mode int
+
+const (
+	// ModeStart runs a new job; an unfinished job of that name is refused.
+	ModeStart Mode = iota
+	// ModeResume continues an existing job from its checkpoint.
+	ModeResume
+)
+
+// Job is everything Run needs. Zero values take the defaults above; on
+// resume, zero Rate and Workers keep the values the job last ran with.
+type Job struct {
+	Name string
+	Mode Mode
+	// SourceURL and DestURL are PostgreSQL connection strings (URL or
+	// keyword/value form); PG* environment variables apply as in pgx.
+	// An empty DestURL means the source database.
+	SourceURL string
+	DestURL   string
+	// From and To are table names as SQL reads them: `schema.table`,
+	// `sales."Order Items"`. Not needed on resume: the job remembers them.
+	From string
+	To   string
+	// Key lists the source key columns (names already unquoted); empty
+	// means the source's primary key.
+	Key        []string
+	Where      string // optional SQL predicate over source rows
+	ChunkSize  int
+	Workers    int
+	QueueDepth int
+	// Rate caps rows read per second across all workers: 0 means the
+	// default (start) or the job's last rate (resume); Unlimited removes it.
+	Rate        float64
+	StateSchema string
+
+	// Transform, when set, builds the row transform from the tables'
+	// columns; nil copies same-named columns.
+	Transform func(source, dest []transform.Column) (transform.Transformer, error)
+
+	Logger           zerolog.Logger
+	ProgressInterval time.Duration
+	ConnectTimeout   time.Duration
+	StatementTimeout time.Duration
+	LockTimeout      time.Duration
+	DrainTimeout     time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// ErrInvalidJob wraps every error about the Job's own fields (a usage
+// error, as opposed to a refusal after looking at the databases).
+var ErrInvalidJob = errors.New("invalid job")
+
+var jobName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+
+func (j Job) withDefaults() Job {
+	if j.DestURL == "" {
+		j.DestURL = j.SourceURL
+	}
+	if j.StateSchema == "" {
+		j.StateSchema = checkpoint.DefaultSchema
+	}
+	if j.QueueDepth == 0 {
+		j.QueueDepth = DefaultQueueDepth
+	}
+	if j.ProgressInterval == 0 {
+		j.ProgressInterval = DefaultProgressInterval
+	}
+	if j.ConnectTimeout == 0 {
+		j.ConnectTimeout = DefaultConnectTimeout
+	}
+	if j.StatementTimeout == 0 {
+		j.StatementTimeout = DefaultStatementTimeout
+	}
+	if j.LockTimeout == 0 {
+		j.LockTimeout = DefaultLockTimeout
+	}
+	if j.Now == nil {
+		j.Now = time.Now
+	}
+	if j.Mode == ModeStart {
+		if j.ChunkSize == 0 {
+			j.ChunkSize = DefaultChunkSize
+		}
+		if j.Workers == 0 {
+			j.Workers = DefaultWorkers
+		}
+		if j.Rate == 0 {
+			j.Rate = DefaultRate
+		}
+	}
+	return j
+}
+
+// validate checks the fields that need no database. It reports every
+// problem, each naming the field and the fix.
+func (j Job) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !jobName.MatchString(j.Name) {
+		bad("job name %q: use 1-128 letters, digits, '_', '.', ':' or '-', starting with a letter or digit", j.Name)
+	}
+	if j.Mode == ModeStart {
+		if j.From == "" {
+			bad("source table: missing (--from)")
+		}
+		if j.To == "" {
+			bad("destination table: missing (--to)")
+		}
+	}
+	if j.ChunkSize < 0 || j.Mode == ModeStart && j.ChunkSize == 0 {
+		bad("chunk size %d: must be a positive number of rows", j.ChunkSize)
+	}
+	if j.ChunkSize > 100000 {
+		bad("chunk size %d: at most 100000 rows, so one chunk stays one short statement", j.ChunkSize)
+	}
+	if j.Workers < 0 || j.Mode == ModeStart && j.Workers == 0 {
+		bad("workers %d: must be at least 1", j.Workers)
+	}
+	if j.Workers > 256 {
+		bad("workers %d: at most 256 (each holds a destination connection)", j.Workers)
+	}
+	if j.QueueDepth < 1 {
+		bad("queue depth %d: must be at least 1", j.QueueDepth)
+	}
+	if j.Rate < 0 || math.IsNaN(j.Rate) {
+		bad("rate %v: must be rows per second, 0 for no cap", j.Rate)
+	}
+	if j.StatementTimeout < 0 || j.LockTimeout < 0 || j.ConnectTimeout < 0 {
+		bad("timeouts must not be negative")
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidJob, errors.Join(errs...))
+}

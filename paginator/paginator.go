@@ -1,0 +1,294 @@
+package paginator
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Chunk is one page of source rows.
+type Chunk struct {
+	Seq   int64
+	After []string // exclusive lower bound; nil for the first chunk of the table
+	First []string
+	Last  []string
+	Rows  [][]any // source values in the order of Config.Columns
+}
+
+// KeyColumn is one column of the pagination key.
+type KeyColumn struct {
+	Name string
+	Type string // format_type of the column, used to cast the key's text form back
+}
+
+// ReadColumn is one column the paginator selects.
+type ReadColumn struct {
+	Name string
+	// AsText selects the column's text form instead of letting pgx decode it:
+	// for json/jsonb (whose decoding into Go values is lossy), arrays and
+	// types pgx does not know.
+	AsText bool
+}
+
+// Range is a committed chunk's key range (After, Last].
+type Range struct {
+	After []string // nil for the first chunk of the table
+	Last  []string
+}
+
+// Config says what to read.
+type Config struct {
+	Table     pgx.Identifier
+	Key       []KeyColumn
+	Columns   []ReadColumn
+	ChunkSize int
+	// Upper is the inclusive last key to read; the job's defined end.
+	// An empty non-nil slice means the table was empty when the job began.
+	Upper []string
+	// Where is an optional SQL predicate over the source row.
+	Where string
+	// Committed are the ranges a previous run already committed.
+	Committed []Range
+	// NextSeq is the sequence id of the first chunk emitted.
+	NextSeq int64
+}
+
+// Querier is what the paginator needs from the source database.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Paginator reads chunks. It is used by one goroutine.
+type Paginator struct {
+	cfg       Config
+	firstPage string
+	nextPage  string
+	jumps     map[string][]string // encoded After → Last of committed ranges
+	nextSeq   int64
+}
+
+// New checks cfg and prepares the page queries.
+func New(cfg Config) (*Paginator, error) {
+	if cfg.ChunkSize <= 0 {
+		return nil, fmt.Errorf("chunk size must be positive, got %d", cfg.ChunkSize)
+	}
+	if len(cfg.Key) == 0 {
+		return nil, fmt.Errorf("paginator for %s: no key columns", cfg.Table.Sanitize())
+	}
+	p := &Paginator{cfg: cfg, jumps: make(map[string][]string, len(cfg.Committed)), nextSeq: cfg.NextSeq}
+	for _, r := range cfg.Committed {
+		p.jumps[encode(r.After)] = r.Last
+	}
+	p.firstPage = p.pageSQL(false)
+	p.nextPage = p.pageSQL(true)
+	return p, nil
+}
+
+// encode makes a map key of a key's text form; "" stands for the start of
+// the table. Key text cannot contain NUL, so NUL separates parts safely.
+func encode(key []string) string {
+	if key == nil {
+		return ""
+	}
+	return "k" + strings.Join(key, "\x00")
+}
+
+// SQL returns the page queries: the first page, and every page after a key.
+func (p *Paginator) SQL() (first, next string) { return p.firstPage, p.nextPage }
+
+// tableAlias qualifies key columns in WHERE and ORDER BY: an unqualified
+// ORDER BY name would bind to the select list's key::text output column
+// and sort keys as text.
+const tableAlias = "src"
+
+func (p *Paginator) keyList() string { return qualifiedKeys(p.cfg.Key, "") }
+
+func qualifiedKeys(key []KeyColumn, suffix string) string {
+	names := make([]string, len(key))
+	for i, k := range key {
+		names[i] = pgx.Identifier{tableAlias, k.Name}.Sanitize() + suffix
+	}
+	return strings.Join(names, ", ")
+}
+
+// keyParams renders ($n::text::type, …) starting at parameter first.
+func (p *Paginator) keyParams(first int) string {
+	parts := make([]string, len(p.cfg.Key))
+	for i, k := range p.cfg.Key {
+		parts[i] = fmt.Sprintf("$%d::text::%s", first+i, k.Type)
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// pageSQL: $1 is the limit, then the lower bound (when afterKey), then the
+// upper bound (when the job has a defined end).
+func (p *Paginator) pageSQL(afterKey bool) string {
+	var sel []string
+	for _, k := range p.cfg.Key {
+		sel = append(sel, pgx.Identifier{tableAlias, k.Name}.Sanitize()+"::text")
+	}
+	for _, c := range p.cfg.Columns {
+		col := pgx.Identifier{c.Name}.Sanitize()
+		if c.AsText {
+			col += "::text"
+		}
+		sel = append(sel, col)
+	}
+	keys := "(" + p.keyList() + ")"
+	next := 2
+	var conds []string
+	if afterKey {
+		conds = append(conds, keys+" > "+p.keyParams(next))
+		next += len(p.cfg.Key)
+	}
+	if p.cfg.Upper != nil {
+		conds = append(conds, keys+" <= "+p.keyParams(next))
+	}
+	if p.cfg.Where != "" {
+		conds = append(conds, "("+p.cfg.Where+")")
+	}
+	where := ""
+	if len(conds) > 0 {
+		where = " WHERE " + strings.Join(conds, " AND ")
+	}
+	return fmt.Sprintf("SELECT %s FROM %s AS %s%s ORDER BY %s LIMIT $1",
+		strings.Join(sel, ", "), p.cfg.Table.Sanitize(), tableAlias, where, p.keyList())
+}
+
+// LastKeySQL returns the query for the table's last key, the job's end.
+func LastKeySQL(table pgx.Identifier, key []KeyColumn, where string) string {
+	var sel []string
+	for _, k := range key {
+		sel = append(sel, pgx.Identifier{tableAlias, k.Name}.Sanitize()+"::text")
+	}
+	q := fmt.Sprintf("SELECT %s FROM %s AS %s", strings.Join(sel, ", "), table.Sanitize(), tableAlias)
+	if where != "" {
+		q += " WHERE (" + where + ")"
+	}
+	return q + " ORDER BY " + qualifiedKeys(key, " DESC") + " LIMIT 1"
+}
+
+// LastKey returns the text form of the table's last key, or an empty
+// non-nil slice when no row matches.
+func LastKey(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn, where string) ([]string, error) {
+	rows, err := q.Query(ctx, LastKeySQL(table, key, where))
+	if err != nil {
+		return nil, fmt.Errorf("read last key of %s: %w", table.Sanitize(), err)
+	}
+	defer rows.Close()
+	last := []string{}
+	if rows.Next() {
+		last = make([]string, len(key))
+		ptrs := make([]any, len(key))
+		for i := range last {
+			ptrs[i] = &last[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, fmt.Errorf("read last key of %s: %w", table.Sanitize(), err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read last key of %s: %w", table.Sanitize(), err)
+	}
+	return last, nil
+}
+
+// Run reads chunks until the end of the table (or Upper) and sends them to
+// out. It returns nil at the end, ctx.Err() when cancelled, or the read error.
+// It does not close out.
+func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error {
+	if p.cfg.Upper != nil && len(p.cfg.Upper) == 0 {
+		return nil // the table was empty when the job began
+	}
+	upper := encode(p.cfg.Upper)
+	var cursor []string
+	for {
+		for {
+			last, ok := p.jumps[encode(cursor)]
+			if !ok {
+				break
+			}
+			cursor = last
+		}
+		if p.cfg.Upper != nil && encode(cursor) == upper {
+			return nil
+		}
+		chunk, short, err := p.read(ctx, q, cursor)
+		if err != nil {
+			return err
+		}
+		if chunk == nil {
+			return nil
+		}
+		select {
+		case out <- chunk:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if short {
+			return nil
+		}
+		cursor = chunk.Last
+	}
+}
+
+// read fetches the page after cursor. short reports that the page ended the
+// table (fewer rows than asked for, and not cut at a committed range).
+func (p *Paginator) read(ctx context.Context, q Querier, cursor []string) (*Chunk, bool, error) {
+	args := make([]any, 0, 1+2*len(p.cfg.Key))
+	args = append(args, p.cfg.ChunkSize)
+	query := p.firstPage
+	if cursor != nil {
+		query = p.nextPage
+		for _, k := range cursor {
+			args = append(args, k)
+		}
+	}
+	for _, k := range p.cfg.Upper {
+		args = append(args, k)
+	}
+	return p.readRows(ctx, q, query, args, cursor)
+}
+
+func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args []any, cursor []string) (*Chunk, bool, error) {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
+		return nil, false, fmt.Errorf("read page of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
+	}
+	defer rows.Close()
+	nk := len(p.cfg.Key)
+	c := &Chunk{After: cursor, Rows: make([][]any, 0, p.cfg.ChunkSize)}
+	cut := false
+	var key []string
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			return nil, false, fmt.Errorf("decode row of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
+		}
+		key = make([]string, nk)
+		for i := range key {
+			key[i], _ = vals[i].(string)
+		}
+		if c.First == nil {
+			c.First = key
+		}
+		c.Rows = append(c.Rows, vals[nk:])
+		if _, committed := p.jumps[encode(key)]; committed {
+			cut = true // a committed range starts right after this row
+			break
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("read page of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
+	}
+	if len(c.Rows) == 0 {
+		return nil, true, nil
+	}
+	c.Last = key
+	c.Seq = p.nextSeq
+	p.nextSeq++
+	return c, !cut && len(c.Rows) < p.cfg.ChunkSize, nil
+}

@@ -1,0 +1,223 @@
+package backfill
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/backfill/backfill/catalog"
+	"github.com/backfill/backfill/paginator"
+	"github.com/backfill/backfill/transform"
+	"github.com/backfill/backfill/worker"
+)
+
+// ErrRefused wraps every reason a job is refused after looking at the
+// databases: a missing table or column, an unsafe key, a changed spec.
+var ErrRefused = errors.New("refused")
+
+// Spec is what a job copies: the part of a Job that must not change between
+// runs. It is stored in the job's row, without any password.
+type Spec struct {
+	Source    string   `json:"source"` // connection strings, password removed
+	Dest      string   `json:"dest"`
+	From      string   `json:"from"` // resolved, quoted: "public"."users"
+	To        string   `json:"to"`
+	Key       []string `json:"key"`
+	Where     string   `json:"where,omitempty"`
+	ChunkSize int      `json:"chunk_size"`
+}
+
+// differences lists what changed from s to t, naming each field.
+func (s Spec) differences(t Spec) []string {
+	var d []string
+	cmp := func(field, a, b string) {
+		if a != b {
+			d = append(d, fmt.Sprintf("%s: stored %s, given %s", field, a, b))
+		}
+	}
+	cmp("from", s.From, t.From)
+	cmp("to", s.To, t.To)
+	cmp("key", strings.Join(s.Key, ","), strings.Join(t.Key, ","))
+	cmp("where", fmt.Sprintf("%q", s.Where), fmt.Sprintf("%q", t.Where))
+	cmp("chunk_size", fmt.Sprint(s.ChunkSize), fmt.Sprint(t.ChunkSize))
+	return d
+}
+
+// plan is a validated job: everything the paginator and workers need.
+type plan struct {
+	spec        Spec
+	source      *catalog.Table
+	dest        *catalog.Table
+	key         []paginator.KeyColumn
+	read        []paginator.ReadColumn
+	write       []worker.Column
+	transformer transform.Transformer
+	overriding  bool
+}
+
+// readsAsText: json/jsonb lose their exact text when decoded into Go values;
+// arrays would be flattened by unnest; types pgx does not know have no Go
+// value to decode into. All of these travel as text.
+func readsAsText(types *pgtype.Map, c catalog.Column) bool {
+	if c.IsArray || c.OID == pgtype.JSONOID || c.OID == pgtype.JSONBOID {
+		return true
+	}
+	_, known := types.TypeForOID(c.OID)
+	return !known
+}
+
+// buildPlan validates the job against both catalogs before anything is
+// written. Problems that can be found together are reported together.
+func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job) (*plan, error) {
+	var errs []error
+	from, err := catalog.ParseTableName(j.From)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("source %w", err))
+	}
+	to, err := catalog.ParseTableName(j.To)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("destination %w", err))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidJob, errors.Join(errs...))
+	}
+	p := &plan{}
+	if p.source, err = catalog.Load(ctx, src, from); err != nil {
+		errs = append(errs, fmt.Errorf("source %w", err))
+	}
+	if p.dest, err = catalog.Load(ctx, dst, to); err != nil {
+		errs = append(errs, fmt.Errorf("destination %w", err))
+	}
+	if len(errs) > 0 {
+		return nil, refused(errs...)
+	}
+	if same, err := sameTable(ctx, src, dst, p.source, p.dest); err != nil {
+		return nil, err
+	} else if same {
+		return nil, refused(fmt.Errorf("source and destination are the same table %s", p.source.Name))
+	}
+	if !p.dest.IsTable() {
+		errs = append(errs, fmt.Errorf("destination %s is not a table (relkind %q): rows can only be inserted into a table", p.dest.Name, p.dest.Kind))
+	}
+
+	key := j.Key
+	if len(key) == 0 {
+		key = p.source.PrimaryKey()
+	}
+	if err := p.source.CheckKey(key); err != nil {
+		errs = append(errs, err)
+	} else {
+		for _, k := range key {
+			p.key = append(p.key, paginator.KeyColumn{Name: k, Type: p.source.Column(k).Type})
+		}
+	}
+	if err := p.dest.CheckConflictTarget(); err != nil {
+		errs = append(errs, err)
+	}
+
+	var writable []catalog.Column
+	for _, c := range p.dest.Columns {
+		if !c.Generated {
+			writable = append(writable, c)
+		}
+	}
+	sourceCols := p.source.Columns
+	if j.Transform == nil {
+		// identity: read only the columns that will be written
+		sourceCols = nil
+		for _, c := range p.source.Columns {
+			if slices.ContainsFunc(writable, func(d catalog.Column) bool { return d.Name == c.Name }) {
+				sourceCols = append(sourceCols, c)
+			}
+		}
+	}
+	srcT := columnsOf(sourceCols)
+	dstT := columnsOf(writable)
+	if j.Transform != nil {
+		p.transformer, err = j.Transform(srcT, dstT)
+	} else {
+		p.transformer, err = transform.Identity(srcT, dstT)
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("transform from %s to %s: %w", p.source.Name, p.dest.Name, err))
+	}
+	if len(errs) > 0 {
+		return nil, refused(errs...)
+	}
+
+	types := pgtype.NewMap()
+	written := p.transformer.Columns()
+	for _, name := range written {
+		c := p.dest.Column(name)
+		if c == nil || c.Generated {
+			errs = append(errs, fmt.Errorf("destination column %q does not exist in %s or is generated", name, p.dest.Name))
+			continue
+		}
+		p.write = append(p.write, worker.Column{
+			Name: c.Name, Type: c.Type, OID: c.OID,
+			AsText: readsAsText(types, *c),
+			JSON:   c.OID == pgtype.JSONOID || c.OID == pgtype.JSONBOID,
+		})
+		p.overriding = p.overriding || c.IdentityAlways
+	}
+	for _, c := range writable {
+		if c.NotNull && !c.HasDefault && !slices.Contains(written, c.Name) {
+			errs = append(errs, fmt.Errorf("destination column %q of %s is NOT NULL without a default, and nothing is written to it: add a source column of that name, a mapping, or a default", c.Name, p.dest.Name))
+		}
+	}
+	for _, c := range sourceCols {
+		p.read = append(p.read, paginator.ReadColumn{Name: c.Name, AsText: readsAsText(types, c)})
+	}
+	if len(errs) > 0 {
+		return nil, refused(errs...)
+	}
+	p.spec = Spec{
+		Source: RedactURL(j.SourceURL), Dest: RedactURL(j.DestURL),
+		From: p.source.Name.String(), To: p.dest.Name.String(),
+		Key: key, Where: j.Where, ChunkSize: j.ChunkSize,
+	}
+	return p, nil
+}
+
+func columnsOf(cols []catalog.Column) []transform.Column {
+	out := make([]transform.Column, len(cols))
+	for i, c := range cols {
+		out[i] = c.Column
+	}
+	return out
+}
+
+func refused(errs ...error) error {
+	return fmt.Errorf("%w: %w", ErrRefused, errors.Join(errs...))
+}
+
+// sameTable reports whether both names resolve to one table in one
+// database, which a backfill must never read and write at once.
+func sameTable(ctx context.Context, src, dst catalog.Querier, s, d *catalog.Table) (bool, error) {
+	if s.OID != d.OID {
+		return false, nil
+	}
+	const q = "SELECT current_database(), coalesce(inet_server_addr()::text, ''), coalesce(inet_server_port(), 0), pg_postmaster_start_time()::text"
+	var a, b [4]string
+	var pa, pb int
+	if err := src.QueryRow(ctx, q).Scan(&a[0], &a[1], &pa, &a[3]); err != nil {
+		return false, fmt.Errorf("identify source database: %w", err)
+	}
+	if err := dst.QueryRow(ctx, q).Scan(&b[0], &b[1], &pb, &b[3]); err != nil {
+		return false, fmt.Errorf("identify destination database: %w", err)
+	}
+	return a == b && pa == pb, nil
+}
+
+func marshalSpec(s Spec) (json.RawMessage, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("encode job spec: %w", err)
+	}
+	return b, nil
+}

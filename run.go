@@ -1,0 +1,379 @@
+package backfill
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+
+	"github.com/backfill/backfill/checkpoint"
+	"github.com/backfill/backfill/paginator"
+	"github.com/backfill/backfill/progress"
+	"github.com/backfill/backfill/worker"
+)
+
+var (
+	// ErrInterrupted is returned when the run was stopped (its context
+	// cancelled, for example by SIGINT); the job is resumable.
+	ErrInterrupted = errors.New("interrupted")
+	// ErrJobBusy is returned when another runner holds the job.
+	ErrJobBusy = errors.New("job is being run by another runner")
+	// ErrJobFailed wraps the error that stopped a job; the job is resumable.
+	ErrJobFailed = errors.New("job failed")
+)
+
+// Report is what Run did.
+type Report struct {
+	Job   string
+	State string
+	// AlreadyDone is true when the job had finished before this run, which
+	// then did nothing.
+	AlreadyDone bool
+	// Totals over every run of the job, summed from its checkpoint.
+	Totals checkpoint.Counters
+	// RunRows is the rows read by this run; Elapsed its duration.
+	RunRows int64
+	Elapsed time.Duration
+}
+
+// finishTimeout bounds the writes that record a run's end, which must
+// happen even when the run's context is already cancelled.
+const finishTimeout = 15 * time.Second
+
+type runner struct {
+	job     Job
+	log     zerolog.Logger
+	store   *checkpoint.Store
+	control *pgx.Conn // holds the runner lock; used by one goroutine at a time
+	src     *pgxpool.Pool
+	dst     *pgxpool.Pool
+}
+
+// Run starts or resumes a job (j.Mode) and returns when it is done, failed
+// or interrupted. Nothing is written before the job is validated.
+func Run(ctx context.Context, j Job) (Report, error) {
+	j = j.withDefaults()
+	if err := j.validate(); err != nil {
+		return Report{Job: j.Name}, err
+	}
+	r := &runner{job: j, log: j.Logger.With().Str("job", j.Name).Logger()}
+	defer r.close()
+	rep, err := r.run(ctx)
+	return rep, scrub(err, j.SourceURL, j.DestURL)
+}
+
+func (r *runner) close() {
+	if r.src != nil {
+		r.src.Close()
+	}
+	if r.dst != nil {
+		r.dst.Close()
+	}
+	if r.control != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), finishTimeout)
+		defer cancel()
+		_ = r.control.Close(ctx) // ends the session, which releases the runner lock
+	}
+}
+
+func (r *runner) run(ctx context.Context) (Report, error) {
+	j := &r.job
+	rep := Report{Job: j.Name}
+	var err error
+	if r.store, err = checkpoint.New(j.StateSchema); err != nil {
+		return rep, err
+	}
+	ccfg, err := connConfig(j.DestURL, *j, "control")
+	if err != nil {
+		return rep, fmt.Errorf("%w: %w", ErrInvalidJob, err)
+	}
+	if r.control, err = pgx.ConnectConfig(ctx, ccfg); err != nil {
+		return rep, fmt.Errorf("connect to destination database %s: %w", describeTarget(ccfg), err)
+	}
+	locked, err := r.store.TryLock(ctx, r.control, j.Name)
+	if err != nil {
+		return rep, err
+	}
+	if !locked {
+		return rep, r.busy(ctx)
+	}
+
+	existing, err := r.store.Job(ctx, r.control, j.Name)
+	if errors.Is(err, checkpoint.ErrJobNotFound) {
+		existing, err = nil, nil
+	}
+	if err != nil {
+		return rep, err
+	}
+	var stored Spec
+	switch {
+	case j.Mode == ModeResume && existing == nil:
+		return rep, refused(fmt.Errorf("job %q does not exist in state schema %q of the destination: start it with `backfill start`", j.Name, j.StateSchema))
+	case existing != nil:
+		if err := json.Unmarshal(existing.Spec, &stored); err != nil {
+			return rep, fmt.Errorf("decode stored spec of job %q: %w", j.Name, err)
+		}
+	}
+	if j.Mode == ModeResume {
+		j.From, j.To, j.Key, j.Where = orDefault(j.From, stored.From), orDefault(j.To, stored.To), orKey(j.Key, stored.Key), orDefault(j.Where, stored.Where)
+		if j.ChunkSize == 0 {
+			j.ChunkSize = stored.ChunkSize
+		}
+		if j.Rate == 0 {
+			j.Rate = existing.Rate
+			if j.Rate == 0 {
+				j.Rate = Unlimited
+			}
+		}
+		if j.Workers == 0 {
+			j.Workers = existing.Workers
+		}
+	}
+
+	if r.src, err = openPool(ctx, j.SourceURL, *j, "source", 2, true); err != nil {
+		return rep, err
+	}
+	if r.dst, err = openPool(ctx, j.DestURL, *j, "destination", j.Workers, false); err != nil {
+		return rep, err
+	}
+	p, err := buildPlan(ctx, r.src, r.dst, *j)
+	if err != nil {
+		return rep, err
+	}
+	if existing != nil {
+		if diffs := stored.differences(p.spec); len(diffs) > 0 {
+			return rep, refused(fmt.Errorf("job %q was started with a different spec (%s); use a new job name, or the original spec", j.Name, strings.Join(diffs, "; ")))
+		}
+		if existing.State == checkpoint.StateDone {
+			rep.State, rep.AlreadyDone = checkpoint.StateDone, true
+			rep.Totals, err = r.store.Counters(ctx, r.control, j.Name)
+			return rep, err
+		}
+		if j.Mode == ModeStart {
+			return rep, refused(fmt.Errorf("job %q already exists and is %s: continue it with `backfill resume --job %s`", j.Name, existing.State, j.Name))
+		}
+	}
+	return r.execute(ctx, p, existing)
+}
+
+func orDefault(given, stored string) string {
+	if given != "" {
+		return given
+	}
+	return stored
+}
+
+func orKey(given, stored []string) []string {
+	if len(given) > 0 {
+		return given
+	}
+	return stored
+}
+
+// busy builds the error for a job whose lock another session holds.
+func (r *runner) busy(ctx context.Context) error {
+	holder := r.store.LockHolder(ctx, r.control, r.job.Name)
+	if j, err := r.store.Job(ctx, r.control, r.job.Name); err == nil && j.RunnerHost != nil && j.RunnerPID != nil {
+		holder = fmt.Sprintf("host %s pid %d (%s)", *j.RunnerHost, *j.RunnerPID, holder)
+	}
+	return fmt.Errorf("%w: job %q is held by %s; wait for it, or stop that process first", ErrJobBusy, r.job.Name, holder)
+}
+
+// storedRate is the rate as the job row keeps it: 0 for no cap.
+func storedRate(r float64) float64 {
+	if math.IsInf(r, 1) {
+		return 0
+	}
+	return r
+}
+
+// execute records the job as running and runs the pipeline to its end.
+func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job) (Report, error) {
+	j := r.job
+	rep := Report{Job: j.Name}
+	host, _ := os.Hostname()
+	pid := os.Getpid()
+
+	var (
+		upper     []string
+		estimate  int64
+		committed []checkpoint.Range
+		maxSeq    int64
+		before    checkpoint.Counters
+		err       error
+	)
+	if existing == nil {
+		if estimate, err = estimateRows(ctx, r.src, p, j.Where); err != nil {
+			return rep, err
+		}
+		if upper, err = paginator.LastKey(ctx, r.src, p.source.Name.Identifier(), p.key, j.Where); err != nil {
+			return rep, err
+		}
+		spec, err := marshalSpec(p.spec)
+		if err != nil {
+			return rep, err
+		}
+		if err := r.store.Migrate(ctx, r.control); err != nil {
+			return rep, err
+		}
+		if err := r.store.CreateJob(ctx, r.control, checkpoint.NewJob{
+			Name: j.Name, Spec: spec, Rate: storedRate(j.Rate), Workers: j.Workers,
+			RowsEstimated: estimate, UpperKey: upper, Host: host, PID: pid,
+		}); err != nil {
+			return rep, err
+		}
+		r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Strs("key", p.spec.Key).
+			Int64("rows_estimated", estimate).Strs("last_key", upper).Msg("job started")
+	} else {
+		upper, estimate = existing.UpperKey, existing.RowsEstimated
+		if err := r.store.Migrate(ctx, r.control); err != nil {
+			return rep, err
+		}
+		if err := r.store.ClaimJob(ctx, r.control, j.Name, storedRate(j.Rate), j.Workers, host, pid); err != nil {
+			return rep, err
+		}
+		if committed, maxSeq, err = r.store.Committed(ctx, r.control, j.Name); err != nil {
+			return rep, err
+		}
+		if before, err = r.store.Counters(ctx, r.control, j.Name); err != nil {
+			return rep, err
+		}
+		r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Int64("chunks_done", before.ChunksDone).
+			Int64("rows_done", before.RowsRead).Str("was", existing.State).Msg("job resumed")
+	}
+
+	ranges := make([]paginator.Range, len(committed))
+	for i, c := range committed {
+		ranges[i] = paginator.Range{After: c.After, Last: c.Last}
+	}
+	pag, err := paginator.New(paginator.Config{
+		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.ChunkSize,
+		Upper: upper, Where: j.Where, Committed: ranges, NextSeq: maxSeq + 1,
+	})
+	if err != nil {
+		return rep, err
+	}
+	var limiter *rate.Limiter
+	if !math.IsInf(j.Rate, 1) {
+		limiter = rate.NewLimiter(rate.Limit(j.Rate), j.ChunkSize)
+	}
+	tracker := progress.New(estimate, before.RowsRead, j.Now)
+	var runRows atomic.Int64
+	pool, err := worker.New(worker.Config{
+		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write,
+		OverridingSystemValue: p.overriding, Transformer: p.transformer, Committer: r.store,
+		Workers: j.Workers, Limiter: limiter, DrainTimeout: j.DrainTimeout,
+		OnChunk: func(res worker.Result) {
+			tracker.Add(res.Read)
+			runRows.Add(int64(res.Read))
+			r.log.Debug().Int64("seq", res.Seq).Int("read", res.Read).Int("inserted", res.Inserted).
+				Int("skipped", res.Skipped).Int("filtered", res.Filtered).Strs("last_key", res.Last).Msg("chunk committed")
+		},
+	})
+	if err != nil {
+		return rep, err
+	}
+
+	began := j.Now()
+	runErr := r.pipeline(ctx, pag, pool, tracker)
+	rep.Elapsed = j.Now().Sub(began)
+	rep.RunRows = runRows.Load()
+
+	finishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	state, lastError := checkpoint.StateDone, ""
+	switch {
+	case runErr == nil:
+	case ctx.Err() != nil:
+		state, runErr = checkpoint.StateInterrupted, fmt.Errorf("%w: job %q after %s", ErrInterrupted, j.Name, rep.Elapsed.Round(time.Millisecond))
+	default:
+		state, lastError = checkpoint.StateFailed, scrub(runErr, j.SourceURL, j.DestURL).Error()
+		runErr = fmt.Errorf("%w: %w", ErrJobFailed, runErr)
+	}
+	rep.State = state
+	if err := r.store.SetState(finishCtx, r.control, j.Name, state, lastError); err != nil {
+		return rep, errors.Join(runErr, err)
+	}
+	if rep.Totals, err = r.store.Counters(finishCtx, r.control, j.Name); err != nil {
+		return rep, errors.Join(runErr, err)
+	}
+	ev := r.log.Info()
+	if state == checkpoint.StateFailed {
+		ev = r.log.Error().Str("error", lastError)
+	}
+	ev.Str("state", state).Int64("rows_read", rep.Totals.RowsRead).Int64("rows_inserted", rep.Totals.RowsInserted).
+		Int64("rows_skipped", rep.Totals.RowsSkipped).Int64("rows_filtered", rep.Totals.RowsFiltered).
+		Int64("chunks_done", rep.Totals.ChunksDone).Dur("elapsed", rep.Elapsed).Msg("job " + state)
+	return rep, runErr
+}
+
+// pipeline runs paginator → channel → workers, with the progress log and
+// the heartbeat beside them until both finish.
+func (r *runner) pipeline(ctx context.Context, pag *paginator.Paginator, pool *worker.Pool, tracker *progress.Tracker) error {
+	chunks := make(chan *paginator.Chunk, r.job.QueueDepth)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(chunks)
+		return pag.Run(gctx, r.src, chunks)
+	})
+	g.Go(func() error { return pool.Run(gctx, r.dst, chunks) })
+
+	sideCtx, stopSide := context.WithCancel(ctx)
+	var side sync.WaitGroup
+	side.Go(func() { tracker.Log(sideCtx, r.log, r.job.ProgressInterval) })
+	side.Go(func() { r.heartbeat(sideCtx) })
+	err := g.Wait()
+	stopSide()
+	side.Wait()
+	return err
+}
+
+// heartbeat keeps the job row's heartbeat fresh, so status can tell a live
+// runner from a dead one.
+func (r *runner) heartbeat(ctx context.Context) {
+	t := time.NewTicker(DefaultHeartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := r.store.Heartbeat(ctx, r.control, r.job.Name); err != nil && ctx.Err() == nil {
+				r.log.Warn().Err(err).Msg("heartbeat failed")
+			}
+		}
+	}
+}
+
+// estimateRows asks the planner how many rows the source query returns.
+func estimateRows(ctx context.Context, q *pgxpool.Pool, p *plan, where string) (int64, error) {
+	sql := "EXPLAIN (FORMAT JSON) SELECT 1 FROM " + p.source.Name.String()
+	if where != "" {
+		sql += " WHERE (" + where + ")"
+	}
+	var out []struct {
+		Plan struct {
+			Rows float64 `json:"Plan Rows"`
+		} `json:"Plan"`
+	}
+	var raw []byte
+	if err := q.QueryRow(ctx, sql).Scan(&raw); err != nil {
+		return 0, fmt.Errorf("estimate rows of %s: %w", p.source.Name, err)
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || len(out) == 0 {
+		return 0, fmt.Errorf("read the planner's estimate for %s: %v", p.source.Name, err)
+	}
+	return int64(out[0].Plan.Rows), nil
+}

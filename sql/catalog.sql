@@ -1,0 +1,41 @@
+-- Catalog queries: what backfill reads about a user's table. Names are passed
+-- as values, never spliced in.
+
+-- name: catalog-resolve
+SELECT c.oid, n.nspname, c.relname, c.relkind
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = to_regclass($1)
+
+-- name: catalog-columns
+SELECT a.attname,
+       format_type(a.atttypid, NULL),
+       a.atttypid,
+       a.attnotnull,
+       a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
+       t.typcategory = 'A',
+       a.attgenerated <> '',
+       a.attidentity = 'a'
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+
+-- name: catalog-unique-indexes
+SELECT ic.relname,
+       i.indisprimary,
+       i.indpred IS NOT NULL,
+       0 = ANY (i.indkey::int2[]),
+       ARRAY(
+           SELECT a.attname::text
+           FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+           WHERE k.ord <= i.indnkeyatts
+           ORDER BY k.ord
+       ),
+       am.amname
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_am am ON am.oid = ic.relam
+WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid
+ORDER BY i.indisprimary DESC, ic.relname

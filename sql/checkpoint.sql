@@ -1,0 +1,78 @@
+-- Statements of the checkpoint store. {{schema}} is the quoted state schema.
+
+-- name: job-get
+SELECT name, spec, state, rate, workers, rows_estimated, upper_key, started_at,
+       updated_at, finished_at, last_error, runner_host, runner_pid, heartbeat_at
+FROM {{schema}}.jobs
+WHERE name = $1
+
+-- name: job-list
+SELECT name, spec, state, rate, workers, rows_estimated, upper_key, started_at,
+       updated_at, finished_at, last_error, runner_host, runner_pid, heartbeat_at
+FROM {{schema}}.jobs
+ORDER BY started_at, name
+
+-- name: job-create
+INSERT INTO {{schema}}.jobs
+    (name, spec, state, rate, workers, rows_estimated, upper_key, runner_host, runner_pid, heartbeat_at)
+VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, now())
+
+-- name: job-claim
+UPDATE {{schema}}.jobs
+SET state = 'running', rate = $2, workers = $3, runner_host = $4, runner_pid = $5,
+    heartbeat_at = now(), updated_at = now(), finished_at = NULL, last_error = NULL
+WHERE name = $1
+
+-- name: job-heartbeat
+UPDATE {{schema}}.jobs SET heartbeat_at = now(), updated_at = now() WHERE name = $1
+
+-- name: job-set-state
+UPDATE {{schema}}.jobs
+SET state = $2, last_error = $3, updated_at = now(), heartbeat_at = NULL,
+    finished_at = CASE WHEN $2 = 'done' THEN now() END
+WHERE name = $1
+
+-- name: job-counters
+SELECT count(*),
+       coalesce(sum(rows_read), 0),
+       coalesce(sum(rows_filtered), 0),
+       coalesce(sum(rows_failed), 0),
+       coalesce(sum(rows_inserted), 0),
+       coalesce(sum(rows_skipped), 0),
+       (SELECT last_key FROM {{schema}}.chunks WHERE job = $1 ORDER BY seq DESC LIMIT 1)
+FROM {{schema}}.chunks
+WHERE job = $1
+
+-- name: chunk-ranges
+SELECT seq, after_key, last_key FROM {{schema}}.chunks WHERE job = $1
+
+-- name: try-lock
+SELECT pg_try_advisory_lock(hashtextextended($1, 0))
+
+-- name: lock-holder
+SELECT a.pid, coalesce(host(a.client_addr), 'local'), a.application_name
+FROM pg_locks l
+JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+  AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended($1, 0)
+LIMIT 1
+
+-- name: unlock
+SELECT pg_advisory_unlock(hashtextextended($1, 0))
+
+-- name: migrate-lock
+SELECT pg_advisory_xact_lock(hashtextextended('backfill:migrate', 0))
+
+-- Commits one chunk: {{insert}} is the worker's INSERT … ON CONFLICT DO
+-- NOTHING (its parameters start at $10). The chunk's rows and its checkpoint
+-- row commit together or not at all, in one round trip.
+-- name: commit-chunk
+WITH ins AS (
+    {{insert}}
+    RETURNING 1
+)
+INSERT INTO {{schema}}.chunks
+    (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, count(*), $9 - count(*)
+FROM ins
+RETURNING rows_inserted

@@ -1,0 +1,61 @@
+-- The state schema. {{schema}} is the quoted --state-schema name.
+-- Migrations run in order inside one transaction guarded by an advisory lock;
+-- schema_version records the last one applied. Never edit a released block:
+-- add migration-N+1.
+
+-- name: create-schema
+CREATE SCHEMA IF NOT EXISTS {{schema}}
+
+-- name: create-version-table
+CREATE TABLE IF NOT EXISTS {{schema}}.schema_version (
+    version integer NOT NULL
+)
+
+-- name: get-version
+SELECT coalesce(max(version), 0) FROM {{schema}}.schema_version
+
+-- name: set-version
+INSERT INTO {{schema}}.schema_version (version) VALUES ($1)
+
+-- name: migration-1
+CREATE TABLE {{schema}}.jobs (
+    name            text PRIMARY KEY,
+    -- what the job copies; never holds a password
+    spec            jsonb NOT NULL,
+    state           text NOT NULL
+                    CHECK (state IN ('running', 'paused', 'interrupted', 'failed', 'done')),
+    rate            double precision NOT NULL,
+    workers         integer NOT NULL,
+    rows_estimated  bigint NOT NULL DEFAULT 0,
+    -- the source's last key when the job started: the job's defined end.
+    -- '{}' when the source was empty.
+    upper_key       text[] NOT NULL,
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz,
+    last_error      text,
+    runner_host     text,
+    runner_pid      integer,
+    heartbeat_at    timestamptz
+);
+
+-- One row per committed chunk, written in the same statement as the chunk's
+-- rows. Job counters are sums over these rows, so no worker updates a shared
+-- hot row. A chunk covers the source keys in (after_key, last_key].
+CREATE TABLE {{schema}}.chunks (
+    job             text NOT NULL REFERENCES {{schema}}.jobs (name) ON DELETE CASCADE,
+    seq             bigint NOT NULL,
+    after_key       text[],
+    first_key       text[] NOT NULL,
+    last_key        text[] NOT NULL,
+    rows_read       integer NOT NULL,
+    rows_filtered   integer NOT NULL,
+    rows_failed     integer NOT NULL,
+    rows_inserted   integer NOT NULL,
+    rows_skipped    integer NOT NULL,
+    finished_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (job, seq),
+    -- a second commit of the same range (two runners, a bug) fails instead of
+    -- counting twice
+    UNIQUE (job, last_key)
+);

@@ -1,0 +1,109 @@
+package sql
+
+import (
+	"embed"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+//go:embed *.sql
+var files embed.FS
+
+// Statements is the set of named statements for one state schema.
+type Statements struct {
+	byName map[string]string
+}
+
+// Migration is one step of the state schema, applied in Version order.
+type Migration struct {
+	Version int
+	SQL     string
+}
+
+const namePrefix = "-- name: "
+
+// For returns the statements with {{schema}} replaced by quotedSchema, which
+// must already be quoted (pgx.Identifier{name}.Sanitize()).
+func For(quotedSchema string) (*Statements, error) {
+	entries, err := files.ReadDir(".")
+	if err != nil {
+		return nil, fmt.Errorf("list embedded sql files: %w", err)
+	}
+	s := &Statements{byName: map[string]string{}}
+	for _, e := range entries {
+		body, err := files.ReadFile(e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("read embedded %s: %w", e.Name(), err)
+		}
+		if err := parseBlocks(e.Name(), string(body), quotedSchema, s.byName); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func parseBlocks(file, body, quotedSchema string, into map[string]string) error {
+	var name string
+	var text strings.Builder
+	flush := func() error {
+		if name == "" {
+			return nil
+		}
+		if _, dup := into[name]; dup {
+			return fmt.Errorf("%s: statement %q defined twice", file, name)
+		}
+		into[name] = strings.TrimSpace(strings.ReplaceAll(text.String(), "{{schema}}", quotedSchema))
+		text.Reset()
+		return nil
+	}
+	for _, line := range strings.SplitAfter(body, "\n") {
+		if rest, ok := strings.CutPrefix(line, namePrefix); ok {
+			if err := flush(); err != nil {
+				return err
+			}
+			name = strings.TrimSpace(rest)
+			continue
+		}
+		if name != "" {
+			text.WriteString(line)
+		}
+	}
+	return flush()
+}
+
+// Get returns the named statement. A missing name is a programming error.
+func (s *Statements) Get(name string) string {
+	q, ok := s.byName[name]
+	if !ok {
+		panic(fmt.Sprintf("sql: no statement named %q", name))
+	}
+	return q
+}
+
+// Migrations returns the blocks named "migration-N" in version order.
+func (s *Statements) Migrations() []Migration {
+	var out []Migration
+	for name, q := range s.byName {
+		var v int
+		if _, err := fmt.Sscanf(name, "migration-%d", &v); err == nil {
+			out = append(out, Migration{Version: v, SQL: q})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	return out
+}
+
+// Static returns a named statement that does not mention the state schema,
+// such as the catalog queries.
+func Static(name string) string {
+	s, err := For("")
+	if err != nil {
+		panic(err) // the embedded files are part of the binary: a build defect
+	}
+	q := s.Get(name)
+	if strings.Contains(q, "{{schema}}") {
+		panic(fmt.Sprintf("sql: statement %q needs a schema; use For", name))
+	}
+	return q
+}

@@ -1,0 +1,116 @@
+package backfill
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/backfill/backfill/checkpoint"
+)
+
+// JobStatus is one job as `backfill status` reports it. The JSON names are
+// a stable interface: scripts read them.
+type JobStatus struct {
+	Job           string     `json:"job"`
+	State         string     `json:"state"`
+	From          string     `json:"from"`
+	To            string     `json:"to"`
+	RowsRead      int64      `json:"rows_read"`
+	RowsInserted  int64      `json:"rows_inserted"`
+	RowsSkipped   int64      `json:"rows_skipped"`
+	RowsFiltered  int64      `json:"rows_filtered"`
+	RowsFailed    int64      `json:"rows_failed"`
+	ChunksDone    int64      `json:"chunks_done"`
+	RowsEstimated int64      `json:"rows_estimated"`
+	Percent       float64    `json:"percent"`
+	Rate          float64    `json:"rate"` // the cap in rows per second; 0 means none
+	Workers       int        `json:"workers"`
+	StartedAt     time.Time  `json:"started_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+	FinishedAt    *time.Time `json:"finished_at"`
+	HeartbeatAt   *time.Time `json:"heartbeat_at"`
+	Runner        string     `json:"runner"`
+	LastKey       []string   `json:"last_key"`
+	LastError     *string    `json:"last_error"`
+}
+
+// StatusRequest says which jobs to report.
+type StatusRequest struct {
+	DestURL     string
+	StateSchema string // default "backfill"
+	Job         string // "" for all jobs
+	Now         func() time.Time
+}
+
+// Status reads jobs from the destination's state schema. A job whose state
+// says running but whose heartbeat is stale has lost its runner and is
+// reported as interrupted. It writes nothing.
+func Status(ctx context.Context, req StatusRequest) ([]JobStatus, error) {
+	if req.StateSchema == "" {
+		req.StateSchema = checkpoint.DefaultSchema
+	}
+	if req.Now == nil {
+		req.Now = time.Now
+	}
+	j := Job{Name: "status", StatementTimeout: DefaultStatementTimeout, LockTimeout: DefaultLockTimeout, ConnectTimeout: DefaultConnectTimeout}
+	cfg, err := connConfig(req.DestURL, j, "status")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidJob, err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, scrub(fmt.Errorf("connect to destination database %s: %w", describeTarget(cfg), err), req.DestURL)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	store, err := checkpoint.New(req.StateSchema)
+	if err != nil {
+		return nil, err
+	}
+	var jobs []checkpoint.Job
+	if req.Job != "" {
+		one, err := store.Job(ctx, conn, req.Job)
+		if err != nil {
+			return nil, err
+		}
+		jobs = []checkpoint.Job{*one}
+	} else if jobs, err = store.Jobs(ctx, conn); err != nil {
+		return nil, err
+	}
+	out := make([]JobStatus, 0, len(jobs))
+	for _, cj := range jobs {
+		c, err := store.Counters(ctx, conn, cj.Name)
+		if err != nil {
+			return nil, err
+		}
+		var spec Spec
+		_ = json.Unmarshal(cj.Spec, &spec) // an unreadable spec only blanks From and To
+		s := JobStatus{
+			Job: cj.Name, State: cj.State, From: spec.From, To: spec.To,
+			RowsRead: c.RowsRead, RowsInserted: c.RowsInserted, RowsSkipped: c.RowsSkipped,
+			RowsFiltered: c.RowsFiltered, RowsFailed: c.RowsFailed, ChunksDone: c.ChunksDone,
+			RowsEstimated: cj.RowsEstimated, Rate: cj.Rate, Workers: cj.Workers,
+			StartedAt: cj.StartedAt, UpdatedAt: cj.UpdatedAt, FinishedAt: cj.FinishedAt,
+			HeartbeatAt: cj.HeartbeatAt, LastKey: c.LastKey, LastError: cj.LastError,
+		}
+		if s.LastKey == nil {
+			s.LastKey = []string{}
+		}
+		if cj.RunnerHost != nil && cj.RunnerPID != nil {
+			s.Runner = fmt.Sprintf("%s:%d", *cj.RunnerHost, *cj.RunnerPID)
+		}
+		switch {
+		case s.State == checkpoint.StateDone:
+			s.Percent = 100
+		case s.RowsEstimated > 0:
+			s.Percent = min(99.9, float64(int64(1000*float64(s.RowsRead)/float64(s.RowsEstimated)))/10)
+		}
+		if s.State == checkpoint.StateRunning && (cj.HeartbeatAt == nil || req.Now().Sub(*cj.HeartbeatAt) > StaleHeartbeat) {
+			s.State = checkpoint.StateInterrupted
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}

@@ -1,0 +1,86 @@
+package transform
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Column is one column of a table as the catalog reports it.
+type Column struct {
+	Name    string // the column name, exactly as stored in the catalog
+	Type    string // format_type(atttypid, NULL), for example "bigint" or "timestamp with time zone"
+	OID     uint32 // the type's OID
+	NotNull bool
+	// HasDefault is true when the column has a default, is an identity column
+	// or is generated, so leaving it out of an insert is not an error.
+	HasDefault bool
+}
+
+// A Transformer maps source rows to destination rows. Apply is called by
+// many workers at once and must be safe for concurrent use.
+type Transformer interface {
+	// Columns names the destination columns, in the order Apply fills dst.
+	Columns() []string
+	// Apply reads src (values in the order of the source columns the
+	// transformer was built for, as pgx decodes them) and writes one value per
+	// destination column into dst, which has len(Columns()) elements. keep is
+	// false when the row is filtered out. A row that cannot be transformed
+	// returns a *RowError; the caller records the row as failed and goes on.
+	Apply(src, dst []any) (keep bool, err error)
+}
+
+// RowError is the single way a transformer reports that one row failed.
+type RowError struct {
+	Column string // destination column whose value could not be computed ("" for the row filter)
+	Err    error
+}
+
+func (e *RowError) Error() string {
+	if e.Column == "" {
+		return fmt.Sprintf("transform row: %v", e.Err)
+	}
+	return fmt.Sprintf("transform column %q: %v", e.Column, e.Err)
+}
+
+func (e *RowError) Unwrap() error { return e.Err }
+
+// ErrNoCommonColumns is returned by Identity when the tables share no column.
+var ErrNoCommonColumns = errors.New("source and destination share no column name")
+
+// identity copies same-named columns.
+type identity struct {
+	columns []string
+	from    []int // from[i] is the source index of destination column i
+}
+
+// Identity copies every destination column that has a same-named source
+// column. Destination columns without a source column are left out of the
+// insert, so they take their defaults.
+func Identity(source, dest []Column) (Transformer, error) {
+	bySourceName := make(map[string]int, len(source))
+	for i, c := range source {
+		bySourceName[c.Name] = i
+	}
+	t := &identity{}
+	for _, d := range dest {
+		i, ok := bySourceName[d.Name]
+		if !ok {
+			continue
+		}
+		t.columns = append(t.columns, d.Name)
+		t.from = append(t.from, i)
+	}
+	if len(t.columns) == 0 {
+		return nil, ErrNoCommonColumns
+	}
+	return t, nil
+}
+
+func (t *identity) Columns() []string { return t.columns }
+
+func (t *identity) Apply(src, dst []any) (bool, error) {
+	for i, from := range t.from {
+		dst[i] = src[from]
+	}
+	return true, nil
+}

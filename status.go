@@ -47,7 +47,8 @@ type StatusRequest struct {
 
 // Status reads jobs from the destination's state schema. A job whose state
 // says running but whose heartbeat is stale has lost its runner and is
-// reported as interrupted. It writes nothing.
+// reported as interrupted, and so is one whose runner lock nobody holds (the
+// runner died with its session). It writes nothing.
 func Status(ctx context.Context, req StatusRequest) ([]JobStatus, error) {
 	if req.StateSchema == "" {
 		req.StateSchema = checkpoint.DefaultSchema
@@ -107,8 +108,15 @@ func Status(ctx context.Context, req StatusRequest) ([]JobStatus, error) {
 		case s.RowsEstimated > 0:
 			s.Percent = min(99.9, float64(int64(1000*float64(s.RowsRead)/float64(s.RowsEstimated)))/10)
 		}
-		if s.State == checkpoint.StateRunning && (cj.HeartbeatAt == nil || req.Now().Sub(*cj.HeartbeatAt) > StaleHeartbeat) {
-			s.State = checkpoint.StateInterrupted
+		if s.State == checkpoint.StateRunning {
+			held, err := store.Locked(ctx, conn, cj.Name)
+			if err != nil {
+				return nil, err
+			}
+			stale := cj.HeartbeatAt == nil || req.Now().Sub(*cj.HeartbeatAt) > StaleHeartbeat
+			if !held || stale {
+				s.State = checkpoint.StateInterrupted // the runner is gone
+			}
 		}
 		out = append(out, s)
 	}

@@ -292,6 +292,16 @@ func (s *Store) Unlock(ctx context.Context, conn Querier, job string) error {
 	return nil
 }
 
+// Locked reports whether some session holds the job's runner lock: a job
+// whose row says running but whose lock nobody holds has lost its runner.
+func (s *Store) Locked(ctx context.Context, q Querier, job string) (bool, error) {
+	var held bool
+	if err := q.QueryRow(ctx, s.stmts.Get("lock-held"), s.lockKey(job)).Scan(&held); err != nil {
+		return false, fmt.Errorf("check runner lock of job %q: %w", job, err)
+	}
+	return held, nil
+}
+
 // LockHolder describes the session that holds the job's lock, for the
 // message that refuses a second runner.
 func (s *Store) LockHolder(ctx context.Context, q Querier, job string) string {

@@ -76,3 +76,10 @@ INSERT INTO {{schema}}.chunks
 SELECT $1, $2, $3, $4, $5, $6, $7, $8, count(*), $9 - count(*)
 FROM ins
 RETURNING rows_inserted
+
+-- name: lock-held
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted
+      AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)
+)

@@ -1,0 +1,181 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/backfill/backfill/internal/pgtest"
+)
+
+// runUntilKilled starts the binary, waits until the job has committed at
+// least minChunks chunks, waits delay more, then sends sig and waits for
+// the process. It returns the process's result.
+func runUntilKilled(t *testing.T, dest, job string, minChunks int64, delay time.Duration, sig syscall.Signal, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := command(ctx, t, args...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start backfill: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	conn := connect(t, dest)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var n int64
+		// the state table may not exist yet
+		_ = conn.QueryRow(ctx, `SELECT count(*) FROM backfill.chunks WHERE job = $1`, job).Scan(&n)
+		if n >= minChunks {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("backfill exited (%v) before committing %d chunks:\n%s", err, minChunks, errb.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %d chunks committed within a minute:\n%s", minChunks, errb.String())
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("backfill finished (%v) before it could be killed; make the job longer", err)
+	case <-time.After(delay):
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal backfill: %v", err)
+	}
+	<-done
+	return result{code: cmd.ProcessState.ExitCode(), stdout: out.String(), stderr: errb.String()}
+}
+
+// TestKillAndResume kills the runner with SIGKILL at random moments and
+// resumes it each time; the destination must equal the source exactly and
+// the counters must equal those of one clean run.
+func TestKillAndResume(t *testing.T) {
+	const n = 200_000
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	t.Logf("random seed %d", seed)
+
+	db := pgtest.NewDatabase(t)
+	createItems(t, db, "src")
+	fillItems(t, db, "src", n)
+	createItems(t, db, "dst")
+	createItems(t, db, "clean")
+
+	mustSucceed(t, "start", "--source", db, "--job", "clean", "--from", "src", "--to", "clean", "--rate", "0")
+	clean := countersOf(status(t, db, "clean"))
+
+	args := []string{"--source", db, "--job", "killed", "--rate", "40000", "--workers", "4"}
+	startArgs := append([]string{"start", "--from", "src", "--to", "dst"}, args...)
+	resumeArgs := append([]string{"resume"}, args...)
+	var prev int64
+	for i := range 3 {
+		delay := time.Duration(rng.Int64N(int64(1500 * time.Millisecond)))
+		a := resumeArgs
+		if i == 0 {
+			a = startArgs
+		}
+		r := runUntilKilled(t, db, "killed", prev+1, delay, syscall.SIGKILL, a...)
+		if r.code != -1 {
+			t.Fatalf("kill %d: want death by signal, got %s", i+1, r)
+		}
+		s := status(t, db, "killed")
+		t.Logf("kill %d after %v: %d chunks, %d rows done, state %s", i+1, delay, s.ChunksDone, s.RowsRead, s.State)
+		if s.State != "interrupted" {
+			t.Fatalf("kill %d: status says %q for a job whose runner is dead, want interrupted", i+1, s.State)
+		}
+		if s.RowsRead >= n {
+			t.Fatalf("kill %d came after the job finished; make the job longer", i+1)
+		}
+		prev = s.ChunksDone
+	}
+	mustSucceed(t, append(resumeArgs, "--rate", "0")...)
+	assertSameRows(t, db, "src", db, "dst")
+	got := status(t, db, "killed")
+	if got.State != "done" || countersOf(got) != clean {
+		t.Fatalf("after kills and resumes: state %s, counters %+v; one clean run: %+v", got.State, countersOf(got), clean)
+	}
+	if got.RowsInserted != n || got.RowsSkipped != 0 {
+		t.Fatalf("rows_inserted %d (want %d), rows_skipped %d (want 0)", got.RowsInserted, n, got.RowsSkipped)
+	}
+}
+
+// TestInterruptWithSIGINT: the runner finishes in-flight chunks, records
+// interrupted, says how to resume and exits 130; resume then completes.
+func TestInterruptWithSIGINT(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	createItems(t, db, "src")
+	fillItems(t, db, "src", 50_000)
+	createItems(t, db, "dst")
+	r := runUntilKilled(t, db, "sigint", 2, 200*time.Millisecond, syscall.SIGINT,
+		"start", "--source", db, "--job", "sigint", "--from", "src", "--to", "dst", "--rate", "10000", "--log-format", "json")
+	if r.code != 130 {
+		t.Fatalf("want exit 130 after SIGINT, got %s", r)
+	}
+	if !strings.Contains(r.stderr, "backfill resume --job sigint") {
+		t.Fatalf("no resume hint in the output:\n%s", r.stderr)
+	}
+	s := status(t, db, "sigint")
+	if s.State != "interrupted" || s.RowsRead == 0 || s.RowsRead >= 50_000 {
+		t.Fatalf("after SIGINT: %+v", s)
+	}
+	// what was committed is exactly what is in the destination
+	if n := queryInt(t, db, "SELECT count(*) FROM dst"); n != s.RowsInserted {
+		t.Fatalf("destination has %d rows, checkpoint says %d inserted", n, s.RowsInserted)
+	}
+	r = cli(t, "start", "--source", db, "--job", "sigint", "--from", "src", "--to", "dst")
+	if r.code != 1 || !strings.Contains(r.stderr, "backfill resume --job sigint") {
+		t.Fatalf("start of an interrupted job must be refused with a hint to resume, got %s", r)
+	}
+	mustSucceed(t, "resume", "--source", db, "--job", "sigint", "--rate", "0")
+	assertSameRows(t, db, "src", db, "dst")
+	if s := status(t, db, "sigint"); s.RowsInserted != 50_000 || s.ChunksDone != 50 || s.State != "done" {
+		t.Fatalf("after resume: %+v", s)
+	}
+}
+
+// TestKeyTypes pages by every kind of key users have, single and
+// composite, with a chunk size that leaves a partial last chunk.
+func TestKeyTypes(t *testing.T) {
+	cases := []struct {
+		name, ddl, fill string
+	}{
+		{"bigint", "k bigint PRIMARY KEY", "g * 3 - 1000"},
+		{"integer", "k integer PRIMARY KEY", "g - 500"},
+		{"uuid", "k uuid PRIMARY KEY", "md5(g::text)::uuid"},
+		{"text", "k text PRIMARY KEY", "'ключ-' || g || CASE WHEN g % 3 = 0 THEN ' Z' ELSE 'a' END"},
+		{"timestamptz", "k timestamptz PRIMARY KEY", "timestamptz '2020-02-29 23:59:59.999999+00' + g * interval '1.5 seconds'"},
+		{"numeric", "k numeric PRIMARY KEY", "g / 7.0"},
+		{"composite text,int", "tenant text NOT NULL, k int NOT NULL, PRIMARY KEY (tenant, k)", "g % 5"},
+	}
+	db := pgtest.NewDatabase(t)
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src, dst := fmt.Sprintf("src_%d", i), fmt.Sprintf("dst_%d", i)
+			fill := fmt.Sprintf("INSERT INTO %s SELECT %s, 'v' || g FROM generate_series(1, 2345) g", src, c.fill)
+			if strings.HasPrefix(c.name, "composite") {
+				fill = fmt.Sprintf("INSERT INTO %s SELECT 'tenant ' || (g %% 7), g, 'v' || g FROM generate_series(1, 2345) g", src)
+			}
+			sql(t, db,
+				fmt.Sprintf("CREATE TABLE %s (%s, v text)", src, c.ddl),
+				fmt.Sprintf("CREATE TABLE %s (%s, v text)", dst, c.ddl),
+				fill)
+			job := fmt.Sprintf("keys_%d", i)
+			mustSucceed(t, "start", "--source", db, "--job", job, "--from", src, "--to", dst, "--rate", "0", "--chunk-size", "100", "--workers", "3")
+			assertSameRows(t, db, src, db, dst)
+			if s := status(t, db, job); s.RowsInserted != 2345 || s.ChunksDone != 24 {
+				t.Fatalf("want 2345 rows in 24 chunks, got %+v", s)
+			}
+		})
+	}
+}

@@ -2,7 +2,6 @@ package backfill
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -131,10 +130,4 @@ func openPool(ctx context.Context, connString string, j Job, role string, maxCon
 
 func describeTarget(cfg *pgx.ConnConfig) string {
 	return fmt.Sprintf("%q on %s:%d as %q", cfg.Database, cfg.Host, cfg.Port, cfg.User)
-}
-
-// isConnectError tells a failure to reach the server from one it answered.
-func isConnectError(err error) bool {
-	var ce *pgconn.ConnectError
-	return errors.As(err, &ce)
 }

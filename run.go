@@ -71,6 +71,10 @@ func Run(ctx context.Context, j Job) (Report, error) {
 	r := &runner{job: j, log: j.Logger.With().Str("job", j.Name).Logger()}
 	defer r.close()
 	rep, err := r.run(ctx)
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrInterrupted) {
+		// stopped while still setting up: nothing ran, so nothing is lost
+		err = fmt.Errorf("%w: job %q before it started: %w", ErrInterrupted, j.Name, err)
+	}
 	return rep, scrub(err, j.SourceURL, j.DestURL)
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 )
 
 //go:embed *.sql
@@ -23,27 +24,40 @@ type Migration struct {
 
 const namePrefix = "-- name: "
 
-// For returns the statements with {{schema}} replaced by quotedSchema, which
-// must already be quoted (pgx.Identifier{name}.Sanitize()).
-func For(quotedSchema string) (*Statements, error) {
+// raw parses the embedded files once; the text is immutable.
+var raw = sync.OnceValues(func() (map[string]string, error) {
 	entries, err := files.ReadDir(".")
 	if err != nil {
 		return nil, fmt.Errorf("list embedded sql files: %w", err)
 	}
-	s := &Statements{byName: map[string]string{}}
+	byName := map[string]string{}
 	for _, e := range entries {
 		body, err := files.ReadFile(e.Name())
 		if err != nil {
 			return nil, fmt.Errorf("read embedded %s: %w", e.Name(), err)
 		}
-		if err := parseBlocks(e.Name(), string(body), quotedSchema, s.byName); err != nil {
+		if err := parseBlocks(e.Name(), string(body), byName); err != nil {
 			return nil, err
 		}
+	}
+	return byName, nil
+})
+
+// For returns the statements with {{schema}} replaced by quotedSchema, which
+// must already be quoted (pgx.Identifier{name}.Sanitize()).
+func For(quotedSchema string) (*Statements, error) {
+	all, err := raw()
+	if err != nil {
+		return nil, err
+	}
+	s := &Statements{byName: make(map[string]string, len(all))}
+	for name, q := range all {
+		s.byName[name] = strings.ReplaceAll(q, "{{schema}}", quotedSchema)
 	}
 	return s, nil
 }
 
-func parseBlocks(file, body, quotedSchema string, into map[string]string) error {
+func parseBlocks(file, body string, into map[string]string) error {
 	var name string
 	var text strings.Builder
 	flush := func() error {
@@ -53,7 +67,7 @@ func parseBlocks(file, body, quotedSchema string, into map[string]string) error 
 		if _, dup := into[name]; dup {
 			return fmt.Errorf("%s: statement %q defined twice", file, name)
 		}
-		into[name] = strings.TrimSpace(strings.ReplaceAll(text.String(), "{{schema}}", quotedSchema))
+		into[name] = strings.TrimSpace(text.String())
 		text.Reset()
 		return nil
 	}
@@ -97,11 +111,14 @@ func (s *Statements) Migrations() []Migration {
 // Static returns a named statement that does not mention the state schema,
 // such as the catalog queries.
 func Static(name string) string {
-	s, err := For("")
+	all, err := raw()
 	if err != nil {
 		panic(err) // the embedded files are part of the binary: a build defect
 	}
-	q := s.Get(name)
+	q, ok := all[name]
+	if !ok {
+		panic(fmt.Sprintf("sql: no statement named %q", name))
+	}
 	if strings.Contains(q, "{{schema}}") {
 		panic(fmt.Sprintf("sql: statement %q needs a schema; use For", name))
 	}

@@ -1,0 +1,50 @@
+package progress
+
+import (
+	"testing"
+	"time"
+)
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time { return c.t }
+
+func TestSnapshot(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	tr := New(10_000, 1_000, clock.now) // resumed: 1000 rows done before
+	s := tr.Snapshot()
+	if s.Done != 1000 || s.Percent != 10 || s.RowsPerSec != 0 || s.ETA != -1 {
+		t.Fatalf("at start: %+v", s)
+	}
+	clock.t = clock.t.Add(10 * time.Second)
+	tr.Add(500)
+	tr.Add(500)
+	s = tr.Snapshot()
+	if s.Done != 2000 || s.Percent != 20 || s.RowsPerSec != 100 || s.ETA != 80*time.Second {
+		t.Fatalf("after 1000 rows in 10 s: %+v", s)
+	}
+	// the window forgets the old pace: 2 minutes later at 1000 rows/s
+	for range 12 {
+		clock.t = clock.t.Add(10 * time.Second)
+		tr.Add(10_000)
+		tr.Snapshot()
+	}
+	s = tr.Snapshot()
+	if s.RowsPerSec < 990 || s.RowsPerSec > 1010 || s.Percent != 100 || s.ETA != 0 {
+		t.Fatalf("windowed rate: %+v", s)
+	}
+	if got := s.String(); got == "" {
+		t.Fatal("empty progress line")
+	}
+}
+
+func TestSnapshotWithoutEstimate(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(0, 0)}
+	tr := New(0, 0, clock.now)
+	clock.t = clock.t.Add(time.Second)
+	tr.Add(10)
+	s := tr.Snapshot()
+	if s.Percent != -1 || s.ETA != -1 || s.RowsPerSec != 10 {
+		t.Fatalf("no estimate: %+v", s)
+	}
+}

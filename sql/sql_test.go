@@ -1,0 +1,56 @@
+package sql
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestStatementsSubstituteTheSchema(t *testing.T) {
+	s, err := For(`"my ""state"""`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := s.Get("job-get")
+	if !strings.Contains(q, `FROM "my ""state""".jobs`) || strings.Contains(q, "{{schema}}") {
+		t.Fatalf("job-get not rendered for the schema:\n%s", q)
+	}
+	if strings.Contains(q, "-- name:") {
+		t.Fatalf("a statement swallowed the next block's header:\n%s", q)
+	}
+}
+
+func TestMigrationsAreOrderedAndComplete(t *testing.T) {
+	s, err := For(`"backfill"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := s.Migrations()
+	if len(ms) == 0 {
+		t.Fatal("no migrations")
+	}
+	for i, m := range ms {
+		if m.Version != i+1 {
+			t.Fatalf("migration %d has version %d: versions must run 1, 2, 3…", i, m.Version)
+		}
+	}
+}
+
+func TestStaticRefusesSchemaStatements(t *testing.T) {
+	if q := Static("catalog-columns"); !strings.Contains(q, "pg_attribute") {
+		t.Fatalf("catalog-columns: %s", q)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Static of a statement that needs the schema did not panic")
+		}
+	}()
+	Static("job-get")
+}
+
+func TestParseBlocksRejectsDuplicates(t *testing.T) {
+	into := map[string]string{}
+	err := parseBlocks("x.sql", "-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n", into)
+	if err == nil || !strings.Contains(err.Error(), `"a" defined twice`) {
+		t.Fatalf("duplicate block: %v", err)
+	}
+}

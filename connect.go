@@ -71,10 +71,10 @@ func (e *scrubbedError) Unwrap() error { return e.err }
 // sessionSettings are the settings every backfill connection runs with.
 // The key's text form must be identical on every connection that reads or
 // writes it, so the settings that shape text output are pinned.
-func sessionSettings(j Job, role string) map[string]string {
+func sessionSettings(j Job) map[string]string {
 	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	return map[string]string{
-		"application_name":                    "backfill:" + j.Name + ":" + role,
+		"application_name":                    "backfill:" + j.Name,
 		"TimeZone":                            "UTC",
 		"DateStyle":                           "ISO, MDY",
 		"IntervalStyle":                       "postgres",
@@ -96,7 +96,7 @@ func connConfig(connString string, j Job, role string) (*pgx.ConnConfig, error) 
 }
 
 func applySettings(cfg *pgx.ConnConfig, j Job, role string) {
-	for k, v := range sessionSettings(j, role) {
+	for k, v := range sessionSettings(j) {
 		cfg.RuntimeParams[k] = v
 	}
 	if cfg.ConnectTimeout == 0 {

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/backfill/backfill/checkpoint"
+	"github.com/backfill/backfill/retry"
 	"github.com/backfill/backfill/transform"
 )
 
@@ -24,6 +25,8 @@ const (
 	DefaultStatementTimeout = 30 * time.Second
 	DefaultLockTimeout      = 5 * time.Second
 	DefaultHeartbeat        = 5 * time.Second
+	DefaultMaxRetries       = retry.DefaultMaxRetries
+	DefaultMaxFailedRows    = 1000
 	// StaleHeartbeat is how old a running job's heartbeat may be before
 	// status reports the job as interrupted: its runner is gone.
 	StaleHeartbeat = 30 * time.Second
@@ -67,6 +70,17 @@ type Job struct {
 	// default (start) or the job's last rate (resume); Unlimited removes it.
 	Rate        float64
 	StateSchema string
+	// Follow reads to the end of the table as it is when the copy gets
+	// there, instead of stopping at the last key seen at job start.
+	Follow bool
+	// MaxRetries bounds the attempts of one chunk or page on transient
+	// errors; 0 means DefaultMaxRetries.
+	MaxRetries int
+	// MaxFailedRows stops the job once more rows than this have failed;
+	// 0 means DefaultMaxFailedRows, negative means no limit.
+	MaxFailedRows int64
+	// RetryFailed, on resume, first tries the recorded failed rows again.
+	RetryFailed bool
 
 	// Transform, when set, builds the row transform from the tables'
 	// columns; nil copies same-named columns.
@@ -112,6 +126,12 @@ func (j Job) withDefaults() Job {
 	}
 	if j.Now == nil {
 		j.Now = time.Now
+	}
+	if j.MaxRetries == 0 {
+		j.MaxRetries = DefaultMaxRetries
+	}
+	if j.MaxFailedRows == 0 {
+		j.MaxFailedRows = DefaultMaxFailedRows
 	}
 	if j.Mode == ModeStart {
 		if j.ChunkSize == 0 {
@@ -160,6 +180,12 @@ func (j Job) validate() error {
 	}
 	if j.Rate < 0 || math.IsNaN(j.Rate) {
 		bad("rate %v: must be rows per second, 0 for no cap", j.Rate)
+	}
+	if j.MaxRetries < 0 {
+		bad("max retries %d: must not be negative", j.MaxRetries)
+	}
+	if j.RetryFailed && j.Mode != ModeResume {
+		bad("retry failed rows: only on resume, of a job that has some")
 	}
 	if j.StatementTimeout < 0 || j.LockTimeout < 0 || j.ConnectTimeout < 0 {
 		bad("timeouts must not be negative")

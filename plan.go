@@ -30,6 +30,7 @@ type Spec struct {
 	Key       []string `json:"key"`
 	Where     string   `json:"where,omitempty"`
 	ChunkSize int      `json:"chunk_size"`
+	Follow    bool     `json:"follow,omitempty"`
 }
 
 // differences lists what changed from s to t, naming each field.
@@ -45,19 +46,21 @@ func (s Spec) differences(t Spec) []string {
 	cmp("key", strings.Join(s.Key, ","), strings.Join(t.Key, ","))
 	cmp("where", fmt.Sprintf("%q", s.Where), fmt.Sprintf("%q", t.Where))
 	cmp("chunk_size", fmt.Sprint(s.ChunkSize), fmt.Sprint(t.ChunkSize))
+	cmp("follow", fmt.Sprint(s.Follow), fmt.Sprint(t.Follow))
 	return d
 }
 
 // plan is a validated job: everything the paginator and workers need.
 type plan struct {
-	spec        Spec
-	source      *catalog.Table
-	dest        *catalog.Table
-	key         []paginator.KeyColumn
-	read        []paginator.ReadColumn
-	write       []worker.Column
-	transformer transform.Transformer
-	overriding  bool
+	spec          Spec
+	source        *catalog.Table
+	dest          *catalog.Table
+	key           []paginator.KeyColumn
+	read          []paginator.ReadColumn
+	sourceColumns []worker.SourceColumn
+	write         []worker.Column
+	transformer   transform.Transformer
+	overriding    bool
 }
 
 // readsAsText: json/jsonb lose their exact text when decoded into Go values;
@@ -172,6 +175,7 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job) (*plan, err
 	}
 	for _, c := range sourceCols {
 		p.read = append(p.read, paginator.ReadColumn{Name: c.Name, AsText: readsAsText(types, c)})
+		p.sourceColumns = append(p.sourceColumns, worker.SourceColumn{Name: c.Name, JSON: c.OID == pgtype.JSONOID || c.OID == pgtype.JSONBOID})
 	}
 	if len(errs) > 0 {
 		return nil, refused(errs...)
@@ -179,7 +183,7 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job) (*plan, err
 	p.spec = Spec{
 		Source: RedactURL(j.SourceURL), Dest: RedactURL(j.DestURL),
 		From: p.source.Name.String(), To: p.dest.Name.String(),
-		Key: key, Where: j.Where, ChunkSize: j.ChunkSize,
+		Key: key, Where: j.Where, ChunkSize: j.ChunkSize, Follow: j.Follow,
 	}
 	return p, nil
 }

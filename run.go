@@ -21,6 +21,7 @@ import (
 	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/paginator"
 	"github.com/backfill/backfill/progress"
+	"github.com/backfill/backfill/retry"
 	"github.com/backfill/backfill/worker"
 )
 
@@ -53,12 +54,16 @@ type Report struct {
 const finishTimeout = 15 * time.Second
 
 type runner struct {
-	job     Job
-	log     zerolog.Logger
-	store   *checkpoint.Store
-	control *pgx.Conn // holds the runner lock; used by one goroutine at a time
-	src     *pgxpool.Pool
-	dst     *pgxpool.Pool
+	job   Job
+	log   zerolog.Logger
+	store *checkpoint.Store
+	// control holds the runner lock; it is used by one goroutine at a time
+	// (set-up, then the heartbeat, then the final state) through withControl.
+	control    *pgx.Conn
+	controlCfg *pgx.ConnConfig
+	src        *pgxpool.Pool
+	dst        *pgxpool.Pool
+	retry      retry.Policy
 }
 
 // Run starts or resumes a job (j.Mode) and returns when it is done, failed
@@ -68,7 +73,7 @@ func Run(ctx context.Context, j Job) (Report, error) {
 	if err := j.validate(); err != nil {
 		return Report{Job: j.Name}, err
 	}
-	r := &runner{job: j, log: j.Logger.With().Str("job", j.Name).Logger()}
+	r := &runner{job: j, log: j.Logger.With().Str("job", j.Name).Logger(), retry: retry.Policy{MaxRetries: j.MaxRetries, Base: retry.DefaultBase, Cap: retry.DefaultCap}}
 	defer r.close()
 	rep, err := r.run(ctx)
 	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrInterrupted) {
@@ -99,19 +104,11 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	if r.store, err = checkpoint.New(j.StateSchema); err != nil {
 		return rep, err
 	}
-	ccfg, err := connConfig(j.DestURL, *j, "control")
-	if err != nil {
+	if r.controlCfg, err = connConfig(j.DestURL, *j, "control"); err != nil {
 		return rep, fmt.Errorf("%w: %w", ErrInvalidJob, err)
 	}
-	if r.control, err = pgx.ConnectConfig(ctx, ccfg); err != nil {
-		return rep, fmt.Errorf("connect to destination database %s: %w", describeTarget(ccfg), err)
-	}
-	locked, err := r.store.TryLock(ctx, r.control, j.Name)
-	if err != nil {
+	if err := r.connectControl(ctx); err != nil {
 		return rep, err
-	}
-	if !locked {
-		return rep, r.busy(ctx)
 	}
 
 	existing, err := r.store.Job(ctx, r.control, j.Name)
@@ -160,7 +157,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		if diffs := stored.differences(p.spec); len(diffs) > 0 {
 			return rep, refused(fmt.Errorf("job %q was started with a different spec (%s); use a new job name, or the original spec", j.Name, strings.Join(diffs, "; ")))
 		}
-		if existing.State == checkpoint.StateDone {
+		if existing.State == checkpoint.StateDone && !j.RetryFailed {
 			rep.State, rep.AlreadyDone = checkpoint.StateDone, true
 			rep.Totals, err = r.store.Counters(ctx, r.control, j.Name)
 			return rep, err
@@ -184,6 +181,56 @@ func orKey(given, stored []string) []string {
 		return given
 	}
 	return stored
+}
+
+// connectControl opens the control connection and takes the job's runner
+// lock on it; ErrJobBusy when another runner holds it.
+func (r *runner) connectControl(ctx context.Context) error {
+	if r.control != nil {
+		_ = r.control.Close(ctx)
+		r.control = nil
+	}
+	conn, err := pgx.ConnectConfig(ctx, r.controlCfg)
+	if err != nil {
+		return fmt.Errorf("connect to destination database %s: %w", describeTarget(r.controlCfg), err)
+	}
+	r.control = conn
+	locked, err := r.store.TryLock(ctx, conn, r.job.Name)
+	if err != nil {
+		return err
+	}
+	if !locked {
+		return r.busy(ctx)
+	}
+	return nil
+}
+
+// withControl runs fn on the control connection. When the connection was
+// lost (a server restart, a terminated backend), it reconnects with
+// backoff, takes the runner lock again, and retries fn: the lock died with
+// the old session, and if another runner took it meanwhile this one must
+// stop (ErrJobBusy).
+func (r *runner) withControl(ctx context.Context, fn func(*pgx.Conn) error) error {
+	err := fn(r.control)
+	for attempt := 1; err != nil; attempt++ {
+		lost := r.control == nil || r.control.IsClosed() || retry.Classify(err) == retry.Transient
+		if !lost || attempt > r.retry.MaxRetries || ctx.Err() != nil {
+			return err
+		}
+		r.log.Warn().Err(err).Int("attempt", attempt).Msg("control connection lost; reconnecting")
+		if werr := r.retry.Wait(ctx, attempt); werr != nil {
+			return err
+		}
+		if cerr := r.connectControl(ctx); cerr != nil {
+			if errors.Is(cerr, ErrJobBusy) {
+				return cerr
+			}
+			err = cerr
+			continue
+		}
+		err = fn(r.control)
+	}
+	return nil
 }
 
 // busy builds the error for a job whose lock another session holds.
@@ -222,8 +269,10 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job)
 		if estimate, err = estimateRows(ctx, r.src, p, j.Where); err != nil {
 			return rep, err
 		}
-		if upper, err = paginator.LastKey(ctx, r.src, p.source.Name.Identifier(), p.key, j.Where); err != nil {
-			return rep, err
+		if !j.Follow {
+			if upper, err = paginator.LastKey(ctx, r.src, p.source.Name.Identifier(), p.key, j.Where); err != nil {
+				return rep, err
+			}
 		}
 		spec, err := marshalSpec(p.spec)
 		if err != nil {
@@ -239,7 +288,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job)
 			return rep, err
 		}
 		r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Strs("key", p.spec.Key).
-			Int64("rows_estimated", estimate).Strs("last_key", upper).Msg("job started")
+			Int64("rows_estimated", estimate).Strs("last_key", upper).Bool("follow", j.Follow).Msg("job started")
 	} else {
 		upper, estimate = existing.UpperKey, existing.RowsEstimated
 		if err := r.store.Migrate(ctx, r.control); err != nil {
@@ -255,7 +304,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job)
 			return rep, err
 		}
 		r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Int64("chunks_done", before.ChunksDone).
-			Int64("rows_done", before.RowsRead).Str("was", existing.State).Msg("job resumed")
+			Int64("rows_done", before.RowsRead).Int64("rows_failed", before.RowsFailed).Str("was", existing.State).Msg("job resumed")
 	}
 
 	ranges := make([]paginator.Range, len(committed))
@@ -264,7 +313,10 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job)
 	}
 	pag, err := paginator.New(paginator.Config{
 		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.ChunkSize,
-		Upper: upper, Where: j.Where, Committed: ranges, NextSeq: maxSeq + 1,
+		Upper: upper, Where: j.Where, Committed: ranges, NextSeq: maxSeq + 1, Retry: r.retry,
+		OnRetry: func(err error, attempt int) {
+			r.log.Warn().Err(err).Int("attempt", attempt).Msg("retrying source read")
+		},
 	})
 	if err != nil {
 		return rep, err
@@ -276,14 +328,16 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job)
 	tracker := progress.New(estimate, before.RowsRead, j.Now)
 	var runRows atomic.Int64
 	pool, err := worker.New(worker.Config{
-		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write,
-		OverridingSystemValue: p.overriding, Transformer: p.transformer, Committer: r.store,
-		Workers: j.Workers, Limiter: limiter, DrainTimeout: j.DrainTimeout,
+		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write, SourceColumns: p.sourceColumns,
+		OverridingSystemValue: p.overriding, Transformer: p.transformer, Checkpoint: r.store,
+		Workers: j.Workers, Limiter: limiter, DrainTimeout: j.DrainTimeout, Retry: r.retry,
+		MaxFailedRows: max(j.MaxFailedRows, 0), FailedRowsBefore: before.RowsFailed, Logger: r.log,
 		OnChunk: func(res worker.Result) {
 			tracker.Add(res.Read)
 			runRows.Add(int64(res.Read))
 			r.log.Debug().Int64("seq", res.Seq).Int("read", res.Read).Int("inserted", res.Inserted).
-				Int("skipped", res.Skipped).Int("filtered", res.Filtered).Strs("last_key", res.Last).Msg("chunk committed")
+				Int("skipped", res.Skipped).Int("filtered", res.Filtered).Int("failed", res.Failed).
+				Strs("last_key", res.Last).Msg("chunk committed")
 		},
 	})
 	if err != nil {
@@ -291,15 +345,31 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job)
 	}
 
 	began := j.Now()
-	runErr := r.pipeline(ctx, pag, pool, tracker)
+	var runErr error
+	if j.RetryFailed {
+		runErr = r.retryFailed(ctx, pag, pool)
+	}
+	if runErr == nil {
+		runErr = r.pipeline(ctx, pag, pool, tracker)
+	}
 	rep.Elapsed = j.Now().Sub(began)
 	rep.RunRows = runRows.Load()
+	return r.finish(ctx, rep, runErr)
+}
 
-	finishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+// finish records how the run ended. It runs even when ctx is cancelled,
+// and reconnects if the server went away under the run.
+func (r *runner) finish(ctx context.Context, rep Report, runErr error) (Report, error) {
+	j := r.job
+	finishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout+r.retry.Cap)
 	defer cancel()
 	state, lastError := checkpoint.StateDone, ""
 	switch {
 	case runErr == nil:
+	case errors.Is(runErr, ErrJobBusy):
+		// another runner took the job over while our lock was gone: its
+		// state is not ours to write
+		return rep, runErr
 	case ctx.Err() != nil:
 		state, runErr = checkpoint.StateInterrupted, fmt.Errorf("%w: job %q after %s", ErrInterrupted, j.Name, rep.Elapsed.Round(time.Millisecond))
 	default:
@@ -307,10 +377,15 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job)
 		runErr = fmt.Errorf("%w: %w", ErrJobFailed, runErr)
 	}
 	rep.State = state
-	if err := r.store.SetState(finishCtx, r.control, j.Name, state, lastError); err != nil {
-		return rep, errors.Join(runErr, err)
-	}
-	if rep.Totals, err = r.store.Counters(finishCtx, r.control, j.Name); err != nil {
+	err := r.withControl(finishCtx, func(c *pgx.Conn) error {
+		if err := r.store.SetState(finishCtx, c, j.Name, state, lastError); err != nil {
+			return err
+		}
+		var err error
+		rep.Totals, err = r.store.Counters(finishCtx, c, j.Name)
+		return err
+	})
+	if err != nil {
 		return rep, errors.Join(runErr, err)
 	}
 	ev := r.log.Info()
@@ -319,15 +394,53 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job)
 	}
 	ev.Str("state", state).Int64("rows_read", rep.Totals.RowsRead).Int64("rows_inserted", rep.Totals.RowsInserted).
 		Int64("rows_skipped", rep.Totals.RowsSkipped).Int64("rows_filtered", rep.Totals.RowsFiltered).
-		Int64("chunks_done", rep.Totals.ChunksDone).Dur("elapsed", rep.Elapsed).Msg("job " + state)
+		Int64("rows_failed", rep.Totals.RowsFailed).Int64("chunks_done", rep.Totals.ChunksDone).
+		Str("elapsed", rep.Elapsed.Round(time.Millisecond).String()).Msg("job " + state)
 	return rep, runErr
+}
+
+// retryFailed tries the job's recorded failed rows again, one chunk's rows
+// at a time, re-reading them from the source.
+func (r *runner) retryFailed(ctx context.Context, pag *paginator.Paginator, pool *worker.Pool) error {
+	var groups []checkpoint.FailedGroup
+	err := r.withControl(ctx, func(c *pgx.Conn) error {
+		var err error
+		groups, err = r.store.FailedRows(ctx, c, r.job.Name)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	var total, fixed int
+	for _, g := range groups {
+		rows, err := pag.ReadKeys(ctx, r.src, g.Keys)
+		if err != nil {
+			return err
+		}
+		var still int
+		res, err := pool.RetryFailed(ctx, r.dst, rows, g.ChunkLast, func(ctx context.Context, tx pgx.Tx, stillFailing [][]string, inserted int) error {
+			still = len(stillFailing)
+			return r.store.ForgetFailedRows(ctx, tx, r.job.Name, g.ChunkLast, stillFailing, inserted)
+		})
+		if err != nil {
+			return fmt.Errorf("retry failed rows of the chunk ending at %v: %w", g.ChunkLast, err)
+		}
+		total += len(g.Keys)
+		fixed += len(g.Keys) - still
+		r.log.Debug().Strs("chunk_last_key", g.ChunkLast).Int("rows", len(g.Keys)).Int("inserted", res.Inserted).
+			Int("still_failing", still).Msg("retried failed rows")
+	}
+	r.log.Info().Int("retried", total).Int("resolved", fixed).Int("still_failing", total-fixed).Msg("failed rows retried")
+	return nil
 }
 
 // pipeline runs paginator → channel → workers, with the progress log and
 // the heartbeat beside them until both finish.
 func (r *runner) pipeline(ctx context.Context, pag *paginator.Paginator, pool *worker.Pool, tracker *progress.Tracker) error {
 	chunks := make(chan *paginator.Chunk, r.job.QueueDepth)
-	g, gctx := errgroup.WithContext(ctx)
+	pipeCtx, cancelPipe := context.WithCancelCause(ctx)
+	defer cancelPipe(nil)
+	g, gctx := errgroup.WithContext(pipeCtx)
 	g.Go(func() error {
 		defer close(chunks)
 		return pag.Run(gctx, r.src, chunks)
@@ -337,24 +450,36 @@ func (r *runner) pipeline(ctx context.Context, pag *paginator.Paginator, pool *w
 	sideCtx, stopSide := context.WithCancel(ctx)
 	var side sync.WaitGroup
 	side.Go(func() { tracker.Log(sideCtx, r.log, r.job.ProgressInterval) })
-	side.Go(func() { r.heartbeat(sideCtx) })
+	side.Go(func() {
+		if err := r.heartbeat(sideCtx); err != nil {
+			cancelPipe(err) // lost the job to another runner
+		}
+	})
 	err := g.Wait()
 	stopSide()
 	side.Wait()
+	if cause := context.Cause(pipeCtx); errors.Is(cause, ErrJobBusy) {
+		return cause
+	}
 	return err
 }
 
 // heartbeat keeps the job row's heartbeat fresh, so status can tell a live
-// runner from a dead one.
-func (r *runner) heartbeat(ctx context.Context) {
+// runner from a dead one. It returns ErrJobBusy if, after a lost
+// connection, another runner holds the job.
+func (r *runner) heartbeat(ctx context.Context) error {
 	t := time.NewTicker(DefaultHeartbeat)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-t.C:
-			if err := r.store.Heartbeat(ctx, r.control, r.job.Name); err != nil && ctx.Err() == nil {
+			err := r.withControl(ctx, func(c *pgx.Conn) error { return r.store.Heartbeat(ctx, c, r.job.Name) })
+			if errors.Is(err, ErrJobBusy) {
+				return err
+			}
+			if err != nil && ctx.Err() == nil {
 				r.log.Warn().Err(err).Msg("heartbeat failed")
 			}
 		}

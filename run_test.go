@@ -111,7 +111,7 @@ func TestRunRefusesSecondRunner(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { _, err := backfill.Run(ctx, first); done <- err }()
 	deadline := time.Now().Add(30 * time.Second)
-	for f.count(t, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'backfill:busy:control'") == 0 {
+	for f.count(t, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("first runner never connected")
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -339,4 +340,60 @@ func (s *Store) CommitChunkSQL(insert string) string {
 // CommitChunkArgs returns the first ChunkParams arguments of the statement.
 func CommitChunkArgs(job string, c ChunkRecord) []any {
 	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, c.RowsWritten}
+}
+
+// RecordChunkSQL records a chunk whose rows a transaction has written:
+// $1…$8 as CommitChunkArgs, then rows inserted and rows skipped.
+func (s *Store) RecordChunkSQL() string { return s.stmts.Get("record-chunk") }
+
+// RecordFailedRowsSQL records failed rows: job, the chunk's last key, then
+// arrays of keys (JSON), SQLSTATEs, columns, messages and source rows (JSON).
+func (s *Store) RecordFailedRowsSQL() string { return s.stmts.Get("record-failed-rows") }
+
+// FailedGroup is the failed rows of one chunk.
+type FailedGroup struct {
+	ChunkLast []string
+	Keys      [][]string
+}
+
+// FailedRows returns the job's failed rows grouped by chunk.
+func (s *Store) FailedRows(ctx context.Context, q Querier, job string) ([]FailedGroup, error) {
+	rows, err := q.Query(ctx, s.stmts.Get("failed-rows"), job)
+	if err != nil {
+		return nil, fmt.Errorf("read failed rows of job %q: %w", job, err)
+	}
+	defer rows.Close()
+	var groups []FailedGroup
+	for rows.Next() {
+		var last, key []string
+		if err := rows.Scan(&last, &key); err != nil {
+			return nil, fmt.Errorf("read failed rows of job %q: %w", job, err)
+		}
+		if n := len(groups); n == 0 || !slices.Equal(groups[n-1].ChunkLast, last) {
+			groups = append(groups, FailedGroup{ChunkLast: last})
+		}
+		groups[len(groups)-1].Keys = append(groups[len(groups)-1].Keys, key)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read failed rows of job %q: %w", job, err)
+	}
+	return groups, nil
+}
+
+// ForgetFailedRows moves the rows of the chunk ending at chunkLast that no
+// longer fail out of failed_rows, counting inserted of them as inserted and
+// the rest as skipped. It runs in the transaction that wrote them.
+func (s *Store) ForgetFailedRows(ctx context.Context, tx Querier, job string, chunkLast []string, stillFailing [][]string, inserted int) error {
+	keys := make([]string, len(stillFailing))
+	for i, k := range stillFailing {
+		b, err := json.Marshal(k)
+		if err != nil {
+			return fmt.Errorf("encode key %v: %w", k, err)
+		}
+		keys[i] = string(b)
+	}
+	if _, err := tx.Exec(ctx, s.stmts.Get("forget-failed-rows"), job, chunkLast, keys, inserted); err != nil {
+		return fmt.Errorf("update failed rows of job %q: %w", job, err)
+	}
+	return nil
 }

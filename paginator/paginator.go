@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/backfill/backfill/retry"
 )
 
 // Chunk is one page of source rows.
@@ -14,7 +16,8 @@ type Chunk struct {
 	After []string // exclusive lower bound; nil for the first chunk of the table
 	First []string
 	Last  []string
-	Rows  [][]any // source values in the order of Config.Columns
+	Rows  [][]any    // source values in the order of Config.Columns
+	Keys  [][]string // each row's key, for splitting the chunk and naming failed rows
 }
 
 // KeyColumn is one column of the pagination key.
@@ -53,6 +56,10 @@ type Config struct {
 	Committed []Range
 	// NextSeq is the sequence id of the first chunk emitted.
 	NextSeq int64
+	// Retry is how transient read errors are retried.
+	Retry retry.Policy
+	// OnRetry, if set, hears of each retried error.
+	OnRetry func(err error, attempt int)
 }
 
 // Querier is what the paginator needs from the source database.
@@ -215,7 +222,7 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error
 		if p.cfg.Upper != nil && encode(cursor) == upper {
 			return nil
 		}
-		chunk, short, err := p.read(ctx, q, cursor)
+		chunk, short, err := p.readWithRetry(ctx, q, cursor)
 		if err != nil {
 			return err
 		}
@@ -234,6 +241,30 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error
 	}
 }
 
+// readWithRetry retries transient errors and timeouts (a restart of the
+// server, a killed connection) with backoff; the pool reconnects.
+func (p *Paginator) readWithRetry(ctx context.Context, q Querier, cursor []string) (*Chunk, bool, error) {
+	for attempt := 1; ; attempt++ {
+		chunk, short, err := p.read(ctx, q, cursor)
+		if err == nil || ctx.Err() != nil {
+			return chunk, short, err
+		}
+		kind := retry.Classify(err)
+		if kind != retry.Transient && kind != retry.Timeout || attempt > p.cfg.Retry.MaxRetries {
+			if attempt > 1 {
+				err = fmt.Errorf("%w (after %d attempts)", err, attempt)
+			}
+			return nil, false, err
+		}
+		if p.cfg.OnRetry != nil {
+			p.cfg.OnRetry(err, attempt)
+		}
+		if err := p.cfg.Retry.Wait(ctx, attempt); err != nil {
+			return nil, false, err
+		}
+	}
+}
+
 // read fetches the page after cursor. short reports that the page ended the
 // table (fewer rows than asked for, and not cut at a committed range).
 func (p *Paginator) read(ctx context.Context, q Querier, cursor []string) (*Chunk, bool, error) {
@@ -249,17 +280,19 @@ func (p *Paginator) read(ctx context.Context, q Querier, cursor []string) (*Chun
 	for _, k := range p.cfg.Upper {
 		args = append(args, k)
 	}
-	return p.readRows(ctx, q, query, args, cursor)
+	return p.readRows(ctx, q, query, args, cursor, true)
 }
 
-func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args []any, cursor []string) (*Chunk, bool, error) {
+// readRows runs a page query. With cutAtCommitted, the chunk ends at a row
+// after which a committed range begins.
+func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args []any, cursor []string, cutAtCommitted bool) (*Chunk, bool, error) {
 	rows, err := q.Query(ctx, query, args...)
 	if err != nil {
 		return nil, false, fmt.Errorf("read page of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
 	}
 	defer rows.Close()
 	nk := len(p.cfg.Key)
-	c := &Chunk{After: cursor, Rows: make([][]any, 0, p.cfg.ChunkSize)}
+	c := &Chunk{After: cursor, Rows: make([][]any, 0, p.cfg.ChunkSize), Keys: make([][]string, 0, p.cfg.ChunkSize)}
 	cut := false
 	var key []string
 	for rows.Next() {
@@ -275,7 +308,8 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 			c.First = key
 		}
 		c.Rows = append(c.Rows, vals[nk:])
-		if _, committed := p.jumps[encode(key)]; committed {
+		c.Keys = append(c.Keys, key)
+		if _, committed := p.jumps[encode(key)]; committed && cutAtCommitted {
 			cut = true // a committed range starts right after this row
 			break
 		}
@@ -291,4 +325,53 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 	c.Seq = p.nextSeq
 	p.nextSeq++
 	return c, !cut && len(c.Rows) < p.cfg.ChunkSize, nil
+}
+
+// byKeysSQL selects the rows whose keys are given as one text[] parameter
+// per key column ($1…), for retrying recorded failed rows.
+func (p *Paginator) byKeysSQL() string {
+	var sel, casts, params, aliases []string
+	for i, k := range p.cfg.Key {
+		sel = append(sel, pgx.Identifier{tableAlias, k.Name}.Sanitize()+"::text")
+		alias := fmt.Sprintf("k%d", i+1)
+		aliases = append(aliases, alias)
+		casts = append(casts, fmt.Sprintf("%s::%s", alias, k.Type))
+		params = append(params, fmt.Sprintf("$%d::text[]", i+1))
+	}
+	for _, c := range p.cfg.Columns {
+		col := pgx.Identifier{c.Name}.Sanitize()
+		if c.AsText {
+			col += "::text"
+		}
+		sel = append(sel, col)
+	}
+	q := fmt.Sprintf("SELECT %s FROM %s AS %s WHERE (%s) IN (SELECT %s FROM unnest(%s) AS u(%s))",
+		strings.Join(sel, ", "), p.cfg.Table.Sanitize(), tableAlias, p.keyList(),
+		strings.Join(casts, ", "), strings.Join(params, ", "), strings.Join(aliases, ", "))
+	if p.cfg.Where != "" {
+		q += " AND (" + p.cfg.Where + ")"
+	}
+	return q + " ORDER BY " + p.keyList()
+}
+
+// ReadKeys reads the rows with the given keys (rows since deleted, or no
+// longer matching Where, are absent from the result).
+func (p *Paginator) ReadKeys(ctx context.Context, q Querier, keys [][]string) (*Chunk, error) {
+	nk := len(p.cfg.Key)
+	args := make([]any, nk)
+	for i := range nk {
+		part := make([]string, len(keys))
+		for j, k := range keys {
+			part[j] = k[i]
+		}
+		args[i] = part
+	}
+	c, _, err := p.readRows(ctx, q, p.byKeysSQL(), args, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		c = &Chunk{}
+	}
+	return c, nil
 }

@@ -33,13 +33,13 @@ SET state = $2, last_error = $3, updated_at = now(), heartbeat_at = NULL,
 WHERE name = $1
 
 -- name: job-counters
-SELECT count(*),
+SELECT count(DISTINCT seq),
        coalesce(sum(rows_read), 0),
        coalesce(sum(rows_filtered), 0),
        coalesce(sum(rows_failed), 0),
        coalesce(sum(rows_inserted), 0),
        coalesce(sum(rows_skipped), 0),
-       (SELECT last_key FROM {{schema}}.chunks WHERE job = $1 ORDER BY seq DESC LIMIT 1)
+       (SELECT last_key FROM {{schema}}.chunks WHERE job = $1 ORDER BY finished_at DESC LIMIT 1)
 FROM {{schema}}.chunks
 WHERE job = $1
 
@@ -83,3 +83,37 @@ SELECT EXISTS (
     WHERE locktype = 'advisory' AND granted
       AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)
 )
+
+-- Records a chunk written inside a transaction (the isolating path, where
+-- rows were bisected): the counts are computed by the caller.
+-- name: record-chunk
+INSERT INTO {{schema}}.chunks
+    (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+
+-- name: record-failed-rows
+INSERT INTO {{schema}}.failed_rows (job, key, chunk_last_key, sqlstate, column_name, message, source_row)
+SELECT $1, u.key, $2, u.sqlstate, u.column_name, u.message, u.source_row
+FROM unnest($3::jsonb[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
+     AS u(key, sqlstate, column_name, message, source_row)
+ON CONFLICT (job, key) DO UPDATE
+SET sqlstate = excluded.sqlstate, column_name = excluded.column_name, message = excluded.message,
+    source_row = excluded.source_row, failed_at = excluded.failed_at
+
+-- name: failed-rows
+SELECT chunk_last_key, key FROM {{schema}}.failed_rows WHERE job = $1 ORDER BY chunk_last_key, key
+
+-- Moves the rows of one chunk that no longer fail ($3: the keys that still
+-- do) out of failed_rows and into the chunk's inserted ($4) or skipped
+-- counts, in the transaction that wrote them.
+-- name: forget-failed-rows
+WITH gone AS (
+    DELETE FROM {{schema}}.failed_rows
+    WHERE job = $1 AND chunk_last_key = $2 AND NOT (key = ANY ($3::jsonb[]))
+    RETURNING 1
+)
+UPDATE {{schema}}.chunks
+SET rows_failed = rows_failed - (SELECT count(*) FROM gone),
+    rows_inserted = rows_inserted + $4,
+    rows_skipped = rows_skipped + (SELECT count(*) FROM gone) - $4
+WHERE job = $1 AND last_key = $2

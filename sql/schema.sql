@@ -28,8 +28,9 @@ CREATE TABLE {{schema}}.jobs (
     workers         integer NOT NULL,
     rows_estimated  bigint NOT NULL DEFAULT 0,
     -- the source's last key when the job started: the job's defined end.
-    -- '{}' when the source was empty.
-    upper_key       text[] NOT NULL,
+    -- '{}' when the source was empty; NULL for --follow (read to the end,
+    -- wherever it is by then).
+    upper_key       text[],
     started_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     finished_at     timestamptz,
@@ -41,7 +42,8 @@ CREATE TABLE {{schema}}.jobs (
 
 -- One row per committed chunk, written in the same statement as the chunk's
 -- rows. Job counters are sums over these rows, so no worker updates a shared
--- hot row. A chunk covers the source keys in (after_key, last_key].
+-- hot row. A chunk covers the source keys in (after_key, last_key]. A chunk
+-- split after repeated timeouts commits as several rows sharing its seq.
 CREATE TABLE {{schema}}.chunks (
     job             text NOT NULL REFERENCES {{schema}}.jobs (name) ON DELETE CASCADE,
     seq             bigint NOT NULL,
@@ -54,8 +56,23 @@ CREATE TABLE {{schema}}.chunks (
     rows_inserted   integer NOT NULL,
     rows_skipped    integer NOT NULL,
     finished_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (job, seq),
-    -- a second commit of the same range (two runners, a bug) fails instead of
-    -- counting twice
-    UNIQUE (job, last_key)
+    -- a second commit of the same range (a retry after a lost reply, two
+    -- runners) fails instead of counting twice
+    PRIMARY KEY (job, last_key)
+);
+CREATE INDEX ON {{schema}}.chunks (job, finished_at);
+
+-- Rows that could not be written: a transform error or a data error
+-- (CHECK, NOT NULL, FK, bad value) isolated by bisecting their chunk. They
+-- commit with their chunk; resume --retry-failed tries them again.
+CREATE TABLE {{schema}}.failed_rows (
+    job             text NOT NULL REFERENCES {{schema}}.jobs (name) ON DELETE CASCADE,
+    key             jsonb NOT NULL,   -- the source key, as a JSON array of its text form
+    chunk_last_key  text[] NOT NULL,  -- the chunk whose counters include this row
+    sqlstate        text,             -- NULL for a transform error
+    column_name     text,
+    message         text NOT NULL,
+    source_row      jsonb,
+    failed_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (job, key)
 );

@@ -5,22 +5,31 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
 	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/paginator"
+	"github.com/backfill/backfill/retry"
 	"github.com/backfill/backfill/transform"
 )
 
 // DefaultDrainTimeout bounds how long in-flight chunks may take to finish
 // once the run is told to stop.
 const DefaultDrainTimeout = 30 * time.Second
+
+// ErrTooManyFailedRows stops a job whose failed rows pass the limit: a
+// systematic mistake should be caught early, not after the whole table.
+var ErrTooManyFailedRows = errors.New("too many failed rows")
 
 // Column is one destination column the workers write.
 type Column struct {
@@ -34,17 +43,30 @@ type Column struct {
 	JSON   bool
 }
 
-// Committer supplies the statement that records a chunk with its rows.
-type Committer interface {
-	CommitChunkSQL(insert string) string
+// SourceColumn names a source column, for the copy of a failed row.
+type SourceColumn struct {
+	Name string
+	JSON bool // the value is JSON text
 }
 
-// DB runs the commit statement; a pool.
+// Checkpoint supplies the statements that record chunks and failed rows.
+type Checkpoint interface {
+	// CommitChunkSQL wraps an INSERT so one statement writes the rows and
+	// the chunk's row.
+	CommitChunkSQL(insert string) string
+	// RecordChunkSQL records a chunk inside a transaction that wrote its rows.
+	RecordChunkSQL() string
+	// RecordFailedRowsSQL records failed rows.
+	RecordFailedRowsSQL() string
+}
+
+// DB is the destination pool.
 type DB interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
-// Result is what one chunk did.
+// Result is what one chunk (or one piece of a split chunk) did.
 type Result struct {
 	Seq      int64
 	Read     int
@@ -62,15 +84,23 @@ type Config struct {
 	// Columns are the destination columns, in the order of
 	// Transformer.Columns().
 	Columns []Column
+	// SourceColumns name the values of a chunk's rows.
+	SourceColumns []SourceColumn
 	// OverridingSystemValue writes values into GENERATED ALWAYS identity
 	// columns, which a copy must preserve.
 	OverridingSystemValue bool
 	Transformer           transform.Transformer
-	Committer             Committer
+	Checkpoint            Checkpoint
 	Workers               int
 	// Limiter caps rows per second across all workers; nil means no cap.
 	Limiter      *rate.Limiter
 	DrainTimeout time.Duration
+	Retry        retry.Policy
+	// MaxFailedRows stops the job when the job's failed rows exceed it;
+	// FailedRowsBefore are those recorded by earlier runs.
+	MaxFailedRows    int64
+	FailedRowsBefore int64
+	Logger           zerolog.Logger
 	// OnChunk is called after each committed chunk, from the worker's
 	// goroutine.
 	OnChunk func(Result)
@@ -78,11 +108,13 @@ type Config struct {
 
 // Pool is a set of workers.
 type Pool struct {
-	cfg Config
-	sql string
+	cfg       Config
+	commitSQL string // fast path: rows and chunk row in one statement
+	insertSQL string // slow path: the rows alone, counting inserts
+	failed    atomic.Int64
 }
 
-// New checks cfg and builds the commit statement.
+// New checks cfg and builds the statements.
 func New(cfg Config) (*Pool, error) {
 	if cfg.Workers <= 0 {
 		return nil, fmt.Errorf("workers must be positive, got %d", cfg.Workers)
@@ -93,11 +125,17 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
 	}
-	return &Pool{cfg: cfg, sql: cfg.Committer.CommitChunkSQL(InsertSQL(cfg.Table, cfg.Columns, cfg.OverridingSystemValue, checkpoint.ChunkParams+1))}, nil
+	p := &Pool{
+		cfg:       cfg,
+		commitSQL: cfg.Checkpoint.CommitChunkSQL(InsertSQL(cfg.Table, cfg.Columns, cfg.OverridingSystemValue, checkpoint.ChunkParams+1)),
+		insertSQL: "WITH ins AS (" + InsertSQL(cfg.Table, cfg.Columns, cfg.OverridingSystemValue, 1) + " RETURNING 1) SELECT count(*) FROM ins",
+	}
+	p.failed.Store(cfg.FailedRowsBefore)
+	return p, nil
 }
 
 // SQL returns the statement that commits a chunk.
-func (p *Pool) SQL() string { return p.sql }
+func (p *Pool) SQL() string { return p.commitSQL }
 
 // InsertSQL builds the chunk's INSERT; its array parameters start at $first.
 func InsertSQL(table pgx.Identifier, cols []Column, overriding bool, first int) string {
@@ -147,90 +185,410 @@ func (p *Pool) Run(ctx context.Context, db DB, in <-chan *paginator.Chunk) error
 					if !ok {
 						return nil
 					}
-					if err := w.process(gctx, drainCtx, db, c); err != nil {
+					if lim := p.cfg.Limiter; lim != nil {
+						if err := lim.WaitN(gctx, len(c.Rows)); err != nil {
+							if gctx.Err() != nil {
+								return nil // stopping: the chunk is left for resume
+							}
+							return fmt.Errorf("rate limiter for chunk %d: %w", c.Seq, err)
+						}
+					}
+					var err error
+					if w, err = w.commit(drainCtx, db, piece{chunk: c, lo: 0, hi: len(c.Rows), after: c.After, last: c.Last}); err != nil {
 						return err
 					}
 				}
 			}
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	return nil
+	return g.Wait()
+}
+
+// Forget is called, inside the transaction that re-wrote a group of
+// previously failed rows, with the keys that still fail and the rows
+// inserted; it updates the checkpoint to match.
+type Forget func(ctx context.Context, tx pgx.Tx, stillFailing [][]string, inserted int) error
+
+// RetryFailed re-attempts rows recorded as failed that belong to one
+// chunk (chunkLast): c holds those still in the source. Rows that still
+// fail are recorded again with their new error; forget moves the others
+// out of failed_rows, all in one transaction.
+func (p *Pool) RetryFailed(ctx context.Context, db DB, c *paginator.Chunk, chunkLast []string, forget Forget) (Result, error) {
+	var res Result
+	pc := piece{chunk: c, lo: 0, hi: len(c.Rows), last: chunkLast, retried: forget, result: &res}
+	_, err := p.newWorker().commit(ctx, db, pc)
+	return res, err
+}
+
+// piece is the part of a chunk committed as one checkpoint row: the whole
+// chunk, or half of one split after repeated timeouts. It covers the keys
+// (after, last] and the chunk's rows [lo, hi).
+type piece struct {
+	chunk  *paginator.Chunk
+	lo, hi int
+	after  []string
+	last   []string
+	// retried is set when the rows are recorded failed rows being tried
+	// again: there is no chunk row to write, only counters to move.
+	retried Forget
+	result  *Result // where a retried piece's result goes
+}
+
+func (pc piece) split() (piece, piece) {
+	mid := pc.lo + (pc.hi-pc.lo)/2
+	k := pc.chunk.Keys[mid-1]
+	left, right := pc, pc
+	left.hi, left.last = mid, k
+	right.lo, right.after = mid, k
+	return left, right
 }
 
 type worker struct {
-	p      *Pool
-	dst    []any
-	arrays [][]any
-	types  *pgtype.Map
+	p     *Pool
+	dst   []any
+	cols  [][]any // column-major transformed values of the rows that survived
+	rows  []int   // rows[i] is the chunk row of position i in cols
+	types *pgtype.Map
 }
 
 func (p *Pool) newWorker() *worker {
 	n := len(p.cfg.Columns)
-	w := &worker{p: p, dst: make([]any, n), arrays: make([][]any, n), types: pgtype.NewMap()}
-	return w
+	return &worker{p: p, dst: make([]any, n), cols: make([][]any, n), types: pgtype.NewMap()}
 }
 
-// process waits for the rate limiter (abandoning the chunk if ctx ends), then
-// writes it under writeCtx, which outlives ctx by the drain timeout.
-func (w *worker) process(ctx, writeCtx context.Context, db DB, c *paginator.Chunk) error {
-	if lim := w.p.cfg.Limiter; lim != nil {
-		if err := lim.WaitN(ctx, len(c.Rows)); err != nil {
-			if ctx.Err() != nil {
-				return nil // stopping: the chunk is left for resume
+// failure is one row that could not be written.
+type failure struct {
+	row      int // index in the chunk
+	sqlstate string
+	column   string
+	message  string
+}
+
+// errPanic marks an attempt that panicked; it is retried like a transient
+// error, and the worker's state is replaced.
+var errPanic = errors.New("panic")
+
+// commit writes one piece, retrying transient errors with backoff, splitting
+// it after repeated timeouts, and isolating rows that fail on their data. It
+// returns the worker to continue with: a fresh one after a panic.
+func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
+	timeouts := 0
+	for attempt := 1; ; attempt++ {
+		res, err := w.attempt(ctx, db, pc)
+		if err == nil {
+			if pc.retried != nil {
+				*pc.result = res
+			} else if w.p.cfg.OnChunk != nil {
+				w.p.cfg.OnChunk(res)
 			}
-			return fmt.Errorf("rate limiter for chunk %d: %w", c.Seq, err)
+			return w, nil
+		}
+		if errors.Is(err, errPanic) {
+			w = w.p.newWorker()
+		}
+		if alreadyCommitted(err) {
+			// the reply to an earlier attempt was lost, but it committed
+			w.p.cfg.Logger.Info().Int64("seq", pc.chunk.Seq).Msg("chunk was already committed by an earlier attempt")
+			return w, nil
+		}
+		if ctx.Err() != nil {
+			return w, err
+		}
+		kind := retry.Classify(err)
+		if errors.Is(err, errPanic) {
+			kind = retry.Transient
+		}
+		if kind == retry.Timeout {
+			timeouts++
+			if timeouts >= 2 && pc.hi-pc.lo > 1 {
+				left, right := pc.split()
+				w.p.cfg.Logger.Warn().Int64("seq", pc.chunk.Seq).Int("rows", pc.hi-pc.lo).
+					Msg("chunk timed out twice: splitting it in half")
+				if w, err = w.commit(ctx, db, left); err != nil {
+					return w, err
+				}
+				return w.commit(ctx, db, right)
+			}
+		}
+		if kind != retry.Transient && kind != retry.Timeout {
+			return w, err
+		}
+		if attempt > w.p.cfg.Retry.MaxRetries {
+			return w, fmt.Errorf("%w (gave up after %d attempts; raise --max-retries or fix the cause, then resume)", err, attempt)
+		}
+		w.p.cfg.Logger.Warn().Err(err).Int64("seq", pc.chunk.Seq).Int("attempt", attempt).Msg("retrying chunk")
+		if err := w.p.cfg.Retry.Wait(ctx, attempt); err != nil {
+			return w, err
 		}
 	}
-	res, err := w.write(writeCtx, db, c)
-	if err != nil {
-		return err
-	}
-	if w.p.cfg.OnChunk != nil {
-		w.p.cfg.OnChunk(res)
-	}
-	return nil
 }
 
-func (w *worker) write(ctx context.Context, db DB, c *paginator.Chunk) (Result, error) {
-	res := Result{Seq: c.Seq, Read: len(c.Rows), Last: c.Last}
-	for i := range w.arrays {
-		w.arrays[i] = w.arrays[i][:0] // the previous chunk's statement has returned
+// alreadyCommitted: the checkpoint's primary key refuses a second row for
+// the same range, so a retry of a chunk that did commit fails with 23505 on
+// the checkpoint table, never on the user's (ON CONFLICT DO NOTHING).
+func alreadyCommitted(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "chunks"
+}
+
+// attempt transforms and writes a piece once, recovering a panic.
+func (w *worker) attempt(ctx context.Context, db DB, pc piece) (res Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			w.p.cfg.Logger.Error().Int64("seq", pc.chunk.Seq).Str("panic", fmt.Sprint(r)).Str("stack", string(debug.Stack())).
+				Msg("worker panicked; the chunk will be retried by a fresh worker")
+			err = fmt.Errorf("chunk %d: %w: %v", pc.chunk.Seq, errPanic, r)
+		}
+	}()
+	res = Result{Seq: pc.chunk.Seq, Read: pc.hi - pc.lo, Last: pc.last}
+	failures := w.transform(pc, &res)
+	if len(failures) == 0 && pc.retried == nil {
+		err = w.writeFast(ctx, db, pc, &res)
+		if retry.Classify(err) != retry.Data {
+			return res, err
+		}
 	}
-	for _, row := range c.Rows {
-		keep, err := w.p.cfg.Transformer.Apply(row, w.dst)
+	return res, w.writeIsolating(ctx, db, pc, &res, failures)
+}
+
+// transform fills w.cols with the piece's rows that transform cleanly and
+// returns the rows that do not.
+func (w *worker) transform(pc piece, res *Result) []failure {
+	for i := range w.cols {
+		w.cols[i] = w.cols[i][:0] // the previous statement has returned
+	}
+	w.rows = w.rows[:0]
+	res.Filtered = 0
+	var failures []failure
+	for r := pc.lo; r < pc.hi; r++ {
+		keep, err := w.p.cfg.Transformer.Apply(pc.chunk.Rows[r], w.dst)
+		if err == nil && keep {
+			err = w.toWireForm()
+		}
 		if err != nil {
-			return res, fmt.Errorf("chunk %d (keys %v..%v): %w", c.Seq, c.First, c.Last, err)
+			f := failure{row: r, message: err.Error()}
+			var re *transform.RowError
+			if errors.As(err, &re) {
+				f.column = re.Column
+			}
+			failures = append(failures, f)
+			continue
 		}
 		if !keep {
 			res.Filtered++
 			continue
 		}
-		for i, col := range w.p.cfg.Columns {
-			v := w.dst[i]
-			if col.AsText {
-				if v, err = w.textForm(col, v); err != nil {
-					return res, fmt.Errorf("chunk %d (keys %v..%v): column %q: %w", c.Seq, c.First, c.Last, col.Name, err)
-				}
-			}
-			w.arrays[i] = append(w.arrays[i], v)
+		for i, v := range w.dst {
+			w.cols[i] = append(w.cols[i], v)
 		}
+		w.rows = append(w.rows, r)
 	}
-	written := res.Read - res.Filtered - res.Failed
-	args := checkpoint.CommitChunkArgs(w.p.cfg.Job, checkpoint.ChunkRecord{
-		Seq: c.Seq, After: c.After, First: c.First, Last: c.Last,
-		RowsRead: res.Read, RowsFiltered: res.Filtered, RowsFailed: res.Failed, RowsWritten: written,
-	})
-	for _, a := range w.arrays {
+	return failures
+}
+
+// toWireForm converts w.dst in place to what each column's parameter takes.
+func (w *worker) toWireForm() error {
+	for i, col := range w.p.cfg.Columns {
+		if !col.AsText {
+			continue
+		}
+		v, err := w.textForm(col, w.dst[i])
+		if err != nil {
+			return &transform.RowError{Column: col.Name, Err: err}
+		}
+		w.dst[i] = v
+	}
+	return nil
+}
+
+// writeFast writes the piece and its checkpoint row in one statement.
+func (w *worker) writeFast(ctx context.Context, db DB, pc piece, res *Result) error {
+	written := len(w.rows)
+	args := checkpoint.CommitChunkArgs(w.p.cfg.Job, w.record(pc, res, written))
+	for _, a := range w.cols {
 		args = append(args, a)
 	}
-	if err := db.QueryRow(ctx, w.p.sql, args...).Scan(&res.Inserted); err != nil {
-		return res, fmt.Errorf("write chunk %d (keys %v..%v) to %s: %w", c.Seq, c.First, c.Last, w.p.cfg.Table.Sanitize(), err)
+	if err := db.QueryRow(ctx, w.p.commitSQL, args...).Scan(&res.Inserted); err != nil {
+		return fmt.Errorf("write chunk %d (keys %v..%v) to %s: %w", pc.chunk.Seq, pc.after, pc.last, w.p.cfg.Table.Sanitize(), err)
 	}
 	res.Skipped = written - res.Inserted
-	return res, nil
+	return nil
+}
+
+func (w *worker) record(pc piece, res *Result, written int) checkpoint.ChunkRecord {
+	first := []string(nil)
+	if pc.hi > pc.lo {
+		first = pc.chunk.Keys[pc.lo]
+	}
+	return checkpoint.ChunkRecord{
+		Seq: pc.chunk.Seq, After: pc.after, First: first, Last: pc.last,
+		RowsRead: res.Read, RowsFiltered: res.Filtered, RowsFailed: res.Failed, RowsWritten: written,
+	}
+}
+
+// writeIsolating writes the piece in a transaction, bisecting the rows
+// under savepoints until each row that fails on its data stands alone:
+// O(k log n) statements for k bad rows among n. The good rows, the failed
+// rows' records and the checkpoint row commit together.
+func (w *worker) writeIsolating(ctx context.Context, db DB, pc piece, res *Result, failures []failure) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin isolating chunk %d: %w", pc.chunk.Seq, err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
+	res.Inserted = 0
+	var bisect func(lo, hi int) error
+	bisect = func(lo, hi int) error {
+		if lo >= hi {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, "SAVEPOINT bisect"); err != nil {
+			return fmt.Errorf("savepoint in chunk %d: %w", pc.chunk.Seq, err)
+		}
+		args := make([]any, len(w.cols))
+		for i, col := range w.cols {
+			args[i] = col[lo:hi]
+		}
+		var n int
+		err := tx.QueryRow(ctx, w.p.insertSQL, args...).Scan(&n)
+		if err == nil {
+			res.Inserted += n
+			_, err = tx.Exec(ctx, "RELEASE SAVEPOINT bisect")
+			return err
+		}
+		if retry.Classify(err) != retry.Data {
+			return fmt.Errorf("write rows of chunk %d: %w", pc.chunk.Seq, err)
+		}
+		if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT bisect"); rerr != nil {
+			return fmt.Errorf("roll back to savepoint in chunk %d: %w", pc.chunk.Seq, rerr)
+		}
+		if hi-lo == 1 {
+			f := failure{row: w.rows[lo], message: err.Error()}
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) {
+				f.sqlstate, f.column, f.message = pgErr.Code, pgErr.ColumnName, pgErr.Message
+				if pgErr.Detail != "" {
+					f.message += ": " + pgErr.Detail
+				}
+				if pgErr.ConstraintName != "" {
+					f.message += " (constraint " + pgErr.ConstraintName + ")"
+				}
+			}
+			failures = append(failures, f)
+			return nil
+		}
+		mid := lo + (hi-lo)/2
+		if err := bisect(lo, mid); err != nil {
+			return err
+		}
+		return bisect(mid, hi)
+	}
+	if err := bisect(0, len(w.rows)); err != nil {
+		return err
+	}
+	res.Failed = len(failures)
+	written := len(w.rows)
+	res.Skipped = written - res.Inserted - countWrittenFailures(failures, w.rows)
+
+	if err := w.recordFailures(ctx, tx, pc, failures); err != nil {
+		return err
+	}
+	if pc.retried != nil {
+		still := make([][]string, len(failures))
+		for i, f := range failures {
+			still[i] = pc.chunk.Keys[f.row]
+		}
+		if err := pc.retried(ctx, tx, still, res.Inserted); err != nil {
+			return err
+		}
+	} else {
+		rec := w.record(pc, res, written)
+		args := []any{w.p.cfg.Job, rec.Seq, rec.After, rec.First, rec.Last, rec.RowsRead, rec.RowsFiltered, rec.RowsFailed, res.Inserted, res.Skipped}
+		if _, err := tx.Exec(ctx, w.p.cfg.Checkpoint.RecordChunkSQL(), args...); err != nil {
+			return fmt.Errorf("record chunk %d: %w", pc.chunk.Seq, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit chunk %d: %w", pc.chunk.Seq, err)
+	}
+	if len(failures) > 0 {
+		w.p.cfg.Logger.Warn().Int64("seq", pc.chunk.Seq).Int("failed_rows", len(failures)).
+			Str("first_error", failures[0].message).Msg("rows failed; recorded in failed_rows")
+		if total := w.p.failed.Add(int64(len(failures))); pc.retried == nil && w.p.cfg.MaxFailedRows > 0 && total > w.p.cfg.MaxFailedRows {
+			return fmt.Errorf("%w: %d rows failed, more than --max-failed-rows %d; the last: %s", ErrTooManyFailedRows, total, w.p.cfg.MaxFailedRows, failures[len(failures)-1].message)
+		}
+	}
+	return nil
+}
+
+// countWrittenFailures counts failures among rows offered to the INSERT (as
+// opposed to rows that failed in the transform and were never offered).
+func countWrittenFailures(failures []failure, offered []int) int {
+	in := make(map[int]bool, len(offered))
+	for _, r := range offered {
+		in[r] = true
+	}
+	n := 0
+	for _, f := range failures {
+		if in[f.row] {
+			n++
+		}
+	}
+	return n
+}
+
+// recordFailures inserts the failed rows of a piece.
+func (w *worker) recordFailures(ctx context.Context, tx pgx.Tx, pc piece, failures []failure) error {
+	if len(failures) == 0 {
+		return nil
+	}
+	keys := make([]string, len(failures))
+	states := make([]*string, len(failures))
+	columns := make([]*string, len(failures))
+	messages := make([]string, len(failures))
+	sources := make([]string, len(failures))
+	for i, f := range failures {
+		k, _ := json.Marshal(pc.chunk.Keys[f.row])
+		keys[i] = string(k)
+		if f.sqlstate != "" {
+			states[i] = &failures[i].sqlstate
+		}
+		if f.column != "" {
+			columns[i] = &failures[i].column
+		}
+		messages[i] = f.message
+		sources[i] = w.sourceJSON(pc.chunk.Rows[f.row])
+	}
+	if _, err := tx.Exec(ctx, w.p.cfg.Checkpoint.RecordFailedRowsSQL(), w.p.cfg.Job, pc.last, keys, states, columns, messages, sources); err != nil {
+		return fmt.Errorf("record %d failed rows of chunk %d: %w", len(failures), pc.chunk.Seq, err)
+	}
+	return nil
+}
+
+// sourceJSON renders a source row for failed_rows, so an operator can see
+// what failed without querying the source.
+func (w *worker) sourceJSON(row []any) string {
+	m := make(map[string]any, len(row))
+	for i, v := range row {
+		if i >= len(w.p.cfg.SourceColumns) {
+			break
+		}
+		c := w.p.cfg.SourceColumns[i]
+		switch x := v.(type) {
+		case string:
+			if c.JSON && json.Valid([]byte(x)) {
+				v = json.RawMessage(x)
+			}
+		case [16]byte:
+			v = pgtype.UUID{Bytes: x, Valid: true}
+		}
+		m[c.Name] = v
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		b, _ = json.Marshal(map[string]string{"unrenderable": err.Error()})
+	}
+	return string(b)
 }
 
 // errNoTextForm is returned for a value that has no text form we can make.

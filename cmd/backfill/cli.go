@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
@@ -25,6 +26,7 @@ const (
 	exitDone        = 0
 	exitFailure     = 1
 	exitUsage       = 2
+	exitFailedRows  = 3   // done, but some rows failed and are recorded
 	exitInterrupted = 130 // as a shell reports a process stopped by SIGINT
 )
 
@@ -60,6 +62,8 @@ func exitCode(err error, stderr io.Writer) int {
 		return exitUsage
 	case errors.Is(err, backfill.ErrInterrupted):
 		return exitInterrupted
+	case errors.Is(err, errFailedRows):
+		return exitFailedRows
 	default:
 		fmt.Fprintf(stderr, "backfill: %v\n", err)
 		return exitFailure
@@ -70,7 +74,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:  "backfill",
 		Usage: "copy and transform rows between PostgreSQL tables, in chunks, resumably, at a controlled rate",
-		Description: "Exit codes: 0 done, 1 failure or refusal, 2 usage error, 130 interrupted (resumable).\n" +
+		Description: "Exit codes: 0 done, 1 failure or refusal, 2 usage error, 3 done with failed rows, 130 interrupted (resumable).\n" +
 			"Connection strings fall back to $BACKFILL_SOURCE / $BACKFILL_DEST and the PG* environment variables.",
 		Writer:          stdout,
 		ErrWriter:       stderr,
@@ -112,6 +116,8 @@ func tuningFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "statement-timeout", Value: backfill.DefaultStatementTimeout, Usage: "statement_timeout of every connection"},
 		&cli.DurationFlag{Name: "lock-timeout", Value: backfill.DefaultLockTimeout, Usage: "lock_timeout of every connection"},
 		&cli.DurationFlag{Name: "connect-timeout", Value: backfill.DefaultConnectTimeout, Usage: "give up connecting after this long"},
+		&cli.IntFlag{Name: "max-retries", Value: backfill.DefaultMaxRetries, Usage: "attempts of one chunk on transient errors (`N`) before the job fails"},
+		&cli.Int64Flag{Name: "max-failed-rows", Value: backfill.DefaultMaxFailedRows, Usage: "stop the job once more than `N` rows have failed; -1 for no limit"},
 	}
 }
 
@@ -121,6 +127,7 @@ func startCommand(stderr io.Writer) *cli.Command {
 		&cli.StringFlag{Name: "to", Usage: "destination `TABLE`"},
 		&cli.StringFlag{Name: "key", Usage: "source key `COL[,COL…]` to page by (default: the primary key)"},
 		&cli.IntFlag{Name: "chunk-size", Value: backfill.DefaultChunkSize, Usage: "rows per chunk (`N`)"},
+		&cli.BoolFlag{Name: "follow", Usage: "read to the table's end as it is when the copy gets there, instead of the last key at start"},
 	)
 	flags = append(append(flags, tuningFlags()...), logFlags()...)
 	return &cli.Command{
@@ -142,8 +149,9 @@ func resumeCommand(stderr io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:      "resume",
 		Usage:     "continue a job from its checkpoint, after an interruption, a failure or a crash",
-		UsageText: "backfill resume --source URL --dest URL --job NAME [--rate ROWS_PER_S] [--workers N]",
-		Flags:     append(append(sourceFlags(), tuningFlags()...), logFlags()...),
+		UsageText: "backfill resume --source URL --dest URL --job NAME [--rate ROWS_PER_S] [--workers N] [--retry-failed]",
+		Flags: append(append(append(sourceFlags(), tuningFlags()...), logFlags()...),
+			&cli.BoolFlag{Name: "retry-failed", Usage: "first try the rows recorded in failed_rows again (after fixing their cause)"}),
 		Action: func(c *cli.Context) error {
 			j, err := jobFromFlags(c, backfill.ModeResume)
 			if err != nil {
@@ -166,6 +174,15 @@ func jobFromFlags(c *cli.Context, mode backfill.Mode) (backfill.Job, error) {
 		StatementTimeout: c.Duration("statement-timeout"),
 		LockTimeout:      c.Duration("lock-timeout"),
 		ConnectTimeout:   c.Duration("connect-timeout"),
+		MaxRetries:       c.Int("max-retries"),
+		MaxFailedRows:    c.Int64("max-failed-rows"),
+		RetryFailed:      mode == backfill.ModeResume && c.Bool("retry-failed"),
+	}
+	if j.MaxRetries < 0 {
+		return j, usagef("--max-retries %d: must not be negative", j.MaxRetries)
+	}
+	if j.MaxFailedRows == 0 {
+		return j, usagef("--max-failed-rows 0: give a positive limit, or -1 for none")
 	}
 	if j.Name == "" {
 		return j, usagef("--job is required: the job's name, the key of its checkpoint")
@@ -190,6 +207,7 @@ func jobFromFlags(c *cli.Context, mode backfill.Mode) (backfill.Job, error) {
 		if j.From == "" || j.To == "" {
 			return j, usagef("--from and --to are required: the source and destination tables")
 		}
+		j.Follow = c.Bool("follow")
 		j.ChunkSize = c.Int("chunk-size")
 		if j.ChunkSize < 1 {
 			return j, usagef("--chunk-size %d: must be a positive number of rows", j.ChunkSize)
@@ -214,9 +232,9 @@ func newLogger(c *cli.Context, stderr io.Writer) (zerolog.Logger, error) {
 	switch c.String("log-format") {
 	case "json":
 	case "console":
-		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}
+		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly, NoColor: !isTerminal(stderr)}
 	case "auto":
-		if f, ok := stderr.(*os.File); ok && isTerminal(f) {
+		if isTerminal(stderr) {
 			w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}
 		}
 	default:
@@ -225,7 +243,11 @@ func newLogger(c *cli.Context, stderr io.Writer) (zerolog.Logger, error) {
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }
 
-func isTerminal(f *os.File) bool {
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
@@ -249,10 +271,21 @@ func runJob(ctx context.Context, c *cli.Context, j backfill.Job, stderr io.Write
 	case err != nil:
 		return err
 	case rep.AlreadyDone:
-		log.Info().Int64("rows_inserted", rep.Totals.RowsInserted).Msg("job is already done; nothing to do")
+		log.Info().Int64("rows_inserted", rep.Totals.RowsInserted).Int64("rows_failed", rep.Totals.RowsFailed).
+			Msg("job is already done; nothing to do")
+	}
+	if n := rep.Totals.RowsFailed; n > 0 {
+		schema := pgx.Identifier{j.StateSchema}.Sanitize()
+		log.Warn().Int64("rows_failed", n).Msgf("job done, but %d rows failed. Inspect them with: "+
+			"SELECT key, sqlstate, column_name, message, source_row FROM %s.failed_rows WHERE job = '%s'; "+
+			"fix the cause, then run: backfill resume --job %s --retry-failed", n, schema, strings.ReplaceAll(j.Name, "'", "''"), j.Name)
+		return errFailedRows
 	}
 	return nil
 }
+
+// errFailedRows makes the exit code 3: the job finished, with failed rows.
+var errFailedRows = errors.New("finished with failed rows")
 
 func statusCommand(stdout io.Writer) *cli.Command {
 	return &cli.Command{

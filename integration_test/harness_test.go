@@ -138,6 +138,15 @@ func queryInt(t *testing.T, url, q string, args ...any) int64 {
 	return n
 }
 
+func queryString(t *testing.T, url, q string, args ...any) string {
+	t.Helper()
+	var s string
+	if err := connect(t, url).QueryRow(context.Background(), q, args...).Scan(&s); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return s
+}
+
 func queryBool(t *testing.T, url, q string, args ...any) bool {
 	t.Helper()
 	var b bool

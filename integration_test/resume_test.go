@@ -61,7 +61,12 @@ func runUntilKilled(t *testing.T, dest, job string, minChunks int64, delay time.
 // resumes it each time; the destination must equal the source exactly and
 // the counters must equal those of one clean run.
 func TestKillAndResume(t *testing.T) {
-	const n = 200_000
+	killResume(t, 200_000, 3, 40_000, 1500*time.Millisecond)
+}
+
+// killResume copies n rows at rate rows/s, killing the runner kills times,
+// each at a random moment up to maxDelay after it has committed a chunk.
+func killResume(t *testing.T, n, kills, rate int, maxDelay time.Duration) {
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
 	t.Logf("random seed %d", seed)
@@ -75,12 +80,12 @@ func TestKillAndResume(t *testing.T) {
 	mustSucceed(t, "start", "--source", db, "--job", "clean", "--from", "src", "--to", "clean", "--rate", "0")
 	clean := countersOf(status(t, db, "clean"))
 
-	args := []string{"--source", db, "--job", "killed", "--rate", "40000", "--workers", "4"}
+	args := []string{"--source", db, "--job", "killed", "--rate", fmt.Sprint(rate), "--workers", "4"}
 	startArgs := append([]string{"start", "--from", "src", "--to", "dst"}, args...)
 	resumeArgs := append([]string{"resume"}, args...)
 	var prev int64
-	for i := range 3 {
-		delay := time.Duration(rng.Int64N(int64(1500 * time.Millisecond)))
+	for i := range kills {
+		delay := time.Duration(rng.Int64N(int64(maxDelay)))
 		a := resumeArgs
 		if i == 0 {
 			a = startArgs
@@ -94,7 +99,7 @@ func TestKillAndResume(t *testing.T) {
 		if s.State != "interrupted" {
 			t.Fatalf("kill %d: status says %q for a job whose runner is dead, want interrupted", i+1, s.State)
 		}
-		if s.RowsRead >= n {
+		if s.RowsRead >= int64(n) {
 			t.Fatalf("kill %d came after the job finished; make the job longer", i+1)
 		}
 		prev = s.ChunksDone
@@ -105,7 +110,7 @@ func TestKillAndResume(t *testing.T) {
 	if got.State != "done" || countersOf(got) != clean {
 		t.Fatalf("after kills and resumes: state %s, counters %+v; one clean run: %+v", got.State, countersOf(got), clean)
 	}
-	if got.RowsInserted != n || got.RowsSkipped != 0 {
+	if got.RowsInserted != int64(n) || got.RowsSkipped != 0 {
 		t.Fatalf("rows_inserted %d (want %d), rows_skipped %d (want 0)", got.RowsInserted, n, got.RowsSkipped)
 	}
 }

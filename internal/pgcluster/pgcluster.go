@@ -263,9 +263,12 @@ func (c *Cluster) startOnFreePort(ctx context.Context) error {
 			return nil
 		}
 		tail := c.logTail(offset)
-		// A start that timed out may have left a server behind; it must not
-		// outlive the directory we are about to remove.
-		_, _ = c.run(ctx, "pg_ctl", "stop", "-D", c.dataDir(), "-m", "immediate", "-w")
+		// A start that timed out (or was cancelled) may have left a server
+		// behind; it must not outlive the directory we are about to remove,
+		// so the stop runs even when ctx is already done.
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		_, _ = c.run(stopCtx, "pg_ctl", "stop", "-D", c.dataDir(), "-m", "immediate", "-w")
+		cancel()
 		if attempt < startAttempts && portTaken(tail) {
 			c.logf("pgcluster: port %d was taken before postgres bound it; trying another", port)
 			continue

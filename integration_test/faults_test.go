@@ -255,4 +255,3 @@ func TestLeastPrivilege(t *testing.T) {
 func TestKillTenTimes(t *testing.T) {
 	killResume(t, 300_000, 10, 20_000, 800*time.Millisecond)
 }
-

@@ -44,7 +44,8 @@ func (e *RowError) Error() string {
 
 func (e *RowError) Unwrap() error { return e.Err }
 
-// ErrNoCommonColumns is returned by Identity when the tables share no column.
+// ErrNoCommonColumns is returned by Identity, and by Compile for a spec
+// without columns, when the tables share no column.
 var ErrNoCommonColumns = errors.New("source and destination share no column name")
 
 // identity copies same-named columns.

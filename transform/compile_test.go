@@ -1,0 +1,151 @@
+package transform
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// testDest is a destination table for testSource.
+var testDest = []Column{
+	{Name: "id", Type: "bigint", NotNull: true},
+	{Name: "email", Type: "text"},
+	{Name: "full_name", Type: "text"},
+	{Name: "tier", Type: "text", NotNull: true},
+	{Name: "region", Type: "text"},
+	{Name: "small", Type: "smallint"},
+	{Name: "uid", Type: "uuid"},
+	{Name: "doc", Type: "jsonb"},
+	{Name: "code", Type: "character varying(3)"},
+	{Name: "amount", Type: "numeric"},
+	{Name: "created_at", Type: "timestamp with time zone", NotNull: true, HasDefault: true},
+}
+
+func TestCompileErrors(t *testing.T) {
+	ok := []Mapping{{"id", "id"}, {"tier", `"basic"`}}
+	with := func(m ...Mapping) Spec { return Spec{Columns: append(append([]Mapping{}, ok...), m...)} }
+	for _, c := range []struct {
+		name string
+		spec Spec
+		opts Options
+		want []string // each must appear in the error
+	}{
+		{"unknown destination column", with(Mapping{"nope", "name"}),
+			Options{}, []string{`column "nope" (expression "name"): no such column in the destination table`}},
+		{"unknown source column", with(Mapping{"email", "lower(emial)"}),
+			Options{}, []string{`column "email" (text): expression "lower(emial)": unknown name emial (at character 7)`}},
+		{"syntax error", with(Mapping{"email", "lower(email"}),
+			Options{}, []string{`column "email" (text): expression "lower(email": unexpected token EOF`}},
+		{"static type mismatch", with(Mapping{"email", "score + 1"}),
+			Options{}, []string{`column "email" (text): expression "score + 1" has type int, which cannot be written to text; convert with string(...)`}},
+		{"bare copy type mismatch", with(Mapping{"small", "name"}),
+			Options{}, []string{`column "small" (smallint): source column "name" of type text cannot be written to smallint`}},
+		{"listed twice", with(Mapping{"tier", `"gold"`}),
+			Options{}, []string{`column "tier" (expression "\"gold\""): listed twice`}},
+		{"empty expression", with(Mapping{"email", "  "}),
+			Options{}, []string{`column "email": empty expression`}},
+		{"NOT NULL column not written", Spec{Columns: []Mapping{{"id", "id"}}},
+			Options{}, []string{`destination column "tier" is NOT NULL and has no default, but nothing writes it`}},
+		{"skip_if not boolean", Spec{Columns: ok, SkipIf: "name"},
+			Options{}, []string{`skip_if: expression "name": expected bool, but got string`}},
+		{"skip_if unknown name", Spec{Columns: ok, SkipIf: "emial == nil"},
+			Options{}, []string{`skip_if: expression "emial == nil": unknown name emial`}},
+		{"now without Options.Now", with(Mapping{"email", "string(now())"}),
+			Options{}, []string{`column "email" (text): expression "string(now())" calls now(), but Options.Now (the job's start time) is not set`}},
+		{"reserved name", with(Mapping{"email", `$cat`}),
+			Options{}, []string{`column "email" (text): expression "$cat": $cat is reserved`}},
+		{"machine time zone", with(Mapping{"email", "string(now().Local())"}),
+			Options{Now: testNow}, []string{`Local() depends on the machine's time zone`}},
+		{"machine time zone by name", with(Mapping{"email", `string(date("2024-01-02", "2006-01-02", "Local"))`}),
+			Options{}, []string{`the "Local" time zone depends on the machine`}},
+		{"Func shadows a helper", Spec{Columns: ok},
+			Options{Funcs: map[string]Func{"sha256": {Fn: sha256Hex}}}, []string{`Options.Funcs["sha256"]: a built-in helper has that name`}},
+		{"Func without Fn", Spec{Columns: ok},
+			Options{Funcs: map[string]Func{"f": {}}}, []string{`Options.Funcs["f"]: Fn is nil`}},
+		{"Func with a bad type", Spec{Columns: ok},
+			Options{Funcs: map[string]Func{"f": {Fn: sha256Hex, Types: []any{"string"}}}}, []string{`Options.Funcs["f"]: Types[0] is string, not a function value`}},
+		{"call refused by a Func's types", Spec{Columns: with(Mapping{"email", "f(1)"}).Columns},
+			Options{Funcs: map[string]Func{"f": {Fn: sha256Hex, Types: []any{new(func(string) string)}}}}, []string{`column "email" (text): expression "f(1)": cannot use int as argument (type string) to call f`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tr, err := Compile(c.spec, testSource, testDest, c.opts)
+			if err == nil {
+				t.Fatalf("Compile succeeded with columns %v", tr.Columns())
+			}
+			for _, want := range c.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error\n%v\ndoes not contain\n%s", err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestCompileReportsEveryProblem(t *testing.T) {
+	_, err := Compile(Spec{
+		Columns: []Mapping{
+			{"id", "id"},
+			{"nope", "name"},
+			{"email", "lower(emial)"},
+			{"full_name", "score * 2"},
+			{"small", "price"},
+		},
+		SkipIf: "name",
+	}, testSource, testDest, Options{})
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		t.Fatalf("want a joined error, got %v", err)
+	}
+	var got []string
+	for _, e := range joined.Unwrap() {
+		got = append(got, strings.SplitN(e.Error(), ":", 2)[0])
+	}
+	want := []string{`column "nope" (expression "name")`, `column "email" (text)`, `column "full_name" (text)`,
+		`column "small" (smallint)`, "skip_if", `destination column "tier" is NOT NULL and has no default, but nothing writes it`}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("problems reported:\n%q\nwant\n%q\nerror:\n%v", got, want, err)
+	}
+}
+
+func TestCompileWithoutColumns(t *testing.T) {
+	source := []Column{
+		{Name: "id", Type: "integer", NotNull: true},
+		{Name: "doc", Type: "json"},
+		{Name: "uid", Type: "uuid"},
+		{Name: "note", Type: "text"},
+		{Name: "only_in_source", Type: "text"},
+	}
+	dest := []Column{
+		{Name: "id", Type: "bigint", NotNull: true},
+		{Name: "doc", Type: "jsonb"},
+		{Name: "uid", Type: "text"},
+		{Name: "note", Type: "text"},
+		{Name: "only_in_dest", Type: "text"},
+	}
+	tr, err := Compile(Spec{SkipIf: `note == "skip"`}, source, dest, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := tr.Columns(), []string{"id", "doc", "uid", "note"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Columns() = %v; want %v", got, want)
+	}
+	dst := make([]any, 4)
+	keep, err := tr.Apply([]any{int32(7), `{"b": 1, "a": 2}`, testUUID, "hello", "x"}, dst)
+	if err != nil || !keep {
+		t.Fatalf("Apply = %v, %v", keep, err)
+	}
+	// integer into bigint is converted; json text is copied as is.
+	want := []any{int64(7), `{"b": 1, "a": 2}`, "123e4567-e89b-12d3-a456-426614174000", "hello"}
+	if !reflect.DeepEqual(dst, want) {
+		t.Errorf("dst = %#v; want %#v", dst, want)
+	}
+	if keep, err := tr.Apply([]any{int32(8), nil, nil, "skip", nil}, dst); keep || err != nil {
+		t.Errorf("filtered row: Apply = %v, %v", keep, err)
+	}
+
+	_, err = Compile(Spec{}, []Column{{Name: "a", Type: "text"}}, []Column{{Name: "b", Type: "text"}}, Options{})
+	if !errors.Is(err, ErrNoCommonColumns) {
+		t.Errorf("no common columns: err = %v", err)
+	}
+}

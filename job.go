@@ -82,8 +82,13 @@ type Job struct {
 	// RetryFailed, on resume, first tries the recorded failed rows again.
 	RetryFailed bool
 
-	// Transform, when set, builds the row transform from the tables'
-	// columns; nil copies same-named columns.
+	// Columns maps destination columns to expressions over the source row
+	// (see package transform); empty copies same-named columns. SkipIf
+	// filters rows out: they are counted as filtered.
+	Columns []transform.Mapping
+	SkipIf  string
+	// Transform, when set, builds the row transform in Go from the tables'
+	// columns (transform.FromFunc), instead of Columns and SkipIf.
 	Transform func(source, dest []transform.Column) (transform.Transformer, error)
 
 	Logger           zerolog.Logger

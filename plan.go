@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/rs/zerolog"
 
 	"github.com/backfill/backfill/catalog"
 	"github.com/backfill/backfill/paginator"
@@ -31,6 +33,11 @@ type Spec struct {
 	Where     string   `json:"where,omitempty"`
 	ChunkSize int      `json:"chunk_size"`
 	Follow    bool     `json:"follow,omitempty"`
+	// Columns and SkipIf are the expression transform; a Go transform
+	// is not recorded (its code is not data), so changing one is on
+	// the embedding program.
+	Columns []transform.Mapping `json:"columns,omitempty"`
+	SkipIf  string              `json:"skip_if,omitempty"`
 }
 
 // differences lists what changed from s to t, naming each field.
@@ -47,7 +54,20 @@ func (s Spec) differences(t Spec) []string {
 	cmp("where", fmt.Sprintf("%q", s.Where), fmt.Sprintf("%q", t.Where))
 	cmp("chunk_size", fmt.Sprint(s.ChunkSize), fmt.Sprint(t.ChunkSize))
 	cmp("follow", fmt.Sprint(s.Follow), fmt.Sprint(t.Follow))
+	cmp("columns", mappingsText(s.Columns), mappingsText(t.Columns))
+	cmp("skip_if", fmt.Sprintf("%q", s.SkipIf), fmt.Sprintf("%q", t.SkipIf))
 	return d
+}
+
+func mappingsText(ms []transform.Mapping) string {
+	if len(ms) == 0 {
+		return "(same-named columns)"
+	}
+	parts := make([]string, len(ms))
+	for i, m := range ms {
+		parts[i] = fmt.Sprintf("%s: %s", m.Column, m.Expr)
+	}
+	return "{" + strings.Join(parts, "; ") + "}"
 }
 
 // plan is a validated job: everything the paginator and workers need.
@@ -76,7 +96,10 @@ func readsAsText(types *pgtype.Map, c catalog.Column) bool {
 
 // buildPlan validates the job against both catalogs before anything is
 // written. Problems that can be found together are reported together.
-func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job) (*plan, error) {
+//
+// startedAt is the job's start, which now() returns in expressions: fixed,
+// so a chunk redone after a crash computes the same values.
+func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt time.Time) (*plan, error) {
 	var errs []error
 	from, err := catalog.ParseTableName(j.From)
 	if err != nil {
@@ -130,7 +153,8 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job) (*plan, err
 		}
 	}
 	sourceCols := p.source.Columns
-	if j.Transform == nil {
+	expressions := len(j.Columns) > 0 || j.SkipIf != ""
+	if j.Transform == nil && !expressions {
 		// identity: read only the columns that will be written
 		sourceCols = nil
 		for _, c := range p.source.Columns {
@@ -141,9 +165,13 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job) (*plan, err
 	}
 	srcT := columnsOf(sourceCols)
 	dstT := columnsOf(writable)
-	if j.Transform != nil {
+	switch {
+	case j.Transform != nil:
 		p.transformer, err = j.Transform(srcT, dstT)
-	} else {
+	case expressions:
+		p.transformer, err = transform.Compile(transform.Spec{Columns: j.Columns, SkipIf: j.SkipIf}, srcT, dstT,
+			transform.Options{Now: startedAt})
+	default:
 		p.transformer, err = transform.Identity(srcT, dstT)
 	}
 	if err != nil {
@@ -184,6 +212,7 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job) (*plan, err
 		Source: RedactURL(j.SourceURL), Dest: RedactURL(j.DestURL),
 		From: p.source.Name.String(), To: p.dest.Name.String(),
 		Key: key, Where: j.Where, ChunkSize: j.ChunkSize, Follow: j.Follow,
+		Columns: j.Columns, SkipIf: j.SkipIf,
 	}
 	return p, nil
 }
@@ -224,4 +253,49 @@ func marshalSpec(s Spec) (json.RawMessage, error) {
 		return nil, fmt.Errorf("encode job spec: %w", err)
 	}
 	return b, nil
+}
+
+// trial applies the transform to the source's first chunk before anything
+// is written: a mistake that fails every row (a type the catalog check
+// could not see) is refused now, with an example key, instead of after
+// millions of failed rows. Rows that fail alone are only reported.
+func (p *plan) trial(ctx context.Context, src paginator.Querier, j Job, log zerolog.Logger) error {
+	pag, err := paginator.New(paginator.Config{
+		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.ChunkSize, Where: j.Where,
+	})
+	if err != nil {
+		return err
+	}
+	c, err := pag.First(ctx, src)
+	if err != nil {
+		return fmt.Errorf("read the first chunk to try the transform: %w", err)
+	}
+	dst := make([]any, len(p.transformer.Columns()))
+	failures := map[string]int{}
+	var first error
+	var firstKey []string
+	for i, row := range c.Rows {
+		if _, err := p.transformer.Apply(row, dst); err != nil {
+			var re *transform.RowError
+			col := ""
+			if errors.As(err, &re) {
+				col = re.Column
+			}
+			failures[col]++
+			if first == nil {
+				first, firstKey = err, c.Keys[i]
+			}
+		}
+	}
+	if first == nil {
+		return nil
+	}
+	for col, n := range failures {
+		if n == len(c.Rows) {
+			return refused(fmt.Errorf("every row of the first chunk (%d rows) fails to transform: %w (example key %v); fix the mapping of column %q", n, first, firstKey, col))
+		}
+	}
+	log.Warn().Err(first).Strs("example_key", firstKey).Int("rows", len(c.Rows)).
+		Msg("some rows of the first chunk fail to transform; they will be recorded as failed rows")
+	return nil
 }

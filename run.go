@@ -129,6 +129,10 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	}
 	if j.Mode == ModeResume {
 		j.From, j.To, j.Key, j.Where = orDefault(j.From, stored.From), orDefault(j.To, stored.To), orKey(j.Key, stored.Key), orDefault(j.Where, stored.Where)
+		if len(j.Columns) == 0 && j.SkipIf == "" && j.Transform == nil {
+			j.Columns, j.SkipIf = stored.Columns, stored.SkipIf
+		}
+		j.Follow = j.Follow || stored.Follow
 		if j.ChunkSize == 0 {
 			j.ChunkSize = stored.ChunkSize
 		}
@@ -149,9 +153,18 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	if r.dst, err = openPool(ctx, j.DestURL, *j, "destination", j.Workers, false); err != nil {
 		return rep, err
 	}
-	p, err := buildPlan(ctx, r.src, r.dst, *j)
+	startedAt := j.Now().UTC().Truncate(time.Microsecond) // as PostgreSQL stores it
+	if existing != nil {
+		startedAt = existing.StartedAt
+	}
+	p, err := buildPlan(ctx, r.src, r.dst, *j, startedAt)
 	if err != nil {
 		return rep, err
+	}
+	if j.Transform != nil || len(j.Columns) > 0 || j.SkipIf != "" {
+		if err := p.trial(ctx, r.src, *j, r.log); err != nil {
+			return rep, err
+		}
 	}
 	if existing != nil {
 		if diffs := stored.differences(p.spec); len(diffs) > 0 {
@@ -166,7 +179,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 			return rep, refused(fmt.Errorf("job %q already exists and is %s: continue it with `backfill resume --job %s`", j.Name, existing.State, j.Name))
 		}
 	}
-	return r.execute(ctx, p, existing)
+	return r.execute(ctx, p, existing, startedAt)
 }
 
 func orDefault(given, stored string) string {
@@ -251,7 +264,7 @@ func storedRate(r float64) float64 {
 }
 
 // execute records the job as running and runs the pipeline to its end.
-func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job) (Report, error) {
+func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job, startedAt time.Time) (Report, error) {
 	j := r.job
 	rep := Report{Job: j.Name}
 	host, _ := os.Hostname()
@@ -283,7 +296,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job)
 		}
 		if err := r.store.CreateJob(ctx, r.control, checkpoint.NewJob{
 			Name: j.Name, Spec: spec, Rate: storedRate(j.Rate), Workers: j.Workers,
-			RowsEstimated: estimate, UpperKey: upper, Host: host, PID: pid,
+			RowsEstimated: estimate, UpperKey: upper, Host: host, PID: pid, StartedAt: startedAt,
 		}); err != nil {
 			return rep, err
 		}

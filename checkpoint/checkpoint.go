@@ -180,11 +180,12 @@ type NewJob struct {
 	UpperKey      []string
 	Host          string
 	PID           int
+	StartedAt     time.Time
 }
 
 // CreateJob inserts a job in state running.
 func (s *Store) CreateJob(ctx context.Context, q Querier, j NewJob) error {
-	_, err := q.Exec(ctx, s.stmts.Get("job-create"), j.Name, j.Spec, j.Rate, j.Workers, j.RowsEstimated, j.UpperKey, j.Host, j.PID)
+	_, err := q.Exec(ctx, s.stmts.Get("job-create"), j.Name, j.Spec, j.Rate, j.Workers, j.RowsEstimated, j.UpperKey, j.Host, j.PID, j.StartedAt)
 	if err != nil {
 		return fmt.Errorf("create job %q: %w", j.Name, err)
 	}

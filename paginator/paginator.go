@@ -375,3 +375,16 @@ func (p *Paginator) ReadKeys(ctx context.Context, q Querier, keys [][]string) (*
 	}
 	return c, nil
 }
+
+// First reads the table's first page, for trying a transform on real rows
+// before any write.
+func (p *Paginator) First(ctx context.Context, q Querier) (*Chunk, error) {
+	c, _, err := p.readWithRetry(ctx, q, nil)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		c = &Chunk{}
+	}
+	return c, nil
+}

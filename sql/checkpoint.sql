@@ -14,8 +14,8 @@ ORDER BY started_at, name
 
 -- name: job-create
 INSERT INTO {{schema}}.jobs
-    (name, spec, state, rate, workers, rows_estimated, upper_key, runner_host, runner_pid, heartbeat_at)
-VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, now())
+    (name, spec, state, rate, workers, rows_estimated, upper_key, runner_host, runner_pid, heartbeat_at, started_at)
+VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, now(), $9)
 
 -- name: job-claim
 UPDATE {{schema}}.jobs

@@ -18,7 +18,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/backfill/backfill"
-	"github.com/backfill/backfill/catalog"
 )
 
 // Exit codes: scripts depend on them.
@@ -100,8 +99,9 @@ func logFlags() []cli.Flag {
 
 func sourceFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "source", EnvVars: []string{"BACKFILL_SOURCE"}, Usage: "source database `URL` (default: $BACKFILL_SOURCE, then the PG* variables)"},
-		&cli.StringFlag{Name: "dest", EnvVars: []string{"BACKFILL_DEST"}, Usage: "destination database `URL` (default: $BACKFILL_DEST, then the source)"},
+		&cli.StringFlag{Name: "config", Usage: "job spec `FILE` (YAML); flags given here override it"},
+		&cli.StringFlag{Name: "source", Usage: "source database `URL` (default: the spec file's source.url, $BACKFILL_SOURCE, then the PG* variables)"},
+		&cli.StringFlag{Name: "dest", Usage: "destination database `URL` (default: the spec file's dest.url, $BACKFILL_DEST, then the source)"},
 		&cli.StringFlag{Name: "job", Usage: "job `NAME`, the key of its checkpoint"},
 		&cli.StringFlag{Name: "state-schema", Value: "backfill", Usage: "`SCHEMA` in the destination holding job state"},
 	}
@@ -126,6 +126,7 @@ func startCommand(stderr io.Writer) *cli.Command {
 		&cli.StringFlag{Name: "from", Usage: "source `TABLE` (schema.table; quote mixed case: 'sales.\"Order Items\"')"},
 		&cli.StringFlag{Name: "to", Usage: "destination `TABLE`"},
 		&cli.StringFlag{Name: "key", Usage: "source key `COL[,COL…]` to page by (default: the primary key)"},
+		&cli.StringFlag{Name: "where", Usage: "SQL `PREDICATE` over source rows: only matching rows are copied"},
 		&cli.IntFlag{Name: "chunk-size", Value: backfill.DefaultChunkSize, Usage: "rows per chunk (`N`)"},
 		&cli.BoolFlag{Name: "follow", Usage: "read to the table's end as it is when the copy gets there, instead of the last key at start"},
 	)
@@ -136,11 +137,11 @@ func startCommand(stderr io.Writer) *cli.Command {
 		UsageText: "backfill start --source URL --dest URL --job NAME --from TABLE --to TABLE [--key COL[,COL…]] [--chunk-size N] [--workers N] [--queue-depth N] [--rate ROWS_PER_S] [--state-schema NAME]",
 		Flags:     flags,
 		Action: func(c *cli.Context) error {
-			j, err := jobFromFlags(c, backfill.ModeStart)
+			j, spec, err := jobFromFlags(c, backfill.ModeStart)
 			if err != nil {
 				return err
 			}
-			return runJob(c.Context, c, j, stderr)
+			return annotate(runJob(c.Context, c, j, stderr), spec)
 		},
 	}
 }
@@ -153,74 +154,13 @@ func resumeCommand(stderr io.Writer) *cli.Command {
 		Flags: append(append(append(sourceFlags(), tuningFlags()...), logFlags()...),
 			&cli.BoolFlag{Name: "retry-failed", Usage: "first try the rows recorded in failed_rows again (after fixing their cause)"}),
 		Action: func(c *cli.Context) error {
-			j, err := jobFromFlags(c, backfill.ModeResume)
+			j, spec, err := jobFromFlags(c, backfill.ModeResume)
 			if err != nil {
 				return err
 			}
-			return runJob(c.Context, c, j, stderr)
+			return annotate(runJob(c.Context, c, j, stderr), spec)
 		},
 	}
-}
-
-func jobFromFlags(c *cli.Context, mode backfill.Mode) (backfill.Job, error) {
-	j := backfill.Job{
-		Name:             c.String("job"),
-		Mode:             mode,
-		SourceURL:        c.String("source"),
-		DestURL:          c.String("dest"),
-		StateSchema:      c.String("state-schema"),
-		QueueDepth:       c.Int("queue-depth"),
-		ProgressInterval: c.Duration("progress-interval"),
-		StatementTimeout: c.Duration("statement-timeout"),
-		LockTimeout:      c.Duration("lock-timeout"),
-		ConnectTimeout:   c.Duration("connect-timeout"),
-		MaxRetries:       c.Int("max-retries"),
-		MaxFailedRows:    c.Int64("max-failed-rows"),
-		RetryFailed:      mode == backfill.ModeResume && c.Bool("retry-failed"),
-	}
-	if j.MaxRetries < 0 {
-		return j, usagef("--max-retries %d: must not be negative", j.MaxRetries)
-	}
-	if j.MaxFailedRows == 0 {
-		return j, usagef("--max-failed-rows 0: give a positive limit, or -1 for none")
-	}
-	if j.Name == "" {
-		return j, usagef("--job is required: the job's name, the key of its checkpoint")
-	}
-	if mode == backfill.ModeStart || c.IsSet("workers") {
-		j.Workers = c.Int("workers")
-		if j.Workers < 1 {
-			return j, usagef("--workers %d: must be at least 1", j.Workers)
-		}
-	}
-	if mode == backfill.ModeStart || c.IsSet("rate") {
-		j.Rate = c.Float64("rate")
-		if j.Rate < 0 {
-			return j, usagef("--rate %v: must be rows per second, 0 for no cap", j.Rate)
-		}
-		if j.Rate == 0 {
-			j.Rate = backfill.Unlimited
-		}
-	}
-	if mode == backfill.ModeStart {
-		j.From, j.To = c.String("from"), c.String("to")
-		if j.From == "" || j.To == "" {
-			return j, usagef("--from and --to are required: the source and destination tables")
-		}
-		j.Follow = c.Bool("follow")
-		j.ChunkSize = c.Int("chunk-size")
-		if j.ChunkSize < 1 {
-			return j, usagef("--chunk-size %d: must be a positive number of rows", j.ChunkSize)
-		}
-		if k := c.String("key"); k != "" {
-			key, err := catalog.ParseColumnList(k)
-			if err != nil {
-				return j, usagef("--key: %v", err)
-			}
-			j.Key = key
-		}
-	}
-	return j, nil
 }
 
 func newLogger(c *cli.Context, stderr io.Writer) (zerolog.Logger, error) {
@@ -293,7 +233,7 @@ func statusCommand(stdout io.Writer) *cli.Command {
 		Usage:     "show jobs and their counters",
 		UsageText: "backfill status --dest URL [--job NAME] [--json]",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "dest", EnvVars: []string{"BACKFILL_DEST", "BACKFILL_SOURCE"}, Usage: "destination database `URL` holding the state schema"},
+			&cli.StringFlag{Name: "dest", EnvVars: []string{"BACKFILL_DEST", "BACKFILL_SOURCE"}, Usage: "destination database `URL` holding the state schema (default: $BACKFILL_DEST, then $BACKFILL_SOURCE)"},
 			&cli.StringFlag{Name: "job", Usage: "one job's `NAME` (default: every job)"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON: an object for --job, else an array"},
 			&cli.StringFlag{Name: "state-schema", Value: "backfill", Usage: "`SCHEMA` holding job state"},

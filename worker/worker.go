@@ -436,6 +436,50 @@ func (w *worker) writeIsolating(ctx context.Context, db DB, pc piece, res *Resul
 		return fmt.Errorf("begin isolating chunk %d: %w", pc.chunk.Seq, err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
+	failures, err = w.isolate(ctx, tx, pc, res, failures)
+	if err != nil {
+		return err
+	}
+	res.Failed = len(failures)
+	written := len(w.rows)
+	res.Skipped = written - res.Inserted - countWrittenFailures(failures, w.rows)
+
+	if err := w.recordFailures(ctx, tx, pc, failures); err != nil {
+		return err
+	}
+	if pc.retried != nil {
+		still := make([][]string, len(failures))
+		for i, f := range failures {
+			still[i] = pc.chunk.Keys[f.row]
+		}
+		if err := pc.retried(ctx, tx, still, res.Inserted); err != nil {
+			return err
+		}
+	} else {
+		rec := w.record(pc, res, written)
+		args := []any{w.p.cfg.Job, rec.Seq, rec.After, rec.First, rec.Last, rec.RowsRead, rec.RowsFiltered, rec.RowsFailed, res.Inserted, res.Skipped}
+		if _, err := tx.Exec(ctx, w.p.cfg.Checkpoint.RecordChunkSQL(), args...); err != nil {
+			return fmt.Errorf("record chunk %d: %w", pc.chunk.Seq, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit chunk %d: %w", pc.chunk.Seq, err)
+	}
+	if len(failures) > 0 {
+		w.p.cfg.Logger.Warn().Int64("seq", pc.chunk.Seq).Int("failed_rows", len(failures)).
+			Str("first_error", failures[0].message).Msg("rows failed; recorded in failed_rows")
+		if total := w.p.failed.Add(int64(len(failures))); pc.retried == nil && w.p.cfg.MaxFailedRows > 0 && total > w.p.cfg.MaxFailedRows {
+			return fmt.Errorf("%w: %d rows failed, more than --max-failed-rows %d; the last: %s", ErrTooManyFailedRows, total, w.p.cfg.MaxFailedRows, failures[len(failures)-1].message)
+		}
+	}
+	return nil
+}
+
+// isolate inserts the transformed rows in tx, bisecting under savepoints
+// until each row that fails on its data stands alone, and returns the
+// failures (those given plus those found). res.Inserted counts the rows
+// written.
+func (w *worker) isolate(ctx context.Context, tx pgx.Tx, pc piece, res *Result, failures []failure) ([]failure, error) {
 	res.Inserted = 0
 	var bisect func(lo, hi int) error
 	bisect = func(lo, hi int) error {
@@ -484,41 +528,54 @@ func (w *worker) writeIsolating(ctx context.Context, db DB, pc piece, res *Resul
 		return bisect(mid, hi)
 	}
 	if err := bisect(0, len(w.rows)); err != nil {
-		return err
+		return nil, err
 	}
-	res.Failed = len(failures)
-	written := len(w.rows)
-	res.Skipped = written - res.Inserted - countWrittenFailures(failures, w.rows)
+	return failures, nil
+}
 
-	if err := w.recordFailures(ctx, tx, pc, failures); err != nil {
-		return err
-	}
-	if pc.retried != nil {
-		still := make([][]string, len(failures))
-		for i, f := range failures {
-			still[i] = pc.chunk.Keys[f.row]
+// Failure is a row that would not be written, as a dry run reports it.
+type Failure struct {
+	Key      []string
+	SQLState string // "" for a transform error
+	Column   string
+	Message  string
+}
+
+// Rehearsal is what a chunk would do.
+type Rehearsal struct {
+	Result
+	Failures []Failure
+	// Preview holds up to previewRows of the chunk's rows as they would be
+	// written, one value per destination column.
+	Preview [][]any
+}
+
+// Rehearse transforms and writes a chunk inside tx exactly as a run would,
+// bisecting rows that fail on their data, but records nothing: the caller
+// rolls tx back. The conflicts, constraint violations and transform errors
+// it meets are real.
+func (p *Pool) Rehearse(ctx context.Context, tx pgx.Tx, c *paginator.Chunk, previewRows int) (Rehearsal, error) {
+	w := p.newWorker()
+	pc := piece{chunk: c, lo: 0, hi: len(c.Rows), after: c.After, last: c.Last}
+	reh := Rehearsal{Result: Result{Seq: c.Seq, Read: len(c.Rows), Last: c.Last}}
+	failures := w.transform(pc, &reh.Result)
+	for r := 0; r < min(previewRows, len(w.rows)); r++ {
+		row := make([]any, len(w.cols))
+		for i := range w.cols {
+			row[i] = w.cols[i][r]
 		}
-		if err := pc.retried(ctx, tx, still, res.Inserted); err != nil {
-			return err
-		}
-	} else {
-		rec := w.record(pc, res, written)
-		args := []any{w.p.cfg.Job, rec.Seq, rec.After, rec.First, rec.Last, rec.RowsRead, rec.RowsFiltered, rec.RowsFailed, res.Inserted, res.Skipped}
-		if _, err := tx.Exec(ctx, w.p.cfg.Checkpoint.RecordChunkSQL(), args...); err != nil {
-			return fmt.Errorf("record chunk %d: %w", pc.chunk.Seq, err)
-		}
+		reh.Preview = append(reh.Preview, row)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit chunk %d: %w", pc.chunk.Seq, err)
+	failures, err := w.isolate(ctx, tx, pc, &reh.Result, failures)
+	if err != nil {
+		return reh, err
 	}
-	if len(failures) > 0 {
-		w.p.cfg.Logger.Warn().Int64("seq", pc.chunk.Seq).Int("failed_rows", len(failures)).
-			Str("first_error", failures[0].message).Msg("rows failed; recorded in failed_rows")
-		if total := w.p.failed.Add(int64(len(failures))); pc.retried == nil && w.p.cfg.MaxFailedRows > 0 && total > w.p.cfg.MaxFailedRows {
-			return fmt.Errorf("%w: %d rows failed, more than --max-failed-rows %d; the last: %s", ErrTooManyFailedRows, total, w.p.cfg.MaxFailedRows, failures[len(failures)-1].message)
-		}
+	reh.Failed = len(failures)
+	reh.Skipped = len(w.rows) - reh.Inserted - countWrittenFailures(failures, w.rows)
+	for _, f := range failures {
+		reh.Failures = append(reh.Failures, Failure{Key: c.Keys[f.row], SQLState: f.sqlstate, Column: f.column, Message: f.message})
 	}
-	return nil
+	return reh, nil
 }
 
 // countWrittenFailures counts failures among rows offered to the INSERT (as

@@ -61,7 +61,7 @@ func exitCode(err error, stderr io.Writer) int {
 		return exitUsage
 	case errors.Is(err, backfill.ErrInterrupted):
 		return exitInterrupted
-	case errors.Is(err, errFailedRows):
+	case errors.Is(err, errFailedRows), errors.Is(err, errWouldFail):
 		return exitFailedRows
 	default:
 		fmt.Fprintf(stderr, "backfill: %v\n", err)
@@ -73,7 +73,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:  "backfill",
 		Usage: "copy and transform rows between PostgreSQL tables, in chunks, resumably, at a controlled rate",
-		Description: "Exit codes: 0 done, 1 failure or refusal, 2 usage error, 3 done with failed rows, 130 interrupted (resumable).\n" +
+		Description: "Exit codes: 0 done, 1 failure or refusal, 2 usage error, 3 done with failed rows (dry-run: rows would fail), 130 interrupted (resumable).\n" +
 			"Connection strings fall back to $BACKFILL_SOURCE / $BACKFILL_DEST and the PG* environment variables.",
 		Writer:          stdout,
 		ErrWriter:       stderr,
@@ -86,6 +86,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			startCommand(stderr),
 			resumeCommand(stderr),
 			statusCommand(stdout),
+			dryRunCommand(stdout, stderr),
 		},
 	}
 }
@@ -121,7 +122,8 @@ func tuningFlags() []cli.Flag {
 	}
 }
 
-func startCommand(stderr io.Writer) *cli.Command {
+// startFlags are start's flags, which dry-run shares.
+func startFlags() []cli.Flag {
 	flags := append(sourceFlags(),
 		&cli.StringFlag{Name: "from", Usage: "source `TABLE` (schema.table; quote mixed case: 'sales.\"Order Items\"')"},
 		&cli.StringFlag{Name: "to", Usage: "destination `TABLE`"},
@@ -130,12 +132,15 @@ func startCommand(stderr io.Writer) *cli.Command {
 		&cli.IntFlag{Name: "chunk-size", Value: backfill.DefaultChunkSize, Usage: "rows per chunk (`N`)"},
 		&cli.BoolFlag{Name: "follow", Usage: "read to the table's end as it is when the copy gets there, instead of the last key at start"},
 	)
-	flags = append(append(flags, tuningFlags()...), logFlags()...)
+	return append(append(flags, tuningFlags()...), logFlags()...)
+}
+
+func startCommand(stderr io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:      "start",
 		Usage:     "start a new job (an unfinished one is refused: use resume)",
 		UsageText: "backfill start --source URL --dest URL --job NAME --from TABLE --to TABLE [--key COL[,COL…]] [--chunk-size N] [--workers N] [--queue-depth N] [--rate ROWS_PER_S] [--state-schema NAME]",
-		Flags:     flags,
+		Flags:     startFlags(),
 		Action: func(c *cli.Context) error {
 			j, spec, err := jobFromFlags(c, backfill.ModeStart)
 			if err != nil {

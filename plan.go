@@ -275,7 +275,7 @@ func (p *plan) trial(ctx context.Context, src paginator.Querier, j Job, log zero
 	var first error
 	var firstKey []string
 	for i, row := range c.Rows {
-		if _, err := p.transformer.Apply(row, dst); err != nil {
+		if err := tryApply(p.transformer, row, dst); err != nil {
 			var re *transform.RowError
 			col := ""
 			if errors.As(err, &re) {
@@ -298,4 +298,16 @@ func (p *plan) trial(ctx context.Context, src paginator.Querier, j Job, log zero
 	log.Warn().Err(first).Strs("example_key", firstKey).Int("rows", len(c.Rows)).
 		Msg("some rows of the first chunk fail to transform; they will be recorded as failed rows")
 	return nil
+}
+
+// tryApply applies t to one row, turning a panic into an error: in the
+// trial, a transform that panics on every row is refused before any write.
+func tryApply(t transform.Transformer, row, dst []any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("transform panicked: %v", r)
+		}
+	}()
+	_, err = t.Apply(row, dst)
+	return err
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 
 	"github.com/backfill/backfill"
 	"github.com/backfill/backfill/internal/pgtest"
+	"github.com/backfill/backfill/transform"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -49,6 +53,21 @@ func (f fixture) count(t *testing.T, q string) int64 {
 	var n int64
 	if err := f.conn.QueryRow(context.Background(), q).Scan(&n); err != nil {
 		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+// countOr is count for polling from another goroutine: errors (the
+// state table may not exist yet) read as or.
+func (f fixture) countOr(or int64, q string) int64 {
+	conn, err := pgx.Connect(context.Background(), f.url)
+	if err != nil {
+		return or
+	}
+	defer conn.Close(context.Background())
+	var n int64
+	if err := conn.QueryRow(context.Background(), q).Scan(&n); err != nil {
+		return or
 	}
 	return n
 }
@@ -132,4 +151,110 @@ func TestRunRefusesSecondRunner(t *testing.T) {
 	if err := <-done; !errors.Is(err, backfill.ErrInterrupted) {
 		t.Fatalf("first runner: %v", err)
 	}
+}
+
+// TestPanicInTransformIsRetried: a Go transform that panics once is
+// recovered, logged, retried by a fresh worker, and the job finishes with
+// every row.
+func TestPanicInTransformIsRetried(t *testing.T) {
+	f := setup(t, 3_000)
+	var panicked atomic.Bool
+	j := f.job("panics")
+	j.Transform = func(source, dest []transform.Column) (transform.Transformer, error) {
+		return transform.FromFunc(source, dest, []string{"id", "name"}, func(r transform.Row) (bool, error) {
+			id := r.Get("id").(int64)
+			if id == 1234 && panicked.CompareAndSwap(false, true) {
+				panic("a bug in a user's transform")
+			}
+			r.Set("id", id)
+			r.Set("name", r.Get("name"))
+			return true, nil
+		})
+	}
+	var logs strings.Builder
+	j.Logger = zerolog.New(&syncWriter{w: &logs})
+	rep, err := backfill.Run(context.Background(), j)
+	if err != nil || rep.Totals.RowsInserted != 3_000 || rep.Totals.RowsFailed != 0 {
+		t.Fatalf("run: %v, totals %+v", err, rep.Totals)
+	}
+	if !panicked.Load() || !strings.Contains(logs.String(), "a bug in a user's transform") || !strings.Contains(logs.String(), "goroutine") {
+		t.Fatalf("the panic was not logged with its stack:\n%s", logs.String())
+	}
+	if n := f.count(t, "SELECT count(*) FROM dst JOIN src USING (id) WHERE dst.name = src.name"); n != 3_000 {
+		t.Fatalf("%d of 3000 rows copied", n)
+	}
+}
+
+// TestSlowChunkIsSplit: a chunk that hits statement_timeout twice is split
+// in half (and again) until its pieces fit; nothing is lost or counted
+// twice.
+func TestSlowChunkIsSplit(t *testing.T) {
+	f := setup(t, 600)
+	// every row costs 4 ms to insert: a 200-row chunk needs 0.8 s, over
+	// the 0.5 s timeout; 50-row pieces fit
+	for _, q := range []string{
+		`CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.004); RETURN NEW; END $$`,
+		`CREATE TRIGGER slow BEFORE INSERT ON dst FOR EACH ROW EXECUTE FUNCTION slow()`,
+	} {
+		if _, err := f.conn.Exec(context.Background(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j := f.job("slow")
+	j.ChunkSize, j.Workers, j.StatementTimeout = 200, 2, 500*time.Millisecond
+	rep, err := backfill.Run(context.Background(), j)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if rep.Totals.RowsInserted != 600 || rep.Totals.RowsSkipped != 0 || rep.Totals.ChunksDone != 3 {
+		t.Fatalf("totals %+v: want 600 inserted in 3 chunks", rep.Totals)
+	}
+	if pieces := f.count(t, "SELECT count(*) FROM backfill.chunks"); pieces <= 3 {
+		t.Fatalf("%d checkpoint rows: the slow chunks were not split", pieces)
+	}
+	if n := f.count(t, "SELECT count(*) FROM (SELECT * FROM src EXCEPT SELECT * FROM dst) d"); n != 0 {
+		t.Fatalf("%d rows missing", n)
+	}
+}
+
+// TestFollowReadsRowsAddedAfterStart: without --follow the job ends at the
+// last key seen at start; with it, at the end the copy reaches.
+func TestFollowReadsRowsAddedAfterStart(t *testing.T) {
+	f := setup(t, 1_000)
+	j := f.job("fixed")
+	j.Rate = 2_000 // half a second of work
+	added := make(chan struct{})
+	go func() {
+		// once a chunk is committed, the job's end is fixed
+		defer close(added)
+		for f.countOr(-1, "SELECT count(*) FROM backfill.chunks WHERE job = 'fixed'") < 1 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		_, _ = f.conn.Exec(context.Background(), "INSERT INTO src SELECT g, 'late', NULL, now() FROM generate_series(1001, 1100) g")
+	}()
+	rep, err := backfill.Run(context.Background(), j)
+	<-added
+	if err != nil || rep.Totals.RowsRead != 1_000 {
+		t.Fatalf("fixed end: %v, read %d, want 1000 (rows added later are beyond the job's end)", err, rep.Totals.RowsRead)
+	}
+	if _, err := f.conn.Exec(context.Background(), "TRUNCATE dst"); err != nil {
+		t.Fatal(err)
+	}
+	j = f.job("follow")
+	j.Follow = true
+	if rep, err = backfill.Run(context.Background(), j); err != nil || rep.Totals.RowsRead != 1_100 {
+		t.Fatalf("follow: %v, read %d, want 1100", err, rep.Totals.RowsRead)
+	}
+}
+
+// syncWriter lets concurrent workers log into one builder.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

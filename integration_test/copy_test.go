@@ -38,10 +38,7 @@ func TestCopyAcrossDatabases(t *testing.T) {
 // TestExistingRowsAreSkippedNotOverwritten: rows already in the destination
 // keep their values and are counted as skipped.
 func TestExistingRowsAreSkippedNotOverwritten(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	createItems(t, db, "src")
-	fillItems(t, db, "src", 10_000)
-	createItems(t, db, "dst")
+	db := itemsDatabase(t, 10_000)
 	sql(t, db, "INSERT INTO dst (id, name) SELECT g, 'kept' FROM generate_series(1, 10000, 10) g") // 1000 rows
 
 	mustSucceed(t, "start", "--source", db, "--job", "conflicts", "--from", "src", "--to", "dst", "--rate", "0", "--chunk-size", "333")
@@ -60,10 +57,7 @@ func TestExistingRowsAreSkippedNotOverwritten(t *testing.T) {
 // TestRestartOfFinishedJobIsNoop: start on a done job exits 0 and writes
 // nothing.
 func TestRestartOfFinishedJobIsNoop(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	createItems(t, db, "src")
-	fillItems(t, db, "src", 3000)
-	createItems(t, db, "dst")
+	db := itemsDatabase(t, 3000)
 	args := []string{"start", "--source", db, "--job", "again", "--from", "src", "--to", "dst", "--rate", "0"}
 	mustSucceed(t, args...)
 	before := status(t, db, "again")

@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -105,24 +106,10 @@ func TestSurvivesRestartsAndTerminatedBackends(t *testing.T) {
 
 	waitForRows := func(min int64) {
 		t.Helper()
-		deadline := time.Now().Add(time.Minute)
-		for {
-			var got int64
-			conn := connect(t, db)
-			_ = conn.QueryRow(ctx, "SELECT coalesce(sum(rows_read), 0) FROM backfill.chunks WHERE job = 'faults'").Scan(&got)
-			conn.Close(ctx)
-			if got >= min {
-				return
-			}
-			select {
-			case err := <-done:
-				t.Fatalf("backfill exited (%v) before %d rows:\n%s", err, min, out.String())
-			case <-time.After(100 * time.Millisecond):
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no progress to %d rows:\n%s", min, out.String())
-			}
-		}
+		waitUntil(t, done, &out, fmt.Sprintf("%d rows copied", min), func() bool {
+			// a new connection each time: the server restarts under us
+			return pollInt(ctx, db, "SELECT coalesce(sum(rows_read), 0) FROM backfill.chunks WHERE job = 'faults'") >= min
+		})
 	}
 	waitForRows(15_000)
 	pgtest.Restart(t)
@@ -147,10 +134,7 @@ func TestSurvivesRestartsAndTerminatedBackends(t *testing.T) {
 // EXCLUSIVE MODE for 20 s; the job waits (lock_timeout, retry) and finishes
 // with nothing lost.
 func TestWaitsOutATableLock(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	createItems(t, db, "src")
-	fillItems(t, db, "src", 20_000)
-	createItems(t, db, "dst")
+	db := itemsDatabase(t, 20_000)
 
 	locker := connect(t, db)
 	ctx := context.Background()
@@ -181,10 +165,7 @@ func TestWaitsOutATableLock(t *testing.T) {
 // TestConcurrentStarts: two starts of the same job at once; exactly one
 // runs, the other exits non-zero within 2 s naming the holder.
 func TestConcurrentStarts(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	createItems(t, db, "src")
-	fillItems(t, db, "src", 20_000)
-	createItems(t, db, "dst")
+	db := itemsDatabase(t, 20_000)
 	args := []string{"start", "--source", db, "--job", "twice", "--from", "src", "--to", "dst", "--rate", "10000"}
 	var wg sync.WaitGroup
 	results := make([]result, 2)
@@ -226,10 +207,7 @@ func TestConcurrentStarts(t *testing.T) {
 // the source, INSERT on the destination, CREATE on the database for the
 // state schema) runs a job.
 func TestLeastPrivilege(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	createItems(t, db, "src")
-	fillItems(t, db, "src", 5000)
-	createItems(t, db, "dst")
+	db := itemsDatabase(t, 5000)
 	dbname := queryString(t, db, "SELECT current_database()")
 	sql(t, db,
 		"DROP ROLE IF EXISTS bf_runner",

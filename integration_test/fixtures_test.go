@@ -3,6 +3,8 @@ package integration_test
 import (
 	"fmt"
 	"testing"
+
+	"github.com/backfill/backfill/internal/pgtest"
 )
 
 // itemsDDL is a table with the types users copy: NULLs in every nullable
@@ -47,4 +49,15 @@ SELECT g,
        CASE WHEN g %% 37 = 0 THEN NULL ELSE md5(g::text)::uuid END,
        CASE WHEN g %% 41 = 0 THEN NULL ELSE decode(md5(g::text), 'hex') END
 FROM generate_series(1, %d) g`, table, n), "ANALYZE "+table)
+}
+
+// itemsDatabase is the common set-up: a fresh database with n items in src
+// and an empty dst of the same shape.
+func itemsDatabase(t *testing.T, n int) string {
+	t.Helper()
+	db := pgtest.NewDatabase(t)
+	createItems(t, db, "src")
+	fillItems(t, db, "src", n)
+	createItems(t, db, "dst")
+	return db
 }

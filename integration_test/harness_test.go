@@ -206,3 +206,35 @@ func countersOf(s backfill.JobStatus) counters {
 func schemaExists(t *testing.T, url, schema string) bool {
 	return queryBool(t, url, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema)
 }
+
+// pollInt runs a query on a connection of its own, for polling while the
+// server may be restarting: any error reads as -1.
+func pollInt(ctx context.Context, url, q string) int64 {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return -1
+	}
+	defer conn.Close(ctx)
+	var n int64
+	if err := conn.QueryRow(ctx, q).Scan(&n); err != nil {
+		return -1
+	}
+	return n
+}
+
+// waitUntil polls cond until it holds. It fails the test when the process
+// behind done exits first (showing its output) or after a minute.
+func waitUntil(t *testing.T, done <-chan error, output fmt.Stringer, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		select {
+		case err := <-done:
+			t.Fatalf("backfill exited (%v) before %s:\n%s", err, what, output)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not %s within a minute:\n%s", what, output)
+		}
+	}
+}

@@ -2,8 +2,6 @@ package integration_test
 
 import (
 	"testing"
-
-	"github.com/backfill/backfill/internal/pgtest"
 )
 
 // TestRateCap: 25,000 rows at --rate 5000 with a burst of one 1000-row chunk
@@ -13,10 +11,7 @@ import (
 // hard, and is loose so a busy machine cannot make it flake. The measured
 // figure is logged.
 func TestRateCap(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	createItems(t, db, "src")
-	fillItems(t, db, "src", 25_000)
-	createItems(t, db, "dst")
+	db := itemsDatabase(t, 25_000)
 	mustSucceed(t, "start", "--source", db, "--job", "capped", "--from", "src", "--to", "dst", "--rate", "5000")
 	s := status(t, db, "capped")
 	if s.FinishedAt == nil {

@@ -28,23 +28,12 @@ func runUntilKilled(t *testing.T, dest, job string, minChunks int64, delay time.
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	conn := connect(t, dest)
-	deadline := time.Now().Add(time.Minute)
-	for {
+	waitUntil(t, done, &errb, fmt.Sprintf("%d chunks committed", minChunks), func() bool {
 		var n int64
 		// the state table may not exist yet
 		_ = conn.QueryRow(ctx, `SELECT count(*) FROM backfill.chunks WHERE job = $1`, job).Scan(&n)
-		if n >= minChunks {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("backfill exited (%v) before committing %d chunks:\n%s", err, minChunks, errb.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %d chunks committed within a minute:\n%s", minChunks, errb.String())
-		}
-	}
+		return n >= minChunks
+	})
 	select {
 	case err := <-done:
 		t.Fatalf("backfill finished (%v) before it could be killed; make the job longer", err)
@@ -118,10 +107,7 @@ func killResume(t *testing.T, n, kills, rate int, maxDelay time.Duration) {
 // TestInterruptWithSIGINT: the runner finishes in-flight chunks, records
 // interrupted, says how to resume and exits 130; resume then completes.
 func TestInterruptWithSIGINT(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	createItems(t, db, "src")
-	fillItems(t, db, "src", 50_000)
-	createItems(t, db, "dst")
+	db := itemsDatabase(t, 50_000)
 	r := runUntilKilled(t, db, "sigint", 2, 200*time.Millisecond, syscall.SIGINT,
 		"start", "--source", db, "--job", "sigint", "--from", "src", "--to", "dst", "--rate", "10000", "--log-format", "json")
 	if r.code != 130 {

@@ -99,14 +99,11 @@ type funcTransformer struct {
 
 func (t *funcTransformer) Columns() []string { return t.columns }
 
+// Apply runs the function. A panic in it (a bug, or a misspelt column in
+// Get or Set) is not recovered here: the worker recovers it, logs its stack
+// and retries the chunk with a fresh worker, and the job's trial of the
+// first chunk turns a panic on every row into a refusal before any write.
 func (t *funcTransformer) Apply(src, dst []any) (keep bool, err error) {
-	defer func() {
-		// A panicking function fails the row, not the worker; the message
-		// (a misspelt column in Get or Set, say) shows on every failed row.
-		if r := recover(); r != nil {
-			keep, err = false, &RowError{Err: fmt.Errorf("transform function panicked: %v", r)}
-		}
-	}()
 	clear(dst)
 	keep, err = t.fn(Row{src: src, dst: dst, t: t})
 	if err != nil {

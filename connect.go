@@ -28,10 +28,15 @@ func RedactURL(s string) string {
 		}
 		return u.String()
 	}
+	// a URL too broken to parse may still hold a password
+	s = urlPassword.ReplaceAllString(s, "${1}xxxxx${2}")
 	return keywordPassword.ReplaceAllString(s, "${1}xxxxx")
 }
 
-var keywordPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)`)
+var (
+	keywordPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)`)
+	urlPassword     = regexp.MustCompile(`(?i)(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*(@)`)
+)
 
 // scrub removes a connection string's password from an error message: pgx
 // may quote the string it failed to parse.
@@ -89,7 +94,7 @@ func sessionSettings(j Job) map[string]string {
 func connConfig(connString string, j Job, role string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(connString)
 	if err != nil {
-		return nil, fmt.Errorf("%s connection string %q: %w", role, RedactURL(connString), scrub(err, connString))
+		return nil, fmt.Errorf("%w: %s connection string %q: %w", ErrInvalidJob, role, RedactURL(connString), scrub(err, connString))
 	}
 	applySettings(cfg, j, role)
 	return cfg, nil
@@ -109,7 +114,7 @@ func applySettings(cfg *pgx.ConnConfig, j Job, role string) {
 func openPool(ctx context.Context, connString string, j Job, role string, maxConns int, readOnly bool) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(connString)
 	if err != nil {
-		return nil, fmt.Errorf("%s connection string %q: %w", role, RedactURL(connString), scrub(err, connString))
+		return nil, fmt.Errorf("%w: %s connection string %q: %w", ErrInvalidJob, role, RedactURL(connString), scrub(err, connString))
 	}
 	applySettings(cfg.ConnConfig, j, role)
 	if readOnly {

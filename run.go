@@ -104,8 +104,8 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	if r.store, err = checkpoint.New(j.StateSchema); err != nil {
 		return rep, err
 	}
-	if r.controlCfg, err = connConfig(j.DestURL, *j, "control"); err != nil {
-		return rep, fmt.Errorf("%w: %w", ErrInvalidJob, err)
+	if r.controlCfg, err = connConfig(j.DestURL, *j, "destination"); err != nil {
+		return rep, err
 	}
 	if err := r.connectControl(ctx); err != nil {
 		return rep, err

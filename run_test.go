@@ -27,7 +27,9 @@ type fixture struct {
 
 // setup gives each test its own database with a source table of n rows and
 // an empty destination of the same shape.
-func setup(t *testing.T, n int) fixture {
+func setup(t *testing.T, n int) fixture { return setupB(t, n) }
+
+func setupB(t testing.TB, n int) fixture {
 	t.Helper()
 	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
@@ -48,7 +50,7 @@ func setup(t *testing.T, n int) fixture {
 	return fixture{url: url, conn: conn}
 }
 
-func (f fixture) count(t *testing.T, q string) int64 {
+func (f fixture) count(t testing.TB, q string) int64 {
 	t.Helper()
 	var n int64
 	if err := f.conn.QueryRow(context.Background(), q).Scan(&n); err != nil {

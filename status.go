@@ -57,9 +57,9 @@ func Status(ctx context.Context, req StatusRequest) ([]JobStatus, error) {
 		req.Now = time.Now
 	}
 	j := Job{Name: "status", StatementTimeout: DefaultStatementTimeout, LockTimeout: DefaultLockTimeout, ConnectTimeout: DefaultConnectTimeout}
-	cfg, err := connConfig(req.DestURL, j, "status")
+	cfg, err := connConfig(req.DestURL, j, "destination")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidJob, err)
+		return nil, err
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {

@@ -1,8 +1,11 @@
 package integration_test
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/backfill/backfill/internal/pgtest"
 )
@@ -38,3 +41,92 @@ func TestQuotedNamesAndSecrets(t *testing.T) {
 		t.Fatalf("a bad URL must fail without printing the password: %s", r)
 	}
 }
+
+// TestConnectionRefusals: an invalid URL, an unreachable host and a wrong
+// password each fail fast, naming the target, printing no password, and
+// writing nothing.
+func TestConnectionRefusals(t *testing.T) {
+	if pgtest.Path() == "env" {
+		t.Skip("this test rewrites pg_hba.conf: only on a server the harness started")
+	}
+	db := itemsDatabase(t, 10)
+	hba := queryString(t, db, "SHOW hba_file")
+	original := queryString(t, db, "SELECT pg_read_file($1)", hba)
+	// scram for one role over TCP, before the harness's trust lines
+	rule := "host all bf_pw 127.0.0.1/32 scram-sha-256\n"
+	sql(t, db,
+		"DROP ROLE IF EXISTS bf_pw",
+		"SET password_encryption = 'scram-sha-256'",
+		"CREATE ROLE bf_pw LOGIN SUPERUSER PASSWORD 'right-one'",
+	)
+	writeServerFile(t, db, hba, rule+original)
+	t.Cleanup(func() {
+		writeServerFile(t, db, hba, original)
+		sql(t, db, "DROP ROLE IF EXISTS bf_pw")
+	})
+
+	wrong := strings.Replace(db, "postgres://postgres@", "postgres://bf_pw:wrong-secret@", 1)
+	right := strings.Replace(db, "postgres://postgres@", "postgres://bf_pw:right-one@", 1)
+	mustSucceed(t, "status", "--dest", right) // the rule works: the right password gets in
+
+	cases := []struct {
+		name, url string
+		code      int
+		mentions  []string
+	}{
+		{"wrong password", wrong, 1, []string{"bf_pw", "password authentication failed"}},
+		{"unreachable host", "postgres://bf_pw:wrong-secret@127.0.0.1:1/x", 1, []string{"127.0.0.1"}},
+		{"invalid URL", "postgres://bf_pw:wrong-secret@127.0.0.1:notaport/x", 2, []string{"source connection string"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			began := time.Now()
+			r := cli(t, "start", "--source", c.url, "--dest", db, "--job", "conn", "--from", "src", "--to", "dst", "--connect-timeout", "3s")
+			if r.code != c.code {
+				t.Fatalf("want exit %d, got %s", c.code, r)
+			}
+			if took := time.Since(began); took > 15*time.Second {
+				t.Fatalf("took %v to fail", took)
+			}
+			for _, m := range c.mentions {
+				if !strings.Contains(r.stderr, m) {
+					t.Errorf("message does not mention %q:\n%s", m, r.stderr)
+				}
+			}
+			if strings.Contains(r.stdout+r.stderr, "wrong-secret") {
+				t.Fatalf("the password was printed:\n%s", r)
+			}
+			if schemaExists(t, db, "backfill") || queryInt(t, db, "SELECT count(*) FROM dst") != 0 {
+				t.Fatal("a refused connection wrote something")
+			}
+		})
+	}
+}
+
+// writeServerFile replaces a server-side file (as the superuser the tests
+// connect as) and reloads the configuration.
+func writeServerFile(t *testing.T, db, path, content string) {
+	t.Helper()
+	conn := connect(t, db)
+	ctx := context.Background()
+	if _, err := conn.Exec(ctx, "CREATE TEMP TABLE f (line text)"); err != nil {
+		t.Fatal(err)
+	}
+	// COPY's text format writes one row a line and escapes tabs,
+	// backslashes and newlines: a row per line, and no tabs or backslashes
+	if strings.ContainsAny(content, "\t\\") {
+		t.Fatalf("%s holds tabs or backslashes; this helper cannot write it", path)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO f SELECT unnest($1::text[])", strings.Split(strings.TrimSuffix(content, "\n"), "\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, fmt.Sprintf("COPY (SELECT line FROM f) TO %s", quoteLiteral(path))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the postmaster rereads the file asynchronously
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

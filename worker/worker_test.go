@@ -1,0 +1,84 @@
+package worker
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/backfill/backfill/paginator"
+)
+
+func TestInsertSQL(t *testing.T) {
+	cols := []Column{
+		{Name: "id", Type: "bigint", OID: pgtype.Int8OID},
+		{Name: `Odd "name"`, Type: "text", OID: pgtype.TextOID},
+		{Name: "doc", Type: "jsonb", OID: pgtype.JSONBOID, AsText: true, JSON: true},
+		{Name: "tags", Type: "text[]", OID: pgtype.TextArrayOID, AsText: true},
+	}
+	got := InsertSQL(pgx.Identifier{"sales", "Order Items"}, cols, true, 10)
+	want := `INSERT INTO "sales"."Order Items" ("id", "Odd ""name""", "doc", "tags") OVERRIDING SYSTEM VALUE ` +
+		`SELECT c1, c2, c3::jsonb, c4::text[] FROM unnest($10::bigint[], $11::text[], $12::text[], $13::text[]) AS u(c1, c2, c3, c4) ON CONFLICT DO NOTHING`
+	if got != want {
+		t.Fatalf("InsertSQL:\n got %s\nwant %s", got, want)
+	}
+	if plain := InsertSQL(pgx.Identifier{"t"}, cols[:1], false, 1); strings.Contains(plain, "OVERRIDING") {
+		t.Fatalf("OVERRIDING without identity columns: %s", plain)
+	}
+}
+
+func TestTextForm(t *testing.T) {
+	w := (&Pool{cfg: Config{}}).newWorker()
+	jsonCol := Column{Name: "doc", Type: "jsonb", OID: pgtype.JSONBOID, AsText: true, JSON: true}
+	arrayCol := Column{Name: "tags", Type: "integer[]", OID: pgtype.Int4ArrayOID, AsText: true}
+	enumCol := Column{Name: "mood", Type: "mood", OID: 99999, AsText: true}
+	cases := []struct {
+		name    string
+		col     Column
+		in      any
+		want    any
+		wantErr string
+	}{
+		{"NULL stays NULL", jsonCol, nil, nil, ""},
+		{"JSON text passes as is", jsonCol, `{"a": 1}`, `{"a": 1}`, ""},
+		{"JSON null is not SQL NULL", jsonCol, `null`, `null`, ""},
+		{"a map becomes JSON", jsonCol, map[string]any{"b": []any{1, "x"}}, `{"b":[1,"x"]}`, ""},
+		{"an array in PostgreSQL's text form", arrayCol, []int32{1, 2, 3}, "{1,2,3}", ""},
+		{"bytes are text", enumCol, []byte("happy"), "happy", ""},
+		{"an unknown type needs a string", enumCol, 42, nil, "no text form"},
+		{"a Stringer is its string", enumCol, time.Duration(0), "0s", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := w.textForm(c.col, c.in)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("textForm(%v) = %v, %v; want error %q", c.in, got, err, c.wantErr)
+				}
+				return
+			}
+			if err != nil || got != c.want {
+				t.Fatalf("textForm(%v) = %v, %v; want %v", c.in, got, err, c.want)
+			}
+		})
+	}
+}
+
+func TestPieceSplitCoversTheRangeExactly(t *testing.T) {
+	keys := [][]string{{"1"}, {"2"}, {"3"}, {"4"}, {"5"}}
+	pc := piece{chunk: chunkWithKeys(keys), lo: 0, hi: 5, after: []string{"0"}, last: []string{"5"}}
+	left, right := pc.split()
+	if left.lo != 0 || left.hi != 2 || right.lo != 2 || right.hi != 5 {
+		t.Fatalf("rows split as [%d,%d) [%d,%d)", left.lo, left.hi, right.lo, right.hi)
+	}
+	if left.after[0] != "0" || left.last[0] != "2" || right.after[0] != "2" || right.last[0] != "5" {
+		t.Fatalf("key ranges (%v, %v] and (%v, %v] do not tile (0, 5]", left.after, left.last, right.after, right.last)
+	}
+}
+
+func chunkWithKeys(keys [][]string) *paginator.Chunk {
+	rows := make([][]any, len(keys))
+	return &paginator.Chunk{Keys: keys, Rows: rows}
+}

@@ -42,7 +42,10 @@ type StatusRequest struct {
 	DestURL     string
 	StateSchema string // default "backfill"
 	Job         string // "" for all jobs
-	Now         func() time.Time
+	// Now is the clock heartbeats are judged by; nil means the destination
+	// database's clock, which wrote them (so skew with this machine cannot
+	// make a live runner look dead).
+	Now func() time.Time
 }
 
 // Status reads jobs from the destination's state schema. A job whose state
@@ -52,9 +55,6 @@ type StatusRequest struct {
 func Status(ctx context.Context, req StatusRequest) ([]JobStatus, error) {
 	if req.StateSchema == "" {
 		req.StateSchema = checkpoint.DefaultSchema
-	}
-	if req.Now == nil {
-		req.Now = time.Now
 	}
 	j := Job{Name: "status", StatementTimeout: DefaultStatementTimeout, LockTimeout: DefaultLockTimeout, ConnectTimeout: DefaultConnectTimeout}
 	cfg, err := connConfig(req.DestURL, j, "destination")
@@ -69,6 +69,13 @@ func Status(ctx context.Context, req StatusRequest) ([]JobStatus, error) {
 	store, err := checkpoint.New(req.StateSchema)
 	if err != nil {
 		return nil, err
+	}
+	if req.Now == nil {
+		var dbNow time.Time
+		if err := conn.QueryRow(ctx, "SELECT now()").Scan(&dbNow); err != nil {
+			return nil, fmt.Errorf("read the destination's clock: %w", err)
+		}
+		req.Now = func() time.Time { return dbNow }
 	}
 	var jobs []checkpoint.Job
 	if req.Job != "" {

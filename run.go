@@ -161,11 +161,6 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	if j.Transform != nil || len(j.Columns) > 0 || j.SkipIf != "" {
-		if err := p.trial(ctx, r.src, *j, r.log); err != nil {
-			return rep, err
-		}
-	}
 	if existing != nil {
 		if diffs := stored.differences(p.spec); len(diffs) > 0 {
 			return rep, refused(fmt.Errorf("job %q was started with a different spec (%s); use a new job name, or the original spec", j.Name, strings.Join(diffs, "; ")))
@@ -177,6 +172,11 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		}
 		if j.Mode == ModeStart {
 			return rep, refused(fmt.Errorf("job %q already exists and is %s: continue it with `backfill resume --job %s`", j.Name, existing.State, j.Name))
+		}
+	}
+	if j.Transform != nil || len(j.Columns) > 0 || j.SkipIf != "" {
+		if err := p.trial(ctx, r.src, *j, r.log); err != nil {
+			return rep, err
 		}
 	}
 	return r.execute(ctx, p, existing, startedAt)

@@ -51,6 +51,8 @@ type SourceColumn struct {
 
 // Checkpoint supplies the statements that record chunks and failed rows.
 type Checkpoint interface {
+	// Schema names the state schema, to tell its errors from the user's.
+	Schema() string
 	// CommitChunkSQL wraps an INSERT so one statement writes the rows and
 	// the chunk's row.
 	CommitChunkSQL(insert string) string
@@ -286,7 +288,7 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 		if errors.Is(err, errPanic) {
 			w = w.p.newWorker()
 		}
-		if alreadyCommitted(err) {
+		if alreadyCommitted(err, w.p.cfg.Checkpoint.Schema()) {
 			// the reply to an earlier attempt was lost, but it committed
 			w.p.cfg.Logger.Info().Int64("seq", pc.chunk.Seq).Msg("chunk was already committed by an earlier attempt")
 			return w, nil
@@ -325,10 +327,12 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 
 // alreadyCommitted: the checkpoint's primary key refuses a second row for
 // the same range, so a retry of a chunk that did commit fails with 23505 on
-// the checkpoint table, never on the user's (ON CONFLICT DO NOTHING).
-func alreadyCommitted(err error) bool {
+// the state schema's chunks table. (The user's table cannot raise 23505
+// under ON CONFLICT DO NOTHING, save from a deferrable constraint: hence
+// the schema check.)
+func alreadyCommitted(err error, stateSchema string) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "chunks"
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "chunks" && pgErr.SchemaName == stateSchema
 }
 
 // attempt transforms and writes a piece once, recovering a panic.

@@ -77,6 +77,8 @@ func TestConnectionRefusals(t *testing.T) {
 		{"wrong password", wrong, 1, []string{"bf_pw", "password authentication failed"}},
 		{"unreachable host", "postgres://bf_pw:wrong-secret@127.0.0.1:1/x", 1, []string{"127.0.0.1"}},
 		{"invalid URL", "postgres://bf_pw:wrong-secret@127.0.0.1:notaport/x", 2, []string{"source connection string"}},
+		// the throwaway server has no TLS: sslmode=require must be honoured, not dropped
+		{"sslmode honoured", strings.Replace(strings.Replace(wrong, "wrong-secret", "right-one", 1), "sslmode=disable", "sslmode=require", 1), 1, []string{"TLS"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -302,7 +302,9 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 		}
 		if kind == retry.Timeout {
 			timeouts++
-			if timeouts >= 2 && pc.hi-pc.lo > 1 {
+			// a retried group of failed rows is not split: its counters move
+			// as one (and it is small)
+			if timeouts >= 2 && pc.hi-pc.lo > 1 && pc.retried == nil {
 				left, right := pc.split()
 				w.p.cfg.Logger.Warn().Int64("seq", pc.chunk.Seq).Int("rows", pc.hi-pc.lo).
 					Msg("chunk timed out twice: splitting it in half")

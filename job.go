@@ -108,48 +108,33 @@ var ErrInvalidJob = errors.New("invalid job")
 var jobName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
 
 func (j Job) withDefaults() Job {
-	if j.DestURL == "" {
-		j.DestURL = j.SourceURL
-	}
-	if j.StateSchema == "" {
-		j.StateSchema = checkpoint.DefaultSchema
-	}
-	if j.QueueDepth == 0 {
-		j.QueueDepth = DefaultQueueDepth
-	}
-	if j.ProgressInterval == 0 {
-		j.ProgressInterval = DefaultProgressInterval
-	}
-	if j.ConnectTimeout == 0 {
-		j.ConnectTimeout = DefaultConnectTimeout
-	}
-	if j.StatementTimeout == 0 {
-		j.StatementTimeout = DefaultStatementTimeout
-	}
-	if j.LockTimeout == 0 {
-		j.LockTimeout = DefaultLockTimeout
-	}
+	setDefault(&j.DestURL, j.SourceURL)
+	setDefault(&j.StateSchema, checkpoint.DefaultSchema)
+	setDefault(&j.QueueDepth, DefaultQueueDepth)
+	setDefault(&j.ProgressInterval, DefaultProgressInterval)
+	setDefault(&j.ConnectTimeout, DefaultConnectTimeout)
+	setDefault(&j.StatementTimeout, DefaultStatementTimeout)
+	setDefault(&j.LockTimeout, DefaultLockTimeout)
+	setDefault(&j.MaxRetries, DefaultMaxRetries)
+	setDefault(&j.MaxFailedRows, DefaultMaxFailedRows)
 	if j.Now == nil {
 		j.Now = time.Now
 	}
-	if j.MaxRetries == 0 {
-		j.MaxRetries = DefaultMaxRetries
-	}
-	if j.MaxFailedRows == 0 {
-		j.MaxFailedRows = DefaultMaxFailedRows
-	}
 	if j.Mode == ModeStart {
-		if j.ChunkSize == 0 {
-			j.ChunkSize = DefaultChunkSize
-		}
-		if j.Workers == 0 {
-			j.Workers = DefaultWorkers
-		}
-		if j.Rate == 0 {
-			j.Rate = DefaultRate
-		}
+		// on resume, zero keeps what the job last ran with
+		setDefault(&j.ChunkSize, DefaultChunkSize)
+		setDefault(&j.Workers, DefaultWorkers)
+		setDefault(&j.Rate, DefaultRate)
 	}
 	return j
+}
+
+// setDefault sets *v to d when *v is its zero value.
+func setDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
 }
 
 // validate checks the fields that need no database. It reports every

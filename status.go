@@ -56,7 +56,7 @@ func Status(ctx context.Context, req StatusRequest) ([]JobStatus, error) {
 	if req.StateSchema == "" {
 		req.StateSchema = checkpoint.DefaultSchema
 	}
-	j := Job{Name: "status", StatementTimeout: DefaultStatementTimeout, LockTimeout: DefaultLockTimeout, ConnectTimeout: DefaultConnectTimeout}
+	j := Job{Name: "status"}.withDefaults()
 	cfg, err := connConfig(req.DestURL, j, "destination")
 	if err != nil {
 		return nil, err

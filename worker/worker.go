@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
@@ -668,6 +669,9 @@ func (w *worker) textForm(col Column, v any) (any, error) {
 		return string(x), nil
 	case json.RawMessage:
 		return string(x), nil
+	}
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.String {
+		return rv.String(), nil // a named string type, such as transform.JSON
 	}
 	if col.JSON {
 		b, err := json.Marshal(v)

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/backfill/backfill/paginator"
+	"github.com/backfill/backfill/transform"
 )
 
 func TestInsertSQL(t *testing.T) {
@@ -44,6 +45,7 @@ func TestTextForm(t *testing.T) {
 		{"NULL stays NULL", jsonCol, nil, nil, ""},
 		{"JSON text passes as is", jsonCol, `{"a": 1}`, `{"a": 1}`, ""},
 		{"JSON null is not SQL NULL", jsonCol, `null`, `null`, ""},
+		{"JSON text in a named string type passes as is", jsonCol, transform.JSON(`{"a":1}`), `{"a":1}`, ""},
 		{"a map becomes JSON", jsonCol, map[string]any{"b": []any{1, "x"}}, `{"b":[1,"x"]}`, ""},
 		{"an array in PostgreSQL's text form", arrayCol, []int32{1, 2, 3}, "{1,2,3}", ""},
 		{"bytes are text", enumCol, []byte("happy"), "happy", ""},

@@ -24,9 +24,11 @@ const (
 	DefaultConnectTimeout   = 10 * time.Second
 	DefaultStatementTimeout = 30 * time.Second
 	DefaultLockTimeout      = 5 * time.Second
-	DefaultHeartbeat        = 5 * time.Second
-	DefaultMaxRetries       = retry.DefaultMaxRetries
-	DefaultMaxFailedRows    = 1000
+	// DefaultHeartbeat is how often the runner proves it is alive and
+	// reads an operator's requests (pause, a new rate).
+	DefaultHeartbeat     = 2 * time.Second
+	DefaultMaxRetries    = retry.DefaultMaxRetries
+	DefaultMaxFailedRows = 1000
 	// StaleHeartbeat is how old a running job's heartbeat may be before
 	// status reports the job as interrupted: its runner is gone.
 	StaleHeartbeat = 30 * time.Second

@@ -33,6 +33,9 @@ var (
 	ErrJobBusy = errors.New("job is being run by another runner")
 	// ErrJobFailed wraps the error that stopped a job; the job is resumable.
 	ErrJobFailed = errors.New("job failed")
+	// ErrPaused is returned when an operator paused the job (Pause); the
+	// job is resumable.
+	ErrPaused = errors.New("paused")
 )
 
 // Report is what Run did.
@@ -334,10 +337,9 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 	if err != nil {
 		return rep, err
 	}
-	var limiter *rate.Limiter
-	if !math.IsInf(j.Rate, 1) {
-		limiter = rate.NewLimiter(rate.Limit(j.Rate), j.ChunkSize)
-	}
+	// always a limiter, unlimited or not, so `backfill set --rate` can
+	// change it while the job runs
+	limiter := rate.NewLimiter(limitOf(j.Rate), j.ChunkSize)
 	tracker := progress.New(estimate, before.RowsRead, j.Now)
 	var runRows atomic.Int64
 	pool, err := worker.New(worker.Config{
@@ -363,7 +365,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		runErr = r.retryFailed(ctx, pag, pool)
 	}
 	if runErr == nil {
-		runErr = r.pipeline(ctx, pag, pool, tracker)
+		runErr = r.pipeline(ctx, pag, pool, tracker, limiter)
 	}
 	rep.Elapsed = j.Now().Sub(began)
 	rep.RunRows = runRows.Load()
@@ -383,6 +385,8 @@ func (r *runner) finish(ctx context.Context, rep Report, runErr error) (Report, 
 		// another runner took the job over while our lock was gone: its
 		// state is not ours to write
 		return rep, runErr
+	case errors.Is(runErr, ErrPaused):
+		state = checkpoint.StatePaused
 	case ctx.Err() != nil:
 		state, runErr = checkpoint.StateInterrupted, fmt.Errorf("%w: job %q after %s", ErrInterrupted, j.Name, rep.Elapsed.Round(time.Millisecond))
 	default:
@@ -447,9 +451,17 @@ func (r *runner) retryFailed(ctx context.Context, pag *paginator.Paginator, pool
 	return nil
 }
 
+// limitOf turns a rows-per-second cap into the limiter's form.
+func limitOf(rowsPerSec float64) rate.Limit {
+	if rowsPerSec <= 0 || math.IsInf(rowsPerSec, 1) {
+		return rate.Inf
+	}
+	return rate.Limit(rowsPerSec)
+}
+
 // pipeline runs paginator → channel → workers, with the progress log and
 // the heartbeat beside them until both finish.
-func (r *runner) pipeline(ctx context.Context, pag *paginator.Paginator, pool *worker.Pool, tracker *progress.Tracker) error {
+func (r *runner) pipeline(ctx context.Context, pag *paginator.Paginator, pool *worker.Pool, tracker *progress.Tracker, limiter *rate.Limiter) error {
 	chunks := make(chan *paginator.Chunk, r.job.QueueDepth)
 	pipeCtx, cancelPipe := context.WithCancelCause(ctx)
 	defer cancelPipe(nil)
@@ -464,23 +476,25 @@ func (r *runner) pipeline(ctx context.Context, pag *paginator.Paginator, pool *w
 	var side sync.WaitGroup
 	side.Go(func() { tracker.Log(sideCtx, r.log, r.job.ProgressInterval) })
 	side.Go(func() {
-		if err := r.heartbeat(sideCtx); err != nil {
-			cancelPipe(err) // lost the job to another runner
+		if err := r.heartbeat(sideCtx, limiter); err != nil {
+			cancelPipe(err) // paused, or lost the job to another runner
 		}
 	})
 	err := g.Wait()
 	stopSide()
 	side.Wait()
-	if cause := context.Cause(pipeCtx); errors.Is(cause, ErrJobBusy) {
+	if cause := context.Cause(pipeCtx); errors.Is(cause, ErrJobBusy) || errors.Is(cause, ErrPaused) {
 		return cause
 	}
 	return err
 }
 
 // heartbeat keeps the job row's heartbeat fresh, so status can tell a live
-// runner from a dead one. It returns ErrJobBusy if, after a lost
-// connection, another runner holds the job.
-func (r *runner) heartbeat(ctx context.Context) error {
+// runner from a dead one, and acts on an operator's requests: a new rate
+// is applied to the shared limiter at once; a pause returns ErrPaused,
+// which stops the pipeline like an interrupt. It returns ErrJobBusy if,
+// after a lost connection, another runner holds the job.
+func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter) error {
 	t := time.NewTicker(DefaultHeartbeat)
 	defer t.Stop()
 	for {
@@ -488,12 +502,27 @@ func (r *runner) heartbeat(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			err := r.withControl(ctx, func(c *pgx.Conn) error { return r.store.Heartbeat(ctx, c, r.job.Name) })
-			if errors.Is(err, ErrJobBusy) {
+			var req checkpoint.Requests
+			err := r.withControl(ctx, func(c *pgx.Conn) error {
+				var err error
+				req, err = r.store.Heartbeat(ctx, c, r.job.Name)
 				return err
+			})
+			switch {
+			case errors.Is(err, ErrJobBusy):
+				return err
+			case err != nil:
+				if ctx.Err() == nil {
+					r.log.Warn().Err(err).Msg("heartbeat failed")
+				}
+				continue
+			case req.Pause:
+				r.log.Info().Msg("pause requested: finishing the chunks in flight")
+				return fmt.Errorf("%w: job %q by request", ErrPaused, r.job.Name)
 			}
-			if err != nil && ctx.Err() == nil {
-				r.log.Warn().Err(err).Msg("heartbeat failed")
+			if want := limitOf(req.Rate); want != limiter.Limit() {
+				r.log.Info().Float64("rate", req.Rate).Msg("rate changed by request (0: no cap)")
+				limiter.SetLimit(want)
 			}
 		}
 	}

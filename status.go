@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/backfill/backfill/checkpoint"
 )
 
@@ -53,23 +51,11 @@ type StatusRequest struct {
 // reported as interrupted, and so is one whose runner lock nobody holds (the
 // runner died with its session). It writes nothing.
 func Status(ctx context.Context, req StatusRequest) ([]JobStatus, error) {
-	if req.StateSchema == "" {
-		req.StateSchema = checkpoint.DefaultSchema
-	}
-	j := Job{Name: "status"}.withDefaults()
-	cfg, err := connConfig(req.DestURL, j, "destination")
+	conn, store, err := openState(ctx, req.DestURL, req.StateSchema, "status")
 	if err != nil {
 		return nil, err
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, scrub(fmt.Errorf("connect to destination database %s: %w", describeTarget(cfg), err), req.DestURL)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	store, err := checkpoint.New(req.StateSchema)
-	if err != nil {
-		return nil, err
-	}
 	if req.Now == nil {
 		var dbNow time.Time
 		if err := conn.QueryRow(ctx, "SELECT now()").Scan(&dbNow); err != nil {

@@ -200,12 +200,47 @@ func (s *Store) ClaimJob(ctx context.Context, q Querier, name string, rate float
 	return nil
 }
 
-// Heartbeat records that the runner is alive.
-func (s *Store) Heartbeat(ctx context.Context, q Querier, name string) error {
-	if _, err := q.Exec(ctx, s.stmts.Get("job-heartbeat"), name); err != nil {
-		return fmt.Errorf("heartbeat of job %q: %w", name, err)
+// Requests is what an operator asked of a running job, read with each
+// heartbeat.
+type Requests struct {
+	Rate  float64 // rows per second; 0 means no cap
+	Pause bool
+}
+
+// Heartbeat records that the runner is alive and returns the operator's
+// current requests.
+func (s *Store) Heartbeat(ctx context.Context, q Querier, name string) (Requests, error) {
+	var r Requests
+	if err := q.QueryRow(ctx, s.stmts.Get("job-heartbeat"), name).Scan(&r.Rate, &r.Pause); err != nil {
+		return r, fmt.Errorf("heartbeat of job %q: %w", name, err)
 	}
-	return nil
+	return r, nil
+}
+
+// SetRate changes a job's rate cap (0: none); a running job picks it up
+// at its next heartbeat, a stopped one when resumed. It returns the job's
+// state.
+func (s *Store) SetRate(ctx context.Context, q Querier, name string, rate float64) (string, error) {
+	var state string
+	err := q.QueryRow(ctx, s.stmts.Get("job-set-rate"), name, rate).Scan(&state)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("job %q: %w", name, ErrJobNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("set the rate of job %q: %w", name, err)
+	}
+	return state, nil
+}
+
+// RequestPause asks a running job's runner to stop after its in-flight
+// chunks and record the job as paused. It reports false when the job is
+// not running.
+func (s *Store) RequestPause(ctx context.Context, q Querier, name string) (bool, error) {
+	tag, err := q.Exec(ctx, s.stmts.Get("job-request-pause"), name)
+	if err != nil {
+		return false, fmt.Errorf("request a pause of job %q: %w", name, err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 // SetState records a job's new state and last error ("" clears it).

@@ -20,15 +20,25 @@ VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, now(), $9)
 -- name: job-claim
 UPDATE {{schema}}.jobs
 SET state = 'running', rate = $2, workers = $3, runner_host = $4, runner_pid = $5,
-    heartbeat_at = now(), updated_at = now(), finished_at = NULL, last_error = NULL
+    heartbeat_at = now(), updated_at = now(), finished_at = NULL, last_error = NULL,
+    pause_requested = false
 WHERE name = $1
 
+-- The heartbeat also reads what an operator asked for since the last one.
 -- name: job-heartbeat
 UPDATE {{schema}}.jobs SET heartbeat_at = now(), updated_at = now() WHERE name = $1
+RETURNING rate, pause_requested
+
+-- name: job-set-rate
+UPDATE {{schema}}.jobs SET rate = $2, updated_at = now() WHERE name = $1
+RETURNING state
+
+-- name: job-request-pause
+UPDATE {{schema}}.jobs SET pause_requested = true, updated_at = now() WHERE name = $1 AND state = 'running'
 
 -- name: job-set-state
 UPDATE {{schema}}.jobs
-SET state = $2, last_error = $3, updated_at = now(), heartbeat_at = NULL,
+SET state = $2, last_error = $3, updated_at = now(), heartbeat_at = NULL, pause_requested = false,
     finished_at = CASE WHEN $2 = 'done' THEN now() END
 WHERE name = $1
 

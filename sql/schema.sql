@@ -76,3 +76,9 @@ CREATE TABLE {{schema}}.failed_rows (
     failed_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (job, key)
 );
+
+-- name: migration-2
+-- Control from another terminal: `backfill pause` sets pause_requested and
+-- `backfill set --rate` changes rate; the runner reads both with its
+-- heartbeat and acts within seconds.
+ALTER TABLE {{schema}}.jobs ADD COLUMN pause_requested boolean NOT NULL DEFAULT false;

@@ -59,7 +59,7 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.As(err, &ue), errors.Is(err, backfill.ErrInvalidJob):
 		fmt.Fprintf(stderr, "backfill: %v\n", err)
 		return exitUsage
-	case errors.Is(err, backfill.ErrInterrupted):
+	case errors.Is(err, backfill.ErrInterrupted), errors.Is(err, backfill.ErrPaused):
 		return exitInterrupted
 	case errors.Is(err, errFailedRows), errors.Is(err, errWouldFail):
 		return exitFailedRows
@@ -73,7 +73,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:  "backfill",
 		Usage: "copy and transform rows between PostgreSQL tables, in chunks, resumably, at a controlled rate",
-		Description: "Exit codes: 0 done, 1 failure or refusal, 2 usage error, 3 done with failed rows (dry-run: rows would fail), 130 interrupted (resumable).\n" +
+		Description: "Exit codes: 0 done, 1 failure or refusal, 2 usage error, 3 done with failed rows (dry-run: rows would fail), 130 interrupted or paused (resumable).\n" +
 			"Connection strings fall back to $BACKFILL_SOURCE / $BACKFILL_DEST and the PG* environment variables.",
 		Writer:          stdout,
 		ErrWriter:       stderr,
@@ -87,6 +87,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			resumeCommand(stderr),
 			statusCommand(stdout),
 			dryRunCommand(stdout, stderr),
+			setCommand(stdout),
+			pauseCommand(stdout),
 		},
 	}
 }
@@ -205,13 +207,13 @@ func runJob(ctx context.Context, c *cli.Context, j backfill.Job, stderr io.Write
 	j.Logger = log
 	rep, err := backfill.Run(ctx, j)
 	switch {
-	case errors.Is(err, backfill.ErrInterrupted):
+	case errors.Is(err, backfill.ErrInterrupted), errors.Is(err, backfill.ErrPaused):
 		hint := fmt.Sprintf("backfill resume --job %s", j.Name)
 		if j.StateSchema != "backfill" {
 			hint += " --state-schema " + j.StateSchema
 		}
 		log.Warn().Int64("rows_done", rep.Totals.RowsRead).Int64("chunks_done", rep.Totals.ChunksDone).
-			Msgf("interrupted; every committed chunk is kept. Continue with: %s (same --source and --dest)", hint)
+			Msgf("%s; every committed chunk is kept. Continue with: %s (same --source and --dest)", rep.State, hint)
 		return err
 	case err != nil:
 		return err
@@ -237,12 +239,8 @@ func statusCommand(stdout io.Writer) *cli.Command {
 		Name:      "status",
 		Usage:     "show jobs and their counters",
 		UsageText: "backfill status --dest URL [--job NAME] [--json]",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "dest", EnvVars: []string{"BACKFILL_DEST", "BACKFILL_SOURCE"}, Usage: "destination database `URL` holding the state schema (default: $BACKFILL_DEST, then $BACKFILL_SOURCE)"},
-			&cli.StringFlag{Name: "job", Usage: "one job's `NAME` (default: every job)"},
-			&cli.BoolFlag{Name: "json", Usage: "print JSON: an object for --job, else an array"},
-			&cli.StringFlag{Name: "state-schema", Value: "backfill", Usage: "`SCHEMA` holding job state"},
-		},
+		Flags: append(controlFlags(),
+			&cli.BoolFlag{Name: "json", Usage: "print JSON: an object for --job, else an array"}),
 		Action: func(c *cli.Context) error {
 			jobs, err := backfill.Status(c.Context, backfill.StatusRequest{
 				DestURL: c.String("dest"), StateSchema: c.String("state-schema"), Job: c.String("job"),
@@ -289,4 +287,76 @@ func printStatus(w io.Writer, jobs []backfill.JobStatus) {
 			strings.Join(s.LastKey, ","), lastErr)
 	}
 	tw.Flush()
+}
+
+func controlFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "dest", EnvVars: []string{"BACKFILL_DEST", "BACKFILL_SOURCE"}, Usage: "destination database `URL` holding the state schema (default: $BACKFILL_DEST, then $BACKFILL_SOURCE)"},
+		&cli.StringFlag{Name: "job", Usage: "the job's `NAME`"},
+		&cli.StringFlag{Name: "state-schema", Value: "backfill", Usage: "`SCHEMA` holding job state"},
+	}
+}
+
+func controlRequest(c *cli.Context) (backfill.ControlRequest, error) {
+	req := backfill.ControlRequest{DestURL: c.String("dest"), StateSchema: c.String("state-schema"), Job: c.String("job")}
+	if req.Job == "" {
+		return req, usagef("--job is required")
+	}
+	return req, nil
+}
+
+func setCommand(stdout io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:      "set",
+		Usage:     "re-tune a job without restarting it: a running job applies the new rate within seconds",
+		UsageText: "backfill set --dest URL --job NAME --rate ROWS_PER_S",
+		Flags: append(controlFlags(),
+			&cli.Float64Flag{Name: "rate", Usage: "new cap in `ROWS_PER_S`; 0 for none"}),
+		Action: func(c *cli.Context) error {
+			req, err := controlRequest(c)
+			if err != nil {
+				return err
+			}
+			if !c.IsSet("rate") {
+				return usagef("--rate is required: the new cap in rows per second, 0 for none")
+			}
+			state, err := backfill.SetRate(c.Context, req, c.Float64("rate"))
+			if err != nil {
+				return err
+			}
+			when := "at its next resume"
+			if state == "running" {
+				when = "within seconds"
+			}
+			fmt.Fprintf(stdout, "job %s (%s): rate set to %s; it applies %s\n", req.Job, state, rateText(c.Float64("rate")), when)
+			return nil
+		},
+	}
+}
+
+func rateText(r float64) string {
+	if r == 0 {
+		return "no cap"
+	}
+	return fmt.Sprintf("%.0f rows/s", r)
+}
+
+func pauseCommand(stdout io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:      "pause",
+		Usage:     "ask a running job, from any terminal, to finish its in-flight chunks and stop as paused (resume continues it)",
+		UsageText: "backfill pause --dest URL --job NAME",
+		Flags:     controlFlags(),
+		Action: func(c *cli.Context) error {
+			req, err := controlRequest(c)
+			if err != nil {
+				return err
+			}
+			if err := backfill.Pause(c.Context, req); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "job %s: pause requested; its runner stops within a few seconds (watch `backfill status --job %s`), then `backfill resume` continues it\n", req.Job, req.Job)
+			return nil
+		},
+	}
 }

@@ -1,0 +1,70 @@
+package integration_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRetuneAndPauseWhileRunning: `backfill set --rate` changes a running
+// job's rate within seconds, and `backfill pause` from another terminal
+// stops it as paused (exit 130); resume finishes it exactly.
+func TestRetuneAndPauseWhileRunning(t *testing.T) {
+	db := itemsDatabase(t, 60_000)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := command(ctx, t, "start", "--source", db, "--job", "tuned", "--from", "src", "--to", "dst", "--rate", "1000", "--log-format", "json")
+	var out strings.Builder
+	cmd.Stderr = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	rowsDone := func() int64 {
+		return pollInt(ctx, db, "SELECT coalesce(sum(rows_read), 0) FROM backfill.chunks WHERE job = 'tuned'")
+	}
+	waitUntil(t, done, &out, "the first chunk", func() bool { return rowsDone() >= 1000 })
+
+	r := mustSucceed(t, "set", "--dest", db, "--job", "tuned", "--rate", "20000")
+	if !strings.Contains(r.stdout, "20000 rows/s") || !strings.Contains(r.stdout, "within seconds") {
+		t.Fatalf("set: %s", r)
+	}
+	// at 1000 rows/s, 10,000 more rows would take 10 s; at 20,000 rows/s
+	// well under that
+	began := time.Now()
+	before := rowsDone()
+	waitUntil(t, done, &out, "10,000 more rows", func() bool { return rowsDone() >= before+10_000 })
+	if took := time.Since(began); took > 8*time.Second {
+		t.Fatalf("10,000 rows took %v after raising the rate to 20,000 rows/s", took)
+	}
+	if s := status(t, db, "tuned"); s.Rate != 20000 || s.State != "running" {
+		t.Fatalf("status after set: %+v", s)
+	}
+
+	mustSucceed(t, "pause", "--dest", db, "--job", "tuned")
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the runner did not stop within 15 s of the pause:\n%s", out.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 130 || !strings.Contains(out.String(), "pause requested") {
+		t.Fatalf("paused runner: exit %d\n%s", code, out.String())
+	}
+	s := status(t, db, "tuned")
+	if s.State != "paused" || s.RowsRead >= 60_000 {
+		t.Fatalf("after pause: %+v", s)
+	}
+	if r := cli(t, "pause", "--dest", db, "--job", "tuned"); r.code != 1 || !strings.Contains(r.stderr, "not running") {
+		t.Fatalf("pausing a paused job must be refused, got %s", r)
+	}
+	if r := cli(t, "start", "--source", db, "--job", "tuned", "--from", "src", "--to", "dst"); r.code != 1 || !strings.Contains(r.stderr, "paused") {
+		t.Fatalf("start of a paused job must point to resume, got %s", r)
+	}
+	mustSucceed(t, "resume", "--source", db, "--job", "tuned", "--rate", "0")
+	assertSameRows(t, db, "src", db, "dst")
+	if s := status(t, db, "tuned"); s.State != "done" || s.RowsInserted != 60_000 || s.RowsSkipped != 0 || s.ChunksDone != 60 {
+		t.Fatalf("after resume: %+v", s)
+	}
+}

@@ -12,27 +12,31 @@ import (
 // JobStatus is one job as `backfill status` reports it. The JSON names are
 // a stable interface: scripts read them.
 type JobStatus struct {
-	Job           string     `json:"job"`
-	State         string     `json:"state"`
-	From          string     `json:"from"`
-	To            string     `json:"to"`
-	RowsRead      int64      `json:"rows_read"`
-	RowsInserted  int64      `json:"rows_inserted"`
-	RowsSkipped   int64      `json:"rows_skipped"`
-	RowsFiltered  int64      `json:"rows_filtered"`
-	RowsFailed    int64      `json:"rows_failed"`
-	ChunksDone    int64      `json:"chunks_done"`
-	RowsEstimated int64      `json:"rows_estimated"`
-	Percent       float64    `json:"percent"`
-	Rate          float64    `json:"rate"` // the cap in rows per second; 0 means none
-	Workers       int        `json:"workers"`
-	StartedAt     time.Time  `json:"started_at"`
-	UpdatedAt     time.Time  `json:"updated_at"`
-	FinishedAt    *time.Time `json:"finished_at"`
-	HeartbeatAt   *time.Time `json:"heartbeat_at"`
-	Runner        string     `json:"runner"`
-	LastKey       []string   `json:"last_key"`
-	LastError     *string    `json:"last_error"`
+	Job           string  `json:"job"`
+	State         string  `json:"state"`
+	From          string  `json:"from"`
+	To            string  `json:"to"`
+	RowsRead      int64   `json:"rows_read"`
+	RowsInserted  int64   `json:"rows_inserted"`
+	RowsSkipped   int64   `json:"rows_skipped"`
+	RowsFiltered  int64   `json:"rows_filtered"`
+	RowsFailed    int64   `json:"rows_failed"`
+	ChunksDone    int64   `json:"chunks_done"`
+	RowsEstimated int64   `json:"rows_estimated"`
+	Percent       float64 `json:"percent"`
+	Rate          float64 `json:"rate"` // the cap in rows per second; 0 means none
+	// RowsPerSec is the rate achieved over the last minute and ETASeconds
+	// the time left at that rate, for a running job (else 0 and null).
+	RowsPerSec  float64    `json:"rows_per_sec"`
+	ETASeconds  *float64   `json:"eta_seconds"`
+	Workers     int        `json:"workers"`
+	StartedAt   time.Time  `json:"started_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	FinishedAt  *time.Time `json:"finished_at"`
+	HeartbeatAt *time.Time `json:"heartbeat_at"`
+	Runner      string     `json:"runner"`
+	LastKey     []string   `json:"last_key"`
+	LastError   *string    `json:"last_error"`
 }
 
 // StatusRequest says which jobs to report.
@@ -109,6 +113,11 @@ func Status(ctx context.Context, req StatusRequest) ([]JobStatus, error) {
 			stale := cj.HeartbeatAt == nil || req.Now().Sub(*cj.HeartbeatAt) > StaleHeartbeat
 			if !held || stale {
 				s.State = checkpoint.StateInterrupted // the runner is gone
+			} else if s.RowsPerSec, err = store.RecentRate(ctx, conn, cj.Name); err != nil {
+				return nil, err
+			} else if s.RowsPerSec > 0 && s.RowsEstimated > s.RowsRead {
+				eta := float64(s.RowsEstimated-s.RowsRead) / s.RowsPerSec
+				s.ETASeconds = &eta
 			}
 		}
 		out = append(out, s)

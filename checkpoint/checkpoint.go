@@ -433,3 +433,17 @@ func (s *Store) ForgetFailedRows(ctx context.Context, tx Querier, job string, ch
 	}
 	return nil
 }
+
+// RecentRate is the rows per second read over the last minute; 0 when no
+// chunk finished in it.
+func (s *Store) RecentRate(ctx context.Context, q Querier, name string) (float64, error) {
+	var rows int64
+	var seconds *float64
+	if err := q.QueryRow(ctx, s.stmts.Get("job-recent-rows"), name).Scan(&rows, &seconds); err != nil {
+		return 0, fmt.Errorf("measure the recent rate of job %q: %w", name, err)
+	}
+	if seconds == nil || *seconds <= 0 {
+		return 0, nil
+	}
+	return float64(rows) / *seconds, nil
+}

@@ -39,8 +39,8 @@ func TestRetuneAndPauseWhileRunning(t *testing.T) {
 	if took := time.Since(began); took > 8*time.Second {
 		t.Fatalf("10,000 rows took %v after raising the rate to 20,000 rows/s", took)
 	}
-	if s := status(t, db, "tuned"); s.Rate != 20000 || s.State != "running" {
-		t.Fatalf("status after set: %+v", s)
+	if s := status(t, db, "tuned"); s.Rate != 20000 || s.State != "running" || s.RowsPerSec <= 0 || s.ETASeconds == nil {
+		t.Fatalf("status of the running job after set (want the new cap, a measured rate and an ETA): %+v", s)
 	}
 
 	mustSucceed(t, "pause", "--dest", db, "--job", "tuned")

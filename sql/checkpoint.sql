@@ -127,3 +127,11 @@ SET rows_failed = rows_failed - (SELECT count(*) FROM gone),
     rows_inserted = rows_inserted + $4,
     rows_skipped = rows_skipped + (SELECT count(*) FROM gone) - $4
 WHERE job = $1 AND last_key = $2
+
+-- Rows read in the last minute, for status's rate and ETA: measured over a
+-- window, so it follows a re-tuned rate instead of the whole run's average.
+-- name: job-recent-rows
+SELECT coalesce(sum(rows_read), 0),
+       extract(epoch FROM least(now() - min(finished_at), interval '1 minute'))
+FROM {{schema}}.chunks
+WHERE job = $1 AND finished_at > now() - interval '1 minute'

@@ -268,7 +268,7 @@ func printStatus(w io.Writer, jobs []backfill.JobStatus) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tSTATE\tROWS READ\tEST.\t%\tINSERTED\tSKIPPED\tFILTERED\tFAILED\tCHUNKS\tRATE\tUPDATED\tLAST KEY\tLAST ERROR")
+	fmt.Fprintln(tw, "JOB\tSTATE\tROWS READ\tEST.\t%\tINSERTED\tSKIPPED\tFILTERED\tFAILED\tCHUNKS\tRATE\tROWS/S\tETA\tUPDATED\tLAST KEY\tLAST ERROR")
 	for _, s := range jobs {
 		rate := "none"
 		if s.Rate > 0 {
@@ -281,9 +281,16 @@ func printStatus(w io.Writer, jobs []backfill.JobStatus) {
 				lastErr = lastErr[:77] + "..."
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n",
+		speed, eta := "-", "-"
+		if s.State == "running" {
+			speed = fmt.Sprintf("%.0f", s.RowsPerSec)
+		}
+		if s.ETASeconds != nil {
+			eta = (time.Duration(*s.ETASeconds) * time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			s.Job, s.State, s.RowsRead, s.RowsEstimated, s.Percent, s.RowsInserted, s.RowsSkipped,
-			s.RowsFiltered, s.RowsFailed, s.ChunksDone, rate, s.UpdatedAt.Local().Format(time.DateTime),
+			s.RowsFiltered, s.RowsFailed, s.ChunksDone, rate, speed, eta, s.UpdatedAt.Local().Format(time.DateTime),
 			strings.Join(s.LastKey, ","), lastErr)
 	}
 	tw.Flush()

@@ -2,9 +2,12 @@ package integration_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/backfill/backfill"
 )
 
 // TestRetuneAndPauseWhileRunning: `backfill set --rate` changes a running
@@ -66,5 +69,36 @@ func TestRetuneAndPauseWhileRunning(t *testing.T) {
 	assertSameRows(t, db, "src", db, "dst")
 	if s := status(t, db, "tuned"); s.State != "done" || s.RowsInserted != 60_000 || s.RowsSkipped != 0 || s.ChunksDone != 60 {
 		t.Fatalf("after resume: %+v", s)
+	}
+}
+
+// TestVerify: after a copy, verify finds the tables identical (exit 0);
+// after a row is changed and another deleted in the destination, it names
+// the two ranges that hold them (exit 3).
+func TestVerify(t *testing.T) {
+	db := itemsDatabase(t, 20_000)
+	mustSucceed(t, "start", "--source", db, "--job", "checked", "--from", "src", "--to", "dst", "--rate", "0")
+	r := mustSucceed(t, "verify", "--source", db, "--job", "checked")
+	if !strings.Contains(r.stdout, "identical") || !strings.Contains(r.stdout, "20000 rows in the source, 20000 in the destination") {
+		t.Fatalf("verify of an exact copy: %s", r)
+	}
+	sql(t, db, "UPDATE dst SET name = 'tampered' WHERE id = 4321", "DELETE FROM dst WHERE id = 15000")
+	r = cli(t, "verify", "--source", db, "--job", "checked", "--json")
+	if r.code != 3 {
+		t.Fatalf("want exit 3 for a differing destination, got %s", r)
+	}
+	var rep backfill.VerifyReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Ranges != 2 || rep.MismatchedRanges != 2 || rep.RowsDest != 19_999 || len(rep.Mismatches) != 2 ||
+		rep.Mismatches[0].Last[0] != "10000" || rep.Mismatches[1].After[0] != "10000" || rep.Mismatches[1].RowsDest != 9_999 {
+		t.Fatalf("verify after tampering: %+v", rep)
+	}
+	spec := writeSpec(t, "job: computed\nsource:\n  table: src\ndest:\n  table: dst\ncolumns:\n  id: id\n  name: upper(name ?? '')\n")
+	sql(t, db, "TRUNCATE dst")
+	mustSucceed(t, "start", "--config", spec, "--source", db, "--rate", "0")
+	if r := cli(t, "verify", "--source", db, "--job", "computed"); r.code != 1 || !strings.Contains(r.stderr, "computes its destination columns") {
+		t.Fatalf("verify of a transforming job must be refused, got %s", r)
 	}
 }

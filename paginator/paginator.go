@@ -86,16 +86,16 @@ func New(cfg Config) (*Paginator, error) {
 	}
 	p := &Paginator{cfg: cfg, jumps: make(map[string][]string, len(cfg.Committed)), nextSeq: cfg.NextSeq}
 	for _, r := range cfg.Committed {
-		p.jumps[encode(r.After)] = r.Last
+		p.jumps[KeyString(r.After)] = r.Last
 	}
 	p.firstPage = p.pageSQL(false)
 	p.nextPage = p.pageSQL(true)
 	return p, nil
 }
 
-// encode makes a map key of a key's text form; "" stands for the start of
-// the table. Key text cannot contain NUL, so NUL separates parts safely.
-func encode(key []string) string {
+// KeyString makes a map key of a key's text form; "" stands for the start
+// of the table. Key text cannot contain NUL, so NUL separates parts safely.
+func KeyString(key []string) string {
 	if key == nil {
 		return ""
 	}
@@ -209,17 +209,17 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error
 	if p.cfg.Upper != nil && len(p.cfg.Upper) == 0 {
 		return nil // the table was empty when the job began
 	}
-	upper := encode(p.cfg.Upper)
+	upper := KeyString(p.cfg.Upper)
 	var cursor []string
 	for {
 		for {
-			last, ok := p.jumps[encode(cursor)]
+			last, ok := p.jumps[KeyString(cursor)]
 			if !ok {
 				break
 			}
 			cursor = last
 		}
-		if p.cfg.Upper != nil && encode(cursor) == upper {
+		if p.cfg.Upper != nil && KeyString(cursor) == upper {
 			return nil
 		}
 		chunk, short, err := p.readWithRetry(ctx, q, cursor)
@@ -309,7 +309,7 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 		}
 		c.Rows = append(c.Rows, vals[nk:])
 		c.Keys = append(c.Keys, key)
-		if _, committed := p.jumps[encode(key)]; committed && cutAtCommitted {
+		if _, committed := p.jumps[KeyString(key)]; committed && cutAtCommitted {
 			cut = true // a committed range starts right after this row
 			break
 		}
@@ -387,4 +387,51 @@ func (p *Paginator) First(ctx context.Context, q Querier) (*Chunk, error) {
 		c = &Chunk{}
 	}
 	return c, nil
+}
+
+// digestSQL counts the rows of one key range and digests the text of the
+// given columns in key order: $1… are the range's lower key (when
+// afterKey), then its upper key.
+func (p *Paginator) digestSQL(columns []string, afterKey bool) string {
+	cols := make([]string, len(columns))
+	for i, c := range columns {
+		cols[i] = pgx.Identifier{tableAlias, c}.Sanitize()
+	}
+	keys := "(" + p.keyList() + ")"
+	next := 1
+	var conds []string
+	if afterKey {
+		conds = append(conds, keys+" > "+p.keyParams(next))
+		next += len(p.cfg.Key)
+	}
+	conds = append(conds, keys+" <= "+p.keyParams(next))
+	if p.cfg.Where != "" {
+		conds = append(conds, "("+p.cfg.Where+")")
+	}
+	return fmt.Sprintf("SELECT count(*), coalesce(md5(string_agg(ROW(%s)::text, E'\\n' ORDER BY %s)), '') FROM %s AS %s WHERE %s",
+		strings.Join(cols, ", "), p.keyList(), p.cfg.Table.Sanitize(), tableAlias, strings.Join(conds, " AND "))
+}
+
+// Digest returns the row count and an md5 digest of columns over the key
+// range (after, last] (after nil: from the start of the table). Two tables
+// with equal digests over a range hold the same rows with the same values
+// there, as PostgreSQL prints them.
+func (p *Paginator) Digest(ctx context.Context, q Querier, columns []string, after, last []string) (int64, string, error) {
+	var args []any
+	for _, k := range after {
+		args = append(args, k)
+	}
+	for _, k := range last {
+		args = append(args, k)
+	}
+	rows, err := q.Query(ctx, p.digestSQL(columns, after != nil), args...)
+	if err != nil {
+		return 0, "", fmt.Errorf("digest %s over (%v, %v]: %w", p.cfg.Table.Sanitize(), after, last, err)
+	}
+	var n int64
+	var sum string
+	if _, err := pgx.ForEachRow(rows, []any{&n, &sum}, func() error { return nil }); err != nil {
+		return 0, "", fmt.Errorf("digest %s over (%v, %v]: %w", p.cfg.Table.Sanitize(), after, last, err)
+	}
+	return n, sum, nil
 }

@@ -55,7 +55,7 @@ func TestEncodeDistinguishesStartFromEmptyKey(t *testing.T) {
 	seen := map[string][]string{}
 	// PostgreSQL text cannot hold NUL, so a key part never contains the separator.
 	for _, k := range [][]string{nil, {""}, {"", ""}, {"a", "b"}, {"ab"}, {"a,b"}} {
-		e := encode(k)
+		e := KeyString(k)
 		if prev, dup := seen[e]; dup && !(prev == nil && k == nil) {
 			t.Errorf("keys %q and %q encode the same", prev, k)
 		}

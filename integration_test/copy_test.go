@@ -78,3 +78,36 @@ func TestRestartOfFinishedJobIsNoop(t *testing.T) {
 		t.Fatalf("resume of a done job wrote rows: dst has %d rows", n)
 	}
 }
+
+// TestSpecialColumnsAndTypes: identity columns keep their values
+// (OVERRIDING SYSTEM VALUE), generated columns are computed by the
+// destination, and enums, domains, intervals, inet, int4 arrays and
+// multi-dimensional arrays copy exactly; the state lives in a custom
+// schema.
+func TestSpecialColumnsAndTypes(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	sql(t, db,
+		"CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')",
+		"CREATE DOMAIN positive AS numeric CHECK (VALUE > 0)",
+		`CREATE TABLE src (id bigint PRIMARY KEY, m mood, p positive, span interval, addr inet, nums int4[], grid text[][], price numeric)`,
+		`INSERT INTO src SELECT g, (ARRAY['sad','ok','happy'])[g % 3 + 1]::mood, g + 0.5, g * interval '1 minute 1.5 seconds',
+			('10.0.' || (g % 250) || '.' || (g % 200) || '/32')::inet, ARRAY[g, -g, NULL], ARRAY[ARRAY['a' || g, 'b'], ARRAY['c', NULL]], g * 1.25
+		 FROM generate_series(1, 3000) g`,
+		`CREATE TABLE dst (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, m mood, p positive, span interval, addr inet,
+			nums int4[], grid text[][], price numeric, doubled numeric GENERATED ALWAYS AS (price * 2) STORED)`,
+	)
+	mustSucceed(t, "start", "--source", db, "--job", "special", "--from", "src", "--to", "dst", "--rate", "0", "--state-schema", "ops_state", "--chunk-size", "250")
+	const cols = "id, m, p, span, addr, nums, grid, price"
+	if n := queryInt(t, db, "SELECT count(*) FROM ((SELECT "+cols+" FROM src) EXCEPT (SELECT "+cols+" FROM dst)) d"); n != 0 {
+		t.Fatalf("%d rows differ", n)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM dst WHERE doubled = price * 2"); n != 3000 {
+		t.Fatalf("%d of 3000 generated values computed", n)
+	}
+	if schemaExists(t, db, "backfill") || !schemaExists(t, db, "ops_state") {
+		t.Fatal("the state was not kept in --state-schema ops_state")
+	}
+	if s := status(t, db, "special", "--state-schema", "ops_state"); s.RowsInserted != 3000 || s.ChunksDone != 12 {
+		t.Fatalf("status in the custom schema: %+v", s)
+	}
+}

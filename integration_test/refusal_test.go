@@ -96,3 +96,18 @@ func TestRefusals(t *testing.T) {
 		}
 	})
 }
+
+// TestUsageErrors: mistakes in how the command is called exit 2.
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"start", "--no-such-flag"},
+		{"start", "--chunk-size", "many"},
+		{"no-such-command"},
+		{"status", "--json=maybe"},
+		{"set", "--job", "x"},
+	} {
+		if r := cli(t, args...); r.code != 2 || r.stderr == "" {
+			t.Errorf("backfill %s: want exit 2 with a message, got %s", strings.Join(args, " "), r)
+		}
+	}
+}

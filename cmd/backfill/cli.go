@@ -46,7 +46,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}()
 
 	app := newApp(stdout, stderr)
+	var unknown string
+	app.CommandNotFound = func(_ *cli.Context, name string) { unknown = name }
 	err := app.RunContext(ctx, args)
+	if unknown != "" {
+		err = usagef("unknown command %q: see backfill --help", unknown)
+	}
 	return exitCode(err, stderr)
 }
 
@@ -70,7 +75,7 @@ func exitCode(err error, stderr io.Writer) int {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "backfill",
 		Usage: "copy and transform rows between PostgreSQL tables, in chunks, resumably, at a controlled rate",
 		Description: "Exit codes: 0 done, 1 failure or refusal, 2 usage error, 3 done with failed rows (dry-run: rows would fail), 130 interrupted or paused (resumable).\n" +
@@ -92,6 +97,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			verifyCommand(stdout),
 		},
 	}
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = app.OnUsageError // a bad flag is a usage error (exit 2) in every command
+	}
+	return app
 }
 
 func logFlags() []cli.Flag {

@@ -26,8 +26,8 @@ type Spec struct {
 
 // Mapping is one destination column and the expression that computes it.
 type Mapping struct {
-	Column string
-	Expr   string
+	Column string `json:"column"` // as the job's stored spec records it
+	Expr   string `json:"expr"`
 }
 
 // Options are what Compile needs besides the spec and the two tables.

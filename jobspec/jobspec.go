@@ -43,6 +43,8 @@ type File struct {
 	ConnectTimeout   *Duration     `yaml:"connect_timeout"`
 	ProgressInterval *Duration     `yaml:"progress_interval"`
 	SampleChunks     *int          `yaml:"sample_chunks"`
+	LogFormat        string        `yaml:"log_format"`
+	LogLevel         string        `yaml:"log_level"`
 
 	path   string
 	source []byte

@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/backfill/backfill"
+	"github.com/backfill/backfill/jobspec"
 )
 
 // Exit codes: scripts depend on them.
@@ -158,7 +159,7 @@ func startCommand(stderr io.Writer) *cli.Command {
 			if err != nil {
 				return err
 			}
-			return annotate(runJob(c.Context, c, j, stderr), spec)
+			return annotate(runJob(c.Context, c, j, spec, stderr), spec)
 		},
 	}
 }
@@ -175,18 +176,25 @@ func resumeCommand(stderr io.Writer) *cli.Command {
 			if err != nil {
 				return err
 			}
-			return annotate(runJob(c.Context, c, j, stderr), spec)
+			return annotate(runJob(c.Context, c, j, spec, stderr), spec)
 		},
 	}
 }
 
-func newLogger(c *cli.Context, stderr io.Writer) (zerolog.Logger, error) {
-	level, err := zerolog.ParseLevel(c.String("log-level"))
-	if err != nil || c.String("log-level") == "" {
-		return zerolog.Nop(), usagef("--log-level %q: use debug, info, warn or error", c.String("log-level"))
+// newLogger builds the logger from --log-format and --log-level, or the
+// spec file's log_format and log_level.
+func newLogger(c *cli.Context, stderr io.Writer, spec *jobspec.File) (zerolog.Logger, error) {
+	s := settings{c: c, spec: spec}
+	if spec == nil {
+		s.spec = &jobspec.File{}
+	}
+	levelName, format := s.str("log-level", s.spec.LogLevel), s.str("log-format", s.spec.LogFormat)
+	level, err := zerolog.ParseLevel(levelName)
+	if err != nil || levelName == "" {
+		return zerolog.Nop(), usagef("--log-level %q: use debug, info, warn or error", levelName)
 	}
 	var w io.Writer = stderr
-	switch c.String("log-format") {
+	switch format {
 	case "json":
 	case "console":
 		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly, NoColor: !isTerminal(stderr)}
@@ -195,7 +203,7 @@ func newLogger(c *cli.Context, stderr io.Writer) (zerolog.Logger, error) {
 			w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}
 		}
 	default:
-		return zerolog.Nop(), usagef("--log-format %q: use auto, console or json", c.String("log-format"))
+		return zerolog.Nop(), usagef("--log-format %q: use auto, console or json", format)
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }
@@ -209,8 +217,8 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-func runJob(ctx context.Context, c *cli.Context, j backfill.Job, stderr io.Writer) error {
-	log, err := newLogger(c, stderr)
+func runJob(ctx context.Context, c *cli.Context, j backfill.Job, spec *jobspec.File, stderr io.Writer) error {
+	log, err := newLogger(c, stderr, spec)
 	if err != nil {
 		return err
 	}

@@ -17,18 +17,12 @@ func TestRetuneAndPauseWhileRunning(t *testing.T) {
 	db := itemsDatabase(t, 60_000)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := command(ctx, t, "start", "--source", db, "--job", "tuned", "--from", "src", "--to", "dst", "--rate", "1000", "--log-format", "json")
-	var out strings.Builder
-	cmd.Stderr = &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	b := startBackground(ctx, t, "start", "--source", db, "--job", "tuned", "--from", "src", "--to", "dst", "--rate", "1000", "--log-format", "json")
+	done, out := b.done, b.stderr
 	rowsDone := func() int64 {
 		return pollInt(ctx, db, "SELECT coalesce(sum(rows_read), 0) FROM backfill.chunks WHERE job = 'tuned'")
 	}
-	waitUntil(t, done, &out, "the first chunk", func() bool { return rowsDone() >= 1000 })
+	waitUntil(t, done, out, "the first chunk", func() bool { return rowsDone() >= 1000 })
 
 	r := mustSucceed(t, "set", "--dest", db, "--job", "tuned", "--rate", "20000")
 	if !strings.Contains(r.stdout, "20000 rows/s") || !strings.Contains(r.stdout, "within seconds") {
@@ -38,7 +32,7 @@ func TestRetuneAndPauseWhileRunning(t *testing.T) {
 	// well under that
 	began := time.Now()
 	before := rowsDone()
-	waitUntil(t, done, &out, "10,000 more rows", func() bool { return rowsDone() >= before+10_000 })
+	waitUntil(t, done, out, "10,000 more rows", func() bool { return rowsDone() >= before+10_000 })
 	if took := time.Since(began); took > 8*time.Second {
 		t.Fatalf("10,000 rows took %v after raising the rate to 20,000 rows/s", took)
 	}
@@ -52,7 +46,7 @@ func TestRetuneAndPauseWhileRunning(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("the runner did not stop within 15 s of the pause:\n%s", out.String())
 	}
-	if code := cmd.ProcessState.ExitCode(); code != 130 || !strings.Contains(out.String(), "pause requested") {
+	if code := b.cmd.ProcessState.ExitCode(); code != 130 || !strings.Contains(out.String(), "pause requested") {
 		t.Fatalf("paused runner: exit %d\n%s", code, out.String())
 	}
 	s := status(t, db, "tuned")

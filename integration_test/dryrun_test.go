@@ -131,11 +131,7 @@ func TestDryRunRefusals(t *testing.T) {
 	createItems(t, db, "items_copy")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := command(ctx, t, "start", "--source", db, "--job", "busy", "--from", "items", "--to", "items_copy", "--rate", "2000")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	startBackground(ctx, t, "start", "--source", db, "--job", "busy", "--from", "items", "--to", "items_copy", "--rate", "2000")
 	deadline := time.Now().Add(30 * time.Second)
 	for !schemaExists(t, db, "backfill") || queryInt(t, db, "SELECT count(*) FROM backfill.jobs") == 0 {
 		if time.Now().After(deadline) {

@@ -95,18 +95,12 @@ func TestSurvivesRestartsAndTerminatedBackends(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := command(ctx, t, "start", "--source", db, "--job", "faults", "--from", "src", "--to", "dst", "--rate", "12000", "--workers", "4", "--log-format", "json")
-	var out strings.Builder
-	cmd.Stderr = &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	b := startBackground(ctx, t, "start", "--source", db, "--job", "faults", "--from", "src", "--to", "dst", "--rate", "12000", "--workers", "4", "--log-format", "json")
+	done, out := b.done, b.stderr
 
 	waitForRows := func(min int64) {
 		t.Helper()
-		waitUntil(t, done, &out, fmt.Sprintf("%d rows copied", min), func() bool {
+		waitUntil(t, done, out, fmt.Sprintf("%d rows copied", min), func() bool {
 			// a new connection each time: the server restarts under us
 			return pollInt(ctx, db, "SELECT coalesce(sum(rows_read), 0) FROM backfill.chunks WHERE job = 'faults'") >= min
 		})

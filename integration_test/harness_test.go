@@ -207,6 +207,52 @@ func schemaExists(t *testing.T, url, schema string) bool {
 	return queryBool(t, url, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema)
 }
 
+// background is a backfill process running beside the test.
+type background struct {
+	cmd    *exec.Cmd
+	done   chan error // receives the process's end, once
+	stderr *lockedBuffer
+}
+
+// startBackground starts the binary; the process is killed when the test
+// ends, if it is still running.
+func startBackground(ctx context.Context, t *testing.T, args ...string) *background {
+	t.Helper()
+	b := &background{cmd: command(ctx, t, args...), done: make(chan error, 1), stderr: &lockedBuffer{}}
+	b.cmd.Stderr = b.stderr
+	if err := b.cmd.Start(); err != nil {
+		t.Fatalf("start backfill: %v", err)
+	}
+	go func() { b.done <- b.cmd.Wait() }()
+	t.Cleanup(func() { _ = b.cmd.Process.Kill() })
+	return b
+}
+
+// exitCode waits for the process and returns its exit code (-1 when a
+// signal killed it).
+func (b *background) exitCode() int {
+	<-b.done
+	return b.cmd.ProcessState.ExitCode()
+}
+
+// lockedBuffer collects a process's output while tests read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
 // pollInt runs a query on a connection of its own, for polling while the
 // server may be restarting: any error reads as -1.
 func pollInt(ctx context.Context, url, q string) int64 {

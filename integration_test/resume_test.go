@@ -19,31 +19,23 @@ func runUntilKilled(t *testing.T, dest, job string, minChunks int64, delay time.
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := command(ctx, t, args...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start backfill: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	b := startBackground(ctx, t, args...)
 	conn := connect(t, dest)
-	waitUntil(t, done, &errb, fmt.Sprintf("%d chunks committed", minChunks), func() bool {
+	waitUntil(t, b.done, b.stderr, fmt.Sprintf("%d chunks committed", minChunks), func() bool {
 		var n int64
 		// the state table may not exist yet
 		_ = conn.QueryRow(ctx, `SELECT count(*) FROM backfill.chunks WHERE job = $1`, job).Scan(&n)
 		return n >= minChunks
 	})
 	select {
-	case err := <-done:
+	case err := <-b.done:
 		t.Fatalf("backfill finished (%v) before it could be killed; make the job longer", err)
 	case <-time.After(delay):
 	}
-	if err := cmd.Process.Signal(sig); err != nil {
+	if err := b.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal backfill: %v", err)
 	}
-	<-done
-	return result{code: cmd.ProcessState.ExitCode(), stdout: out.String(), stderr: errb.String()}
+	return result{code: b.exitCode(), stderr: b.stderr.String()}
 }
 
 // TestKillAndResume kills the runner with SIGKILL at random moments and

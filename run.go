@@ -131,7 +131,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		}
 	}
 	if j.Mode == ModeResume {
-		j.From, j.To, j.Key, j.Where = orDefault(j.From, stored.From), orDefault(j.To, stored.To), orKey(j.Key, stored.Key), orDefault(j.Where, stored.Where)
+		j.From, j.To, j.Key, j.Where = firstGiven(j.From, stored.From), firstGiven(j.To, stored.To), firstGiven(j.Key, stored.Key), firstGiven(j.Where, stored.Where)
 		if len(j.Columns) == 0 && j.SkipIf == "" && j.Transform == nil {
 			j.Columns, j.SkipIf = stored.Columns, stored.SkipIf
 		}
@@ -185,18 +185,12 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	return r.execute(ctx, p, existing, startedAt)
 }
 
-func orDefault(given, stored string) string {
-	if given != "" {
-		return given
-	}
-	return stored
-}
-
-func orKey(given, stored []string) []string {
+// firstGiven returns given unless it is empty, then fallback.
+func firstGiven[T ~string | ~[]string](given, fallback T) T {
 	if len(given) > 0 {
 		return given
 	}
-	return stored
+	return fallback
 }
 
 // connectControl opens the control connection and takes the job's runner

@@ -106,7 +106,7 @@ func Verify(ctx context.Context, j Job, opts VerifyOptions) (VerifyReport, error
 		var last []string
 		n := 0
 		for ; n < opts.ChunksPerRange; n++ {
-			l, ok := next[paginator.KeyString(orNil(last, after))]
+			l, ok := next[paginator.KeyString(firstGiven(last, after))]
 			if !ok {
 				break
 			}
@@ -137,13 +137,6 @@ func Verify(ctx context.Context, j Job, opts VerifyOptions) (VerifyReport, error
 		after = last
 	}
 	return rep, nil
-}
-
-func orNil(a, b []string) []string {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // verifyPlan finds the columns both tables have (those an identity copy

@@ -294,6 +294,9 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 	nk := len(p.cfg.Key)
 	c := &Chunk{After: cursor, Rows: make([][]any, 0, p.cfg.ChunkSize), Keys: make([][]string, 0, p.cfg.ChunkSize)}
 	cut := false
+	// only a resumed job has committed ranges to stop at: a fresh one
+	// skips building a map key for every row
+	checkCuts := cutAtCommitted && len(p.jumps) > 0
 	var key []string
 	for rows.Next() {
 		vals, err := rows.Values()
@@ -309,9 +312,11 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 		}
 		c.Rows = append(c.Rows, vals[nk:])
 		c.Keys = append(c.Keys, key)
-		if _, committed := p.jumps[KeyString(key)]; committed && cutAtCommitted {
-			cut = true // a committed range starts right after this row
-			break
+		if checkCuts {
+			if _, committed := p.jumps[KeyString(key)]; committed {
+				cut = true // a committed range starts right after this row
+				break
+			}
 		}
 	}
 	rows.Close()

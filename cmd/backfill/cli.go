@@ -111,9 +111,16 @@ func logFlags() []cli.Flag {
 	}
 }
 
+// sourceFlags are the job's connections and name, with --config for the
+// commands that take a spec file.
 func sourceFlags() []cli.Flag {
+	return append([]cli.Flag{&cli.StringFlag{Name: "config", Usage: "job spec `FILE` (YAML); flags given here override it"}},
+		connectionFlags()...)
+}
+
+// connectionFlags name a job and where it runs.
+func connectionFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "config", Usage: "job spec `FILE` (YAML); flags given here override it"},
 		&cli.StringFlag{Name: "source", Usage: "source database `URL` (default: the spec file's source.url, $BACKFILL_SOURCE, then the PG* variables)"},
 		&cli.StringFlag{Name: "dest", Usage: "destination database `URL` (default: the spec file's dest.url, $BACKFILL_DEST, then the source)"},
 		&cli.StringFlag{Name: "job", Usage: "job `NAME`, the key of its checkpoint"},
@@ -395,7 +402,7 @@ func verifyCommand(stdout io.Writer) *cli.Command {
 		Usage: "compare a copy job's destination with its source, range by range (row counts and md5 digests computed by each database)",
 		UsageText: "backfill verify --source URL --dest URL --job NAME [--chunks-per-range N] [--json]\n" +
 			"Exit codes: 0 identical, 3 ranges differ, 1 cannot compare.",
-		Flags: append(sourceFlags()[1:], // all but --config: the job's spec is stored
+		Flags: append(connectionFlags(), // no --config: verify reads the job's stored spec
 			&cli.IntFlag{Name: "chunks-per-range", Value: backfill.DefaultVerifyChunks, Usage: "the job's chunks (`N`) one comparison covers"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"}),
 		Action: func(c *cli.Context) error {

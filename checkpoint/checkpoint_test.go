@@ -1,0 +1,427 @@
+package checkpoint_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/backfill/backfill/checkpoint"
+	"github.com/backfill/backfill/internal/pgtest"
+	bfsql "github.com/backfill/backfill/sql"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// newPool returns a pool on a fresh database of t's own.
+func newPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(t.Context(), pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// newStore returns a pool on a fresh database and a migrated store in it.
+func newStore(t *testing.T, schema string) (*pgxpool.Pool, *checkpoint.Store) {
+	t.Helper()
+	pool := newPool(t)
+	store, err := checkpoint.New(schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Migrate(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	return pool, store
+}
+
+func createJob(t *testing.T, pool *pgxpool.Pool, store *checkpoint.Store, name string) {
+	t.Helper()
+	err := store.CreateJob(t.Context(), pool, checkpoint.NewJob{Name: name, Spec: []byte(`{}`), Rate: 1000, Workers: 2, UpperKey: []string{"100"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func versions(t *testing.T, q checkpoint.Querier, schema string) []int {
+	t.Helper()
+	rows, err := q.Query(t.Context(), "SELECT version FROM "+pgx.Identifier{schema, "schema_version"}.Sanitize()+" ORDER BY version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func allVersions(t *testing.T, schema string) []int {
+	t.Helper()
+	stmts, err := bfsql.For(pgx.Identifier{schema}.Sanitize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []int
+	for _, m := range stmts.Migrations() {
+		want = append(want, m.Version)
+	}
+	return want
+}
+
+// TestMigrateRunsEachMigrationOnce: runners starting together on a new
+// destination must not race to create the schema, and a later start must
+// not apply anything again.
+func TestMigrateRunsEachMigrationOnce(t *testing.T) {
+	ctx := t.Context()
+	pool := newPool(t)
+	store, err := checkpoint.New(`Odd "state"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exists, err := store.Exists(ctx, pool)
+	if err != nil || exists {
+		t.Fatalf("Exists before any migration = %v, %v; want false", exists, err)
+	}
+
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() { errs[i] = store.Migrate(ctx, pool) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("concurrent migrations: %v", err)
+	}
+	if err := store.Migrate(ctx, pool); err != nil {
+		t.Fatalf("migrating a current schema: %v", err)
+	}
+	if got, want := versions(t, pool, `Odd "state"`), allVersions(t, `Odd "state"`); !slices.Equal(got, want) {
+		t.Fatalf("schema_version holds %v; want each of %v once", got, want)
+	}
+	if exists, err := store.Exists(ctx, pool); err != nil || !exists {
+		t.Fatalf("Exists after migration = %v, %v; want true", exists, err)
+	}
+}
+
+// TestMigrateUpgradesAnOlderSchema: a destination that an older release
+// left at version 1 keeps its jobs and gains what later versions add.
+func TestMigrateUpgradesAnOlderSchema(t *testing.T) {
+	ctx := t.Context()
+	pool := newPool(t)
+	stmts, err := bfsql.For(`"backfill"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"create-schema", "create-version-table", "migration-1"} {
+		if _, err := pool.Exec(ctx, stmts.Get(name)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if _, err := pool.Exec(ctx, stmts.Get("set-version"), 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO backfill.jobs (name, spec, state, rate, workers) VALUES ('old', '{}', 'interrupted', 500, 4)`); err != nil {
+		t.Fatal(err)
+	}
+
+	store, err := checkpoint.New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := versions(t, pool, "backfill"), allVersions(t, "backfill"); !slices.Equal(got, want) {
+		t.Fatalf("schema_version holds %v after the upgrade; want %v", got, want)
+	}
+	job, err := store.Job(ctx, pool, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.State != checkpoint.StateInterrupted || job.Rate != 500 || job.Workers != 4 {
+		t.Fatalf("job after the upgrade: %+v", job)
+	}
+	// The heartbeat reads pause_requested, which migration 2 added.
+	req, err := store.Heartbeat(ctx, pool, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.Pause || req.Rate != 500 {
+		t.Fatalf("heartbeat after the upgrade: %+v", req)
+	}
+}
+
+// TestRunnerLock: one session per job holds the lock; it is per job and
+// per state schema, and it dies with its session, so a killed runner never
+// leaves a job locked.
+func TestRunnerLock(t *testing.T) {
+	ctx := t.Context()
+	url := pgtest.NewDatabase(t)
+	connect := func() *pgx.Conn {
+		c, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(context.Background()) })
+		return c
+	}
+	a, b := connect(), connect()
+	store, err := checkpoint.New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := checkpoint.New("other_state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	try := func(s *checkpoint.Store, c *pgx.Conn, job string) bool {
+		t.Helper()
+		ok, err := s.TryLock(ctx, c, job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+
+	if !try(store, a, "j1") {
+		t.Fatal("first lock of j1 refused")
+	}
+	if try(store, b, "j1") {
+		t.Fatal("a second session took j1's lock")
+	}
+	if !try(store, b, "j2") {
+		t.Fatal("j2's lock refused while only j1 is held")
+	}
+	if !try(other, b, "j1") {
+		t.Fatal("j1 in another state schema refused: locks must be per schema")
+	}
+	if held, err := store.Locked(ctx, b, "j1"); err != nil || !held {
+		t.Fatalf("Locked(j1) = %v, %v; want true", held, err)
+	}
+	var pidA int32
+	if err := a.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pidA); err != nil {
+		t.Fatal(err)
+	}
+	if holder := store.LockHolder(ctx, b, "j1"); !strings.Contains(holder, fmt.Sprintf("pid %d", pidA)) {
+		t.Fatalf("LockHolder = %q; want it to name pid %d", holder, pidA)
+	}
+
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !try(store, b, "j1") {
+		t.Fatal("j1's lock still held after its session ended")
+	}
+	if err := store.Unlock(ctx, b, "j1"); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := store.Locked(ctx, b, "j1"); err != nil || held {
+		t.Fatalf("Locked(j1) after Unlock = %v, %v; want false", held, err)
+	}
+}
+
+// TestChunkCommitIsExactlyOnce: the rows and the chunk row commit in one
+// statement; committing the same range again fails as a whole, leaving
+// both the rows and the counters as the first commit left them.
+func TestChunkCommitIsExactlyOnce(t *testing.T) {
+	ctx := t.Context()
+	pool, store := newStore(t, "")
+	createJob(t, pool, store, "j")
+	if _, err := pool.Exec(ctx, "CREATE TABLE dst (id int PRIMARY KEY); INSERT INTO dst VALUES (2)"); err != nil {
+		t.Fatal(err)
+	}
+	insert := fmt.Sprintf("INSERT INTO dst (id) SELECT unnest($%d::int[]) ON CONFLICT DO NOTHING", checkpoint.ChunkParams+1)
+	commit := func(rec checkpoint.ChunkRecord, ids []int32) (int, error) {
+		var inserted int
+		err := pool.QueryRow(ctx, store.CommitChunkSQL(insert), append(checkpoint.CommitChunkArgs("j", rec), ids)...).Scan(&inserted)
+		return inserted, err
+	}
+
+	first := checkpoint.ChunkRecord{Seq: 1, First: []string{"1"}, Last: []string{"3"}, RowsRead: 3, RowsWritten: 3}
+	inserted, err := commit(first, []int32{1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inserted != 2 {
+		t.Fatalf("inserted %d rows; want 2 (id 2 was already there)", inserted)
+	}
+	// A retry of the same range, even one carrying a row the first did not.
+	_, err = commit(first, []int32{1, 2, 3, 4})
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" || pgErr.TableName != "chunks" {
+		t.Fatalf("second commit of the same range: %v; want a unique violation on chunks", err)
+	}
+	var rowsInDst int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM dst").Scan(&rowsInDst); err != nil {
+		t.Fatal(err)
+	}
+	if rowsInDst != 3 {
+		t.Fatalf("dst holds %d rows; the refused commit must have written none", rowsInDst)
+	}
+
+	second := checkpoint.ChunkRecord{Seq: 2, After: []string{"3"}, First: []string{"5"}, Last: []string{"6"}, RowsRead: 4, RowsFiltered: 1, RowsFailed: 1, RowsWritten: 2}
+	if _, err := commit(second, []int32{5, 6}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.Counters(ctx, pool, "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := checkpoint.Counters{ChunksDone: 2, RowsRead: 7, RowsFiltered: 1, RowsFailed: 1, RowsInserted: 4, RowsSkipped: 1, LastKey: []string{"6"}}
+	if !equalCounters(got, want) {
+		t.Fatalf("counters %+v; want %+v", got, want)
+	}
+	ranges, maxSeq, err := store.Committed(ctx, pool, "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(ranges, func(x, y checkpoint.Range) int { return strings.Compare(x.Last[0], y.Last[0]) })
+	if maxSeq != 2 || len(ranges) != 2 || ranges[0].After != nil || !slices.Equal(ranges[1].After, []string{"3"}) || !slices.Equal(ranges[1].Last, []string{"6"}) {
+		t.Fatalf("committed ranges %+v, max seq %d", ranges, maxSeq)
+	}
+}
+
+func equalCounters(a, b checkpoint.Counters) bool {
+	return a.ChunksDone == b.ChunksDone && a.RowsRead == b.RowsRead && a.RowsFiltered == b.RowsFiltered &&
+		a.RowsFailed == b.RowsFailed && a.RowsInserted == b.RowsInserted && a.RowsSkipped == b.RowsSkipped &&
+		slices.Equal(a.LastKey, b.LastKey)
+}
+
+// TestFailedRowsMoveIntoTheCountersWhenTheyNoLongerFail follows a chunk
+// with two failed rows through resume --retry-failed, where one of them
+// now succeeds.
+func TestFailedRowsMoveIntoTheCountersWhenTheyNoLongerFail(t *testing.T) {
+	ctx := t.Context()
+	pool, store := newStore(t, "")
+	createJob(t, pool, store, "j")
+	last := []string{"10"}
+	rec := []any{"j", int64(1), nil, []string{"1"}, last, 10, 0, 2, 8, 0}
+	if _, err := pool.Exec(ctx, store.RecordChunkSQL(), rec...); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pool.Exec(ctx, store.RecordFailedRowsSQL(), "j", last,
+		[]string{`["4"]`, `["7"]`}, []string{"23514", "23503"}, []string{"", ""},
+		[]string{"check violated", "fk violated"}, []string{`{"id": 4}`, `{"id": 7}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, err := store.FailedRows(ctx, pool, "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(groups) != 1 || !slices.Equal(groups[0].ChunkLast, last) || len(groups[0].Keys) != 2 {
+		t.Fatalf("failed rows %+v; want one chunk with two keys", groups)
+	}
+
+	// Key 4 now succeeds and is inserted; key 7 still fails.
+	if err := store.ForgetFailedRows(ctx, pool, "j", last, [][]string{{"7"}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	c, err := store.Counters(ctx, pool, "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RowsFailed != 1 || c.RowsInserted != 9 || c.RowsSkipped != 0 || c.RowsRead != 10 {
+		t.Fatalf("counters after one row succeeded: %+v", c)
+	}
+	groups, err = store.FailedRows(ctx, pool, "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(groups) != 1 || len(groups[0].Keys) != 1 || !slices.Equal(groups[0].Keys[0], []string{"7"}) {
+		t.Fatalf("failed rows after one succeeded: %+v; want only key 7", groups)
+	}
+}
+
+// TestOperatorRequestsReachTheHeartbeat: set --rate and pause are rows
+// another terminal writes and the runner's heartbeat reads.
+func TestOperatorRequestsReachTheHeartbeat(t *testing.T) {
+	ctx := t.Context()
+	pool, store := newStore(t, "")
+	createJob(t, pool, store, "j")
+
+	state, err := store.SetRate(ctx, pool, "j", 250)
+	if err != nil || state != checkpoint.StateRunning {
+		t.Fatalf("SetRate = %q, %v", state, err)
+	}
+	if ok, err := store.RequestPause(ctx, pool, "j"); err != nil || !ok {
+		t.Fatalf("RequestPause of a running job = %v, %v; want true", ok, err)
+	}
+	req, err := store.Heartbeat(ctx, pool, "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req != (checkpoint.Requests{Rate: 250, Pause: true}) {
+		t.Fatalf("heartbeat read %+v", req)
+	}
+
+	if err := store.SetState(ctx, pool, "j", checkpoint.StatePaused, ""); err != nil {
+		t.Fatal(err)
+	}
+	job, err := store.Job(ctx, pool, "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.State != checkpoint.StatePaused || job.HeartbeatAt != nil || job.FinishedAt != nil {
+		t.Fatalf("paused job: state %s, heartbeat %v, finished %v", job.State, job.HeartbeatAt, job.FinishedAt)
+	}
+	if ok, err := store.RequestPause(ctx, pool, "j"); err != nil || ok {
+		t.Fatalf("RequestPause of a paused job = %v, %v; want false", ok, err)
+	}
+	if err := store.ClaimJob(ctx, pool, "j", 0, 3, "host", 42); err != nil {
+		t.Fatal(err)
+	}
+	if req, err := store.Heartbeat(ctx, pool, "j"); err != nil || req.Pause {
+		t.Fatalf("heartbeat after a new claim = %+v, %v; the old pause request must be gone", req, err)
+	}
+	if err := store.SetState(ctx, pool, "j", checkpoint.StateDone, ""); err != nil {
+		t.Fatal(err)
+	}
+	if job, err := store.Job(ctx, pool, "j"); err != nil || job.FinishedAt == nil {
+		t.Fatalf("done job has no finished_at: %+v, %v", job, err)
+	}
+
+	if _, err := store.SetRate(ctx, pool, "nope", 1); !errors.Is(err, checkpoint.ErrJobNotFound) {
+		t.Fatalf("SetRate of an unknown job: %v; want ErrJobNotFound", err)
+	}
+	if _, err := store.Job(ctx, pool, "nope"); !errors.Is(err, checkpoint.ErrJobNotFound) {
+		t.Fatalf("Job of an unknown job: %v; want ErrJobNotFound", err)
+	}
+}
+
+// TestReadingWritesNothing: status and resume look for jobs on
+// destinations that may never have run one; looking must not create the
+// state schema.
+func TestReadingWritesNothing(t *testing.T) {
+	ctx := t.Context()
+	pool := newPool(t)
+	store, err := checkpoint.New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Job(ctx, pool, "j"); !errors.Is(err, checkpoint.ErrJobNotFound) {
+		t.Fatalf("Job without a state schema: %v; want ErrJobNotFound", err)
+	}
+	jobs, err := store.Jobs(ctx, pool)
+	if err != nil || len(jobs) != 0 {
+		t.Fatalf("Jobs without a state schema = %v, %v; want none", jobs, err)
+	}
+	var schemas int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM pg_namespace WHERE nspname = 'backfill'").Scan(&schemas); err != nil {
+		t.Fatal(err)
+	}
+	if schemas != 0 {
+		t.Fatal("reading created the state schema")
+	}
+}

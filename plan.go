@@ -169,8 +169,7 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 	case j.Transform != nil:
 		p.transformer, err = j.Transform(srcT, dstT)
 	case expressions:
-		p.transformer, err = transform.Compile(transform.Spec{Columns: j.Columns, SkipIf: j.SkipIf}, srcT, dstT,
-			transform.Options{Now: startedAt})
+		p.transformer, sourceCols, err = compileReadingOnlyNeeded(j, sourceCols, dstT, startedAt)
 	default:
 		p.transformer, err = transform.Identity(srcT, dstT)
 	}
@@ -215,6 +214,32 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 		Columns: j.Columns, SkipIf: j.SkipIf,
 	}
 	return p, nil
+}
+
+// compileReadingOnlyNeeded compiles the job's expressions, then compiles
+// them again against just the source columns they read, which it returns:
+// those are all the paginator needs to select.
+func compileReadingOnlyNeeded(j Job, source []catalog.Column, dest []transform.Column, startedAt time.Time) (transform.Transformer, []catalog.Column, error) {
+	compile := func(source []catalog.Column) (transform.Transformer, error) {
+		return transform.Compile(transform.Spec{Columns: j.Columns, SkipIf: j.SkipIf}, columnsOf(source), dest,
+			transform.Options{Now: startedAt})
+	}
+	t, err := compile(source)
+	if err != nil {
+		return nil, nil, err
+	}
+	partial, ok := t.(transform.PartialReader)
+	if !ok || len(partial.Reads()) == len(source) {
+		return t, source, nil
+	}
+	var needed []catalog.Column
+	for _, c := range source {
+		if slices.Contains(partial.Reads(), c.Name) {
+			needed = append(needed, c)
+		}
+	}
+	t, err = compile(needed)
+	return t, needed, err
 }
 
 func columnsOf(cols []catalog.Column) []transform.Column {

@@ -149,3 +149,46 @@ func TestCompileWithoutColumns(t *testing.T) {
 		t.Errorf("no common columns: err = %v", err)
 	}
 }
+
+// TestReadsNamesWhatTheSpecNeeds: the engine selects only the columns Reads
+// names, so it must name every column an expression, skip_if or a bare copy
+// touches, and a transformer compiled against just those must write what
+// the full one writes.
+func TestReadsNamesWhatTheSpecNeeds(t *testing.T) {
+	full := setup(t, issueSpec, Options{}).(PartialReader)
+	want := []string{"id", "score", "email", "first_name", "last_name", "payload"} // source order
+	if got := full.Reads(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Reads() = %v; want %v", got, want)
+	}
+
+	var needed []Column
+	for _, name := range want {
+		needed = append(needed, testSource[columnIndex(testSource, name)])
+	}
+	narrow, err := Compile(issueSpec, needed, testDest, Options{Now: testNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wide := row(nil)
+	thin := make([]any, len(needed))
+	for i, c := range needed {
+		thin[i] = wide[columnIndex(testSource, c.Name)]
+	}
+	fromFull, fromNarrow := make([]any, len(full.Columns())), make([]any, len(narrow.Columns()))
+	keepFull, errFull := full.Apply(wide, fromFull)
+	keepNarrow, errNarrow := narrow.Apply(thin, fromNarrow)
+	if errFull != nil || errNarrow != nil || !keepFull || !keepNarrow {
+		t.Fatalf("Apply: full %v, %v; narrow %v, %v", keepFull, errFull, keepNarrow, errNarrow)
+	}
+	if !reflect.DeepEqual(fromFull, fromNarrow) {
+		t.Fatalf("narrow transformer wrote %#v; the full one %#v", fromNarrow, fromFull)
+	}
+
+	constant, err := Compile(Spec{Columns: []Mapping{{"id", "7"}, {"tier", `"basic"`}}}, testSource, testDest, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := constant.(PartialReader).Reads(); len(got) != 0 {
+		t.Fatalf("constants read %v; want nothing", got)
+	}
+}

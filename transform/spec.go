@@ -117,6 +117,9 @@ func Compile(spec Spec, source, dest []Column, opts Options) (Transformer, error
 	}
 
 	t := &compiled{}
+	for _, c := range source {
+		t.sourceNames = append(t.sourceNames, c.Name)
+	}
 	reads := make([]bool, len(source))
 	mappings := spec.Columns
 	if len(mappings) == 0 {
@@ -228,13 +231,14 @@ func checkFunc(name string, f Func, helpers map[string]Func) error {
 
 // compiled is the Transformer Compile returns.
 type compiled struct {
-	columns  []string
-	outputs  []output
-	skip     *vm.Program
-	skipExpr string
-	inputs   []input   // the source columns the expressions read
-	runs     bool      // some expression runs, so Apply needs a state
-	pool     sync.Pool // *state
+	columns     []string
+	outputs     []output
+	skip        *vm.Program
+	skipExpr    string
+	inputs      []input   // the source columns the expressions read
+	sourceNames []string  // every source column, in the order Apply gets them
+	runs        bool      // some expression runs, so Apply needs a state
+	pool        sync.Pool // *state
 }
 
 // input is a source column that expressions read.
@@ -261,6 +265,25 @@ func (t *compiled) add(o output) {
 }
 
 func (t *compiled) Columns() []string { return t.columns }
+
+// Reads names the source columns that expressions read or outputs copy,
+// in source order.
+func (t *compiled) Reads() []string {
+	read := make(map[int]string, len(t.inputs)+len(t.outputs))
+	for _, in := range t.inputs {
+		read[in.index] = in.name
+	}
+	for _, o := range t.outputs {
+		if o.program == nil {
+			read[o.from] = t.sourceNames[o.from]
+		}
+	}
+	names := make([]string, 0, len(read))
+	for _, i := range slices.Sorted(maps.Keys(read)) {
+		names = append(names, read[i])
+	}
+	return names
+}
 
 func (t *compiled) Apply(src, dst []any) (bool, error) {
 	var st *state

@@ -29,6 +29,16 @@ type Transformer interface {
 	Apply(src, dst []any) (keep bool, err error)
 }
 
+// A PartialReader is a Transformer that reads only some of the source
+// columns it was built for. Compile's transformers are: the engine then
+// reads just those columns from the source, so a mapping of three columns
+// of a wide table does not pull every other column across the network.
+type PartialReader interface {
+	Transformer
+	// Reads names the source columns Apply reads, in source order.
+	Reads() []string
+}
+
 // RowError is the single way a transformer reports that one row failed.
 type RowError struct {
 	Column string // destination column whose value could not be computed ("" for the row filter)

@@ -382,6 +382,10 @@ func CommitChunkArgs(job string, c ChunkRecord) []any {
 // $1…$8 as CommitChunkArgs, then rows inserted and rows skipped.
 func (s *Store) RecordChunkSQL() string { return s.stmts.Get("record-chunk") }
 
+// ChunkAfterSQL reads where the committed chunk of job $1 that ends at key
+// $2 begins.
+func (s *Store) ChunkAfterSQL() string { return s.stmts.Get("chunk-after") }
+
 // RecordFailedRowsSQL records failed rows: job, the chunk's last key, then
 // arrays of keys (JSON), SQLSTATEs, columns, messages and source rows (JSON).
 func (s *Store) RecordFailedRowsSQL() string { return s.stmts.Get("record-failed-rows") }

@@ -96,6 +96,51 @@ func killResume(t *testing.T, n, kills, rate int, maxDelay time.Duration) {
 	}
 }
 
+// TestResumeAfterRowsDeletedAtAGapsEdge: between a kill and the resume,
+// rows are deleted from the source across the edge of a gap (a chunk that
+// was in flight) and the committed chunk after it, including the row where
+// that chunk begins. The resume must read the gap's surviving rows up to
+// where the committed chunk begins and no further: a read that ran on to
+// the committed chunk's last key would be taken for that chunk, and the
+// gap's rows would be lost.
+func TestResumeAfterRowsDeletedAtAGapsEdge(t *testing.T) {
+	db := itemsDatabase(t, 40_000)
+	args := []string{"--source", db, "--job", "edges", "--workers", "4"}
+	r := runUntilKilled(t, db, "edges", 20, 0, syscall.SIGKILL, append([]string{"start", "--from", "src", "--to", "dst", "--chunk-size", "100", "--rate", "5000"}, args...)...)
+	if r.code != -1 {
+		t.Fatalf("want death by signal, got %s", r)
+	}
+	// A committed chunk (gapAfter, gapLast] followed by two committed
+	// chunks; the first of them ends at nextLast. Undo the chunk, as if it
+	// had been in flight at the kill: that is the gap.
+	q := `SELECT c.after_key[1]::bigint, c.last_key[1]::bigint, n.last_key[1]::bigint
+		FROM backfill.chunks c
+		JOIN backfill.chunks n ON n.job = c.job AND n.after_key = c.last_key
+		JOIN backfill.chunks n2 ON n2.job = c.job AND n2.after_key = n.last_key
+		WHERE c.job = 'edges' AND c.after_key IS NOT NULL
+		ORDER BY c.seq LIMIT 1`
+	var gapAfter, gapLast, nextLast int64
+	if err := connect(t, db).QueryRow(context.Background(), q).Scan(&gapAfter, &gapLast, &nextLast); err != nil {
+		t.Fatalf("find three committed chunks in a row: %v", err)
+	}
+	sql(t, db,
+		fmt.Sprintf("DELETE FROM backfill.chunks WHERE job = 'edges' AND last_key = '{%d}'", gapLast),
+		fmt.Sprintf("DELETE FROM dst WHERE id > %d AND id <= %d", gapAfter, gapLast),
+		// 20 rows of the gap and 10 of the next chunk survive: together
+		// they fit in one chunk, which would end at nextLast
+		fmt.Sprintf("DELETE FROM src WHERE id > %d AND id <= %d", gapAfter+20, nextLast-10),
+	)
+	t.Logf("gap (%d, %d], rows %d…%d deleted", gapAfter, gapLast, gapAfter+21, nextLast-10)
+
+	mustSucceed(t, append([]string{"resume", "--rate", "0"}, args...)...)
+	if n := queryInt(t, db, "SELECT count(*) FROM (SELECT * FROM src EXCEPT SELECT * FROM dst) missing"); n != 0 {
+		t.Fatalf("%d source rows missing or different in the destination after the resume", n)
+	}
+	if n := queryInt(t, db, fmt.Sprintf("SELECT count(*) FROM dst WHERE id > %d AND id <= %d", gapAfter, gapAfter+20)); n != 20 {
+		t.Fatalf("%d of the gap's 20 surviving rows copied", n)
+	}
+}
+
 // TestInterruptWithSIGINT: the runner finishes in-flight chunks, records
 // interrupted, says how to resume and exits 130; resume then completes.
 func TestInterruptWithSIGINT(t *testing.T) {

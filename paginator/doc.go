@@ -9,10 +9,14 @@
 // text, timestamptz, numeric, composite keys) round-trips exactly through the
 // checkpoint and back into a query.
 //
-// On resume the paginator is given the ranges already committed: it jumps
-// over them without reading and reads only the gaps, stopping a gap's chunk
-// where the next committed range begins, so each chunk of an interrupted run
-// is redone exactly once and no committed chunk is read again.
+// On resume the paginator is given the ranges already committed. It chains
+// them into runs, has the source sort the runs' start keys (with the key
+// columns' types and collations, as the page queries compare), jumps over
+// each run without reading, and reads only the gaps. A gap's page query is
+// bounded by the key where the next run starts, rather than cut at a row
+// with that key, which may have been deleted since: so each chunk of an
+// interrupted run is redone exactly once, no committed chunk is read again,
+// and no gap row is taken for committed.
 //
 // The paginator only reads. It never writes to the source.
 package paginator

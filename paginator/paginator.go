@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/backfill/backfill/retry"
+	bfsql "github.com/backfill/backfill/sql"
 )
 
 // Chunk is one page of source rows.
@@ -70,10 +71,22 @@ type Querier interface {
 // Paginator reads chunks. It is used by one goroutine.
 type Paginator struct {
 	cfg       Config
-	firstPage string
+	firstPage string // bounded by Config.Upper when the job has an end
 	nextPage  string
-	jumps     map[string][]string // encoded After → Last of committed ranges
-	nextSeq   int64
+	// firstBefore and nextBefore are bounded by a parameter: a gap's reads
+	// stop at the start of the committed run that follows it.
+	firstBefore string
+	nextBefore  string
+	runs        []committedRun // in key order once ordered is set
+	ordered     bool
+	nextSeq     int64
+}
+
+// committedRun is a chain of committed ranges, each starting where the
+// previous one ends: every key in (start, end] is committed.
+type committedRun struct {
+	start []string // nil at the start of the table
+	end   []string
 }
 
 // New checks cfg and prepares the page queries.
@@ -84,13 +97,143 @@ func New(cfg Config) (*Paginator, error) {
 	if len(cfg.Key) == 0 {
 		return nil, fmt.Errorf("paginator for %s: no key columns", cfg.Table.Sanitize())
 	}
-	p := &Paginator{cfg: cfg, jumps: make(map[string][]string, len(cfg.Committed)), nextSeq: cfg.NextSeq}
-	for _, r := range cfg.Committed {
-		p.jumps[KeyString(r.After)] = r.Last
-	}
-	p.firstPage = p.pageSQL(false)
-	p.nextPage = p.pageSQL(true)
+	p := &Paginator{cfg: cfg, runs: chainRanges(cfg.Committed), nextSeq: cfg.NextSeq}
+	p.cfg.Committed = nil // a resumed job of 10⁹ rows may have 10⁶ of them; the runs say it all
+	p.firstPage = p.pageSQL(false, cfg.Upper != nil)
+	p.nextPage = p.pageSQL(true, cfg.Upper != nil)
+	p.firstBefore = p.pageSQL(false, true)
+	p.nextBefore = p.pageSQL(true, true)
 	return p, nil
+}
+
+// chainRanges joins committed ranges that follow one another into runs.
+// The runs are not yet in key order: Go cannot compare keys the way the
+// source does (collations, numeric, composite keys), so orderRuns asks it.
+func chainRanges(ranges []Range) []committedRun {
+	if len(ranges) == 0 {
+		return nil
+	}
+	byAfter := make(map[string]Range, len(ranges))
+	ends := make(map[string]bool, len(ranges))
+	for _, r := range ranges {
+		byAfter[KeyString(r.After)] = r
+		ends[KeyString(r.Last)] = true
+	}
+	var runs []committedRun
+	for start, r := range byAfter {
+		if ends[start] {
+			continue // r continues another range
+		}
+		end := r.Last
+		// keys only grow along a chain; the bound guards against a corrupt one
+		for range len(ranges) {
+			next, ok := byAfter[KeyString(end)]
+			if !ok {
+				break
+			}
+			end = next.Last
+		}
+		runs = append(runs, committedRun{start: r.After, end: end})
+	}
+	return runs
+}
+
+// orderRuns sorts the committed runs into the source's key order, by
+// asking the source to sort their start keys with the key columns' types
+// and collations: the order the page queries compare keys in.
+func (p *Paginator) orderRuns(ctx context.Context, q Querier) error {
+	if p.ordered {
+		return nil
+	}
+	var atStart []committedRun
+	var rest []committedRun
+	for _, r := range p.runs {
+		if r.start == nil {
+			atStart = append(atStart, r)
+		} else {
+			rest = append(rest, r)
+		}
+	}
+	if len(rest) > 1 {
+		order, err := p.sortKeys(ctx, q, rest)
+		if err != nil {
+			return err
+		}
+		sorted := make([]committedRun, 0, len(rest))
+		for _, i := range order {
+			sorted = append(sorted, rest[i])
+		}
+		rest = sorted
+	}
+	p.runs, p.ordered = append(atStart, rest...), true
+	return nil
+}
+
+// sortKeys returns the indexes of runs in the order of their start keys.
+func (p *Paginator) sortKeys(ctx context.Context, q Querier, runs []committedRun) ([]int, error) {
+	names := make([]string, len(p.cfg.Key))
+	for i, k := range p.cfg.Key {
+		names[i] = k.Name
+	}
+	rows, err := q.Query(ctx, bfsql.Static("key-collations"), p.cfg.Table.Sanitize(), names)
+	if err != nil {
+		return nil, fmt.Errorf("read key collations of %s: %w", p.cfg.Table.Sanitize(), err)
+	}
+	collations := make(map[string]string)
+	for rows.Next() {
+		var column, schema, name string
+		if err := rows.Scan(&column, &schema, &name); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read key collations of %s: %w", p.cfg.Table.Sanitize(), err)
+		}
+		collations[column] = pgx.Identifier{schema, name}.Sanitize()
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read key collations of %s: %w", p.cfg.Table.Sanitize(), err)
+	}
+
+	args := make([]any, len(p.cfg.Key))
+	for i := range p.cfg.Key {
+		part := make([]string, len(runs))
+		for j, r := range runs {
+			part[j] = r.start[i]
+		}
+		args[i] = part
+	}
+	rows, err = q.Query(ctx, p.sortSQL(collations), args...)
+	if err != nil {
+		return nil, fmt.Errorf("order the committed ranges of %s: %w", p.cfg.Table.Sanitize(), err)
+	}
+	order, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (int, error) {
+		var ord int64
+		err := r.Scan(&ord)
+		return int(ord) - 1, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("order the committed ranges of %s: %w", p.cfg.Table.Sanitize(), err)
+	}
+	if len(order) != len(runs) {
+		return nil, fmt.Errorf("order the committed ranges of %s: got %d positions for %d ranges", p.cfg.Table.Sanitize(), len(order), len(runs))
+	}
+	return order, nil
+}
+
+// sortSQL sorts keys given as one text[] parameter per key column and
+// returns each key's position in the input, counting from 1.
+func (p *Paginator) sortSQL(collations map[string]string) string {
+	var params, aliases, order []string
+	for i, k := range p.cfg.Key {
+		alias := fmt.Sprintf("k%d", i+1)
+		params = append(params, fmt.Sprintf("$%d::text[]", i+1))
+		aliases = append(aliases, alias)
+		o := fmt.Sprintf("u.%s::%s", alias, k.Type)
+		if c, ok := collations[k.Name]; ok {
+			o += " COLLATE " + c
+		}
+		order = append(order, o)
+	}
+	return fmt.Sprintf("SELECT u.ord FROM unnest(%s) WITH ORDINALITY AS u(%s, ord) ORDER BY %s",
+		strings.Join(params, ", "), strings.Join(aliases, ", "), strings.Join(order, ", "))
 }
 
 // KeyString makes a map key of a key's text form; "" stands for the start
@@ -130,8 +273,8 @@ func (p *Paginator) keyParams(first int) string {
 }
 
 // pageSQL: $1 is the limit, then the lower bound (when afterKey), then the
-// upper bound (when the job has a defined end).
-func (p *Paginator) pageSQL(afterKey bool) string {
+// inclusive upper bound (when bounded).
+func (p *Paginator) pageSQL(afterKey, bounded bool) string {
 	var sel []string
 	for _, k := range p.cfg.Key {
 		sel = append(sel, pgx.Identifier{tableAlias, k.Name}.Sanitize()+"::text")
@@ -150,7 +293,7 @@ func (p *Paginator) pageSQL(afterKey bool) string {
 		conds = append(conds, keys+" > "+p.keyParams(next))
 		next += len(p.cfg.Key)
 	}
-	if p.cfg.Upper != nil {
+	if bounded {
 		conds = append(conds, keys+" <= "+p.keyParams(next))
 	}
 	if p.cfg.Where != "" {
@@ -205,47 +348,62 @@ func LastKey(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColu
 // Run reads chunks until the end of the table (or Upper) and sends them to
 // out. It returns nil at the end, ctx.Err() when cancelled, or the read error.
 // It does not close out.
+//
+// On resume it jumps over each committed run and reads the gaps between
+// them, each gap bounded by the key where the next run starts. The bound is
+// a condition of the page query, not a row that must be found: a row at a
+// run's boundary may have been deleted since, and a gap's read must still
+// stop there rather than run on into committed keys.
 func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error {
 	if p.cfg.Upper != nil && len(p.cfg.Upper) == 0 {
 		return nil // the table was empty when the job began
 	}
+	if err := p.orderRuns(ctx, q); err != nil {
+		return err
+	}
 	upper := KeyString(p.cfg.Upper)
+	runs := p.runs
 	var cursor []string
 	for {
-		for {
-			last, ok := p.jumps[KeyString(cursor)]
-			if !ok {
-				break
-			}
-			cursor = last
+		if len(runs) > 0 && KeyString(runs[0].start) == KeyString(cursor) {
+			cursor = runs[0].end
+			runs = runs[1:]
+			continue
 		}
 		if p.cfg.Upper != nil && KeyString(cursor) == upper {
 			return nil
 		}
-		chunk, short, err := p.readWithRetry(ctx, q, cursor)
+		var before []string // nil: read to the job's end
+		if len(runs) > 0 {
+			before = runs[0].start
+		}
+		chunk, short, err := p.readWithRetry(ctx, q, cursor, before)
 		if err != nil {
 			return err
 		}
-		if chunk == nil {
+		if chunk != nil {
+			select {
+			case out <- chunk:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		switch {
+		case chunk != nil && !short:
+			cursor = chunk.Last
+		case before != nil:
+			cursor = before // the gap is read; the next run starts here
+		default:
 			return nil
 		}
-		select {
-		case out <- chunk:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if short {
-			return nil
-		}
-		cursor = chunk.Last
 	}
 }
 
 // readWithRetry retries transient errors and timeouts (a restart of the
 // server, a killed connection) with backoff; the pool reconnects.
-func (p *Paginator) readWithRetry(ctx context.Context, q Querier, cursor []string) (*Chunk, bool, error) {
+func (p *Paginator) readWithRetry(ctx context.Context, q Querier, cursor, before []string) (*Chunk, bool, error) {
 	for attempt := 1; ; attempt++ {
-		chunk, short, err := p.read(ctx, q, cursor)
+		chunk, short, err := p.read(ctx, q, cursor, before)
 		if err == nil || ctx.Err() != nil {
 			return chunk, short, err
 		}
@@ -265,43 +423,47 @@ func (p *Paginator) readWithRetry(ctx context.Context, q Querier, cursor []strin
 	}
 }
 
-// read fetches the page after cursor. short reports that the page ended the
-// table (fewer rows than asked for, and not cut at a committed range).
-func (p *Paginator) read(ctx context.Context, q Querier, cursor []string) (*Chunk, bool, error) {
+// read fetches the page after cursor, up to and including before (when
+// given) or the job's end. short reports that fewer rows than a chunk's
+// worth were left there.
+func (p *Paginator) read(ctx context.Context, q Querier, cursor, before []string) (*Chunk, bool, error) {
 	args := make([]any, 0, 1+2*len(p.cfg.Key))
 	args = append(args, p.cfg.ChunkSize)
-	query := p.firstPage
+	first, next, bound := p.firstPage, p.nextPage, p.cfg.Upper
+	if before != nil {
+		first, next, bound = p.firstBefore, p.nextBefore, before
+	}
+	query := first
 	if cursor != nil {
-		query = p.nextPage
+		query = next
 		for _, k := range cursor {
 			args = append(args, k)
 		}
 	}
-	for _, k := range p.cfg.Upper {
+	for _, k := range bound {
 		args = append(args, k)
 	}
-	return p.readRows(ctx, q, query, args, cursor, true)
+	c, err := p.readRows(ctx, q, query, args, cursor)
+	if err != nil || c == nil {
+		return nil, true, err
+	}
+	return c, len(c.Rows) < p.cfg.ChunkSize, nil
 }
 
-// readRows runs a page query. With cutAtCommitted, the chunk ends at a row
-// after which a committed range begins.
-func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args []any, cursor []string, cutAtCommitted bool) (*Chunk, bool, error) {
+// readRows runs a page query; nil when it returned no row.
+func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args []any, cursor []string) (*Chunk, error) {
 	rows, err := q.Query(ctx, query, args...)
 	if err != nil {
-		return nil, false, fmt.Errorf("read page of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
+		return nil, fmt.Errorf("read page of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
 	}
 	defer rows.Close()
 	nk := len(p.cfg.Key)
 	c := &Chunk{After: cursor, Rows: make([][]any, 0, p.cfg.ChunkSize), Keys: make([][]string, 0, p.cfg.ChunkSize)}
-	cut := false
-	// only a resumed job has committed ranges to stop at: a fresh one
-	// skips building a map key for every row
-	checkCuts := cutAtCommitted && len(p.jumps) > 0
 	var key []string
 	for rows.Next() {
 		vals, err := rows.Values()
 		if err != nil {
-			return nil, false, fmt.Errorf("decode row of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
+			return nil, fmt.Errorf("decode row of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
 		}
 		key = make([]string, nk)
 		for i := range key {
@@ -312,24 +474,18 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 		}
 		c.Rows = append(c.Rows, vals[nk:])
 		c.Keys = append(c.Keys, key)
-		if checkCuts {
-			if _, committed := p.jumps[KeyString(key)]; committed {
-				cut = true // a committed range starts right after this row
-				break
-			}
-		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, false, fmt.Errorf("read page of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
+		return nil, fmt.Errorf("read page of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
 	}
 	if len(c.Rows) == 0 {
-		return nil, true, nil
+		return nil, nil
 	}
 	c.Last = key
 	c.Seq = p.nextSeq
 	p.nextSeq++
-	return c, !cut && len(c.Rows) < p.cfg.ChunkSize, nil
+	return c, nil
 }
 
 // byKeysSQL selects the rows whose keys are given as one text[] parameter
@@ -371,7 +527,7 @@ func (p *Paginator) ReadKeys(ctx context.Context, q Querier, keys [][]string) (*
 		}
 		args[i] = part
 	}
-	c, _, err := p.readRows(ctx, q, p.byKeysSQL(), args, nil, false)
+	c, err := p.readRows(ctx, q, p.byKeysSQL(), args, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -384,7 +540,7 @@ func (p *Paginator) ReadKeys(ctx context.Context, q Querier, keys [][]string) (*
 // First reads the table's first page, for trying a transform on real rows
 // before any write.
 func (p *Paginator) First(ctx context.Context, q Querier) (*Chunk, error) {
-	c, _, err := p.readWithRetry(ctx, q, nil)
+	c, _, err := p.readWithRetry(ctx, q, nil, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -39,3 +39,13 @@ JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_am am ON am.oid = ic.relam
 WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid
 ORDER BY i.indisprimary DESC, ic.relname
+
+-- The collation of each collatable key column, so that committed ranges are
+-- sorted in the order the page queries compare keys in. $1 is the quoted
+-- table name, $2 the key column names.
+-- name: key-collations
+SELECT a.attname, n.nspname, c.collname
+FROM pg_attribute a
+JOIN pg_collation c ON c.oid = a.attcollation
+JOIN pg_namespace n ON n.oid = c.collnamespace
+WHERE a.attrelid = to_regclass($1) AND a.attname = ANY ($2::text[])

@@ -87,6 +87,11 @@ SELECT $1, $2, $3, $4, $5, $6, $7, $8, count(*), $9 - count(*)
 FROM ins
 RETURNING rows_inserted
 
+-- Where the committed chunk that ends at a key begins: a retry whose commit
+-- meets the checkpoint's primary key is the same chunk only if this matches.
+-- name: chunk-after
+SELECT after_key FROM {{schema}}.chunks WHERE job = $1 AND last_key = $2
+
 -- name: lock-held
 SELECT EXISTS (
     SELECT 1 FROM pg_locks

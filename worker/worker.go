@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,8 @@ type Checkpoint interface {
 	CommitChunkSQL(insert string) string
 	// RecordChunkSQL records a chunk inside a transaction that wrote its rows.
 	RecordChunkSQL() string
+	// ChunkAfterSQL reads where the committed chunk ending at a key begins.
+	ChunkAfterSQL() string
 	// RecordFailedRowsSQL records failed rows.
 	RecordFailedRowsSQL() string
 }
@@ -290,6 +293,9 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 			w = w.p.newWorker()
 		}
 		if alreadyCommitted(err, w.p.cfg.Checkpoint.Schema()) {
+			if err := w.sameRangeCommitted(ctx, db, pc); err != nil {
+				return w, err
+			}
 			// the reply to an earlier attempt was lost, but it committed
 			w.p.cfg.Logger.Info().Int64("seq", pc.chunk.Seq).Msg("chunk was already committed by an earlier attempt")
 			return w, nil
@@ -336,6 +342,24 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 func alreadyCommitted(err error, stateSchema string) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "chunks" && pgErr.SchemaName == stateSchema
+}
+
+// sameRangeCommitted checks that the committed chunk ending where pc ends
+// also begins where pc begins. Only then is pc a retry of a chunk that
+// committed; a committed chunk that begins later leaves pc's first rows
+// unwritten, and taking pc for done would lose them. The job stops instead,
+// and resume reads that gap again.
+func (w *worker) sameRangeCommitted(ctx context.Context, db DB, pc piece) error {
+	var after []string
+	if err := db.QueryRow(ctx, w.p.cfg.Checkpoint.ChunkAfterSQL(), w.p.cfg.Job, pc.last).Scan(&after); err != nil {
+		return fmt.Errorf("read the committed chunk that ends at key %v: %w", pc.last, err)
+	}
+	if !slices.Equal(after, pc.after) {
+		return fmt.Errorf("chunk %d covers keys (%v, %v], but the committed chunk ending at the same key begins at %v: "+
+			"the ranges overlap, so this chunk is not counted done; resume reads the rows between them again",
+			pc.chunk.Seq, pc.after, pc.last, after)
+	}
+	return nil
 }
 
 // attempt transforms and writes a piece once, recovering a panic.

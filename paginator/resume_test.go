@@ -1,0 +1,160 @@
+package paginator
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/backfill/backfill/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func testPool(t *testing.T, setup ...string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(t.Context(), pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	for _, q := range setup {
+		if _, err := pool.Exec(t.Context(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	return pool
+}
+
+// readAll runs p to the end and returns the keys of every row it read, and
+// the chunks.
+func readAll(t *testing.T, p *Paginator, q Querier) ([]string, []*Chunk) {
+	t.Helper()
+	out := make(chan *Chunk, 1000)
+	if err := p.Run(context.Background(), q, out); err != nil {
+		t.Fatal(err)
+	}
+	close(out)
+	var keys []string
+	var chunks []*Chunk
+	for c := range out {
+		chunks = append(chunks, c)
+		for _, k := range c.Keys {
+			keys = append(keys, k[0])
+		}
+	}
+	return keys, chunks
+}
+
+func ints(from, to int) []string {
+	var out []string
+	for i := from; i <= to; i++ {
+		out = append(out, strconv.Itoa(i))
+	}
+	return out
+}
+
+func key(s string) []string { return []string{s} }
+
+// TestResumeReadsGapsBoundedByTheNextCommittedRun: an interrupted run left
+// gaps between committed chunks, and the rows at the edges of committed
+// chunks were deleted before the resume. Each gap must be read up to where
+// the next committed run starts, whether or not a row is there: reading on
+// would take committed keys for gap keys, and a chunk ending at a committed
+// chunk's last key would be taken for that chunk and its gap rows lost.
+func TestResumeReadsGapsBoundedByTheNextCommittedRun(t *testing.T) {
+	pool := testPool(t,
+		"CREATE TABLE s (id int PRIMARY KEY)",
+		"INSERT INTO s SELECT generate_series(1, 1000)",
+		// the rows from the gap's middle to the end of the next committed
+		// chunk but ten go: the gap's 19 rows and those ten fit in a chunk
+		"DELETE FROM s WHERE id BETWEEN 120 AND 290",
+		// the first row of the table's first committed run after a gap
+		"DELETE FROM s WHERE id = 701",
+	)
+	committed := []Range{
+		{After: nil, Last: key("100")},
+		// gap (100, 200]
+		{After: key("200"), Last: key("300")}, {After: key("300"), Last: key("400")},
+		// gap (400, 500]
+		{After: key("500"), Last: key("600")},
+		// gap (600, 700]
+		{After: key("700"), Last: key("800")}, {After: key("800"), Last: key("900")},
+		// the tail (900, 1000] is a gap too
+	}
+	p, err := New(Config{Table: pgx.Identifier{"s"}, Key: []KeyColumn{{"id", "integer"}},
+		ChunkSize: 100, Upper: key("1000"), Committed: committed, NextSeq: 11})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, chunks := readAll(t, p, pool)
+	want := slices.Concat(ints(101, 119), ints(401, 500), ints(601, 700), ints(901, 1000))
+	if !slices.Equal(got, want) {
+		t.Fatalf("read keys %v;\nwant the gaps' keys %v", got, want)
+	}
+	for _, c := range chunks {
+		for _, r := range committed {
+			if slices.Equal(c.Last, r.Last) {
+				t.Errorf("chunk (%v, %v] ends where committed chunk (%v, %v] does", c.After, c.Last, r.After, r.Last)
+			}
+		}
+	}
+	if chunks[0].Seq != 11 || !slices.Equal(chunks[0].After, key("100")) {
+		t.Errorf("first chunk: seq %d after %v; want seq 11 after [100]", chunks[0].Seq, chunks[0].After)
+	}
+}
+
+// TestResumeOrdersRunsAsTheSourceCompares: run start keys are sorted by
+// the source with the key column's collation. Under the ICU root collation
+// "a" < "B" < "c"; byte order (C) says "B" < "a" < "c", and a gap bounded
+// by the wrong run would read committed keys.
+func TestResumeOrdersRunsAsTheSourceCompares(t *testing.T) {
+	pool := testPool(t)
+	var icu bool
+	if err := pool.QueryRow(t.Context(), "SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu')").Scan(&icu); err != nil {
+		t.Fatal(err)
+	}
+	collation := `"C"`
+	if icu {
+		collation = `"und-x-icu"`
+	} else {
+		t.Log("this server has no ICU collations: checking the byte-order collation only")
+	}
+	for _, q := range []string{
+		"CREATE TABLE s (k text COLLATE " + collation + " PRIMARY KEY)",
+		"INSERT INTO s VALUES ('a'), ('a1'), ('B'), ('B1'), ('c'), ('c1'), ('D'), ('D1')",
+	} {
+		if _, err := pool.Exec(t.Context(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	rows, err := pool.Query(t.Context(), "SELECT k FROM s ORDER BY k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	order, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Commit each "x1" row as its own one-row chunk, after "x": every other
+	// row is a gap.
+	var committed []Range
+	var gaps []string
+	for i := 0; i < len(order); i += 2 {
+		committed = append(committed, Range{After: key(order[i]), Last: key(order[i+1])})
+		gaps = append(gaps, order[i])
+	}
+	slices.Reverse(committed) // the checkpoint returns them in no order
+	p, err := New(Config{Table: pgx.Identifier{"s"}, Key: []KeyColumn{{"k", "text"}},
+		ChunkSize: 10, Upper: key(order[len(order)-1]), Committed: committed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := readAll(t, p, pool)
+	if !slices.Equal(got, gaps) {
+		t.Fatalf("read %v; want the gap rows %v (table order %v)", got, gaps, order)
+	}
+}

@@ -155,7 +155,12 @@ func (p *Paginator) orderRuns(ctx context.Context, q Querier) error {
 		}
 	}
 	if len(rest) > 1 {
-		order, err := p.sortKeys(ctx, q, rest)
+		var order []int
+		err := p.retrying(ctx, func() error {
+			var err error
+			order, err = p.sortKeys(ctx, q, rest)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -399,26 +404,36 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error
 	}
 }
 
-// readWithRetry retries transient errors and timeouts (a restart of the
-// server, a killed connection) with backoff; the pool reconnects.
-func (p *Paginator) readWithRetry(ctx context.Context, q Querier, cursor, before []string) (*Chunk, bool, error) {
+// readWithRetry is read, retried as retrying says.
+func (p *Paginator) readWithRetry(ctx context.Context, q Querier, cursor, before []string) (chunk *Chunk, short bool, err error) {
+	err = p.retrying(ctx, func() error {
+		chunk, short, err = p.read(ctx, q, cursor, before)
+		return err
+	})
+	return chunk, short, err
+}
+
+// retrying runs op until it succeeds, retrying transient errors and
+// timeouts (a restart of the server, a killed connection) with backoff;
+// the pool reconnects.
+func (p *Paginator) retrying(ctx context.Context, op func() error) error {
 	for attempt := 1; ; attempt++ {
-		chunk, short, err := p.read(ctx, q, cursor, before)
+		err := op()
 		if err == nil || ctx.Err() != nil {
-			return chunk, short, err
+			return err
 		}
 		kind := retry.Classify(err)
 		if kind != retry.Transient && kind != retry.Timeout || attempt > p.cfg.Retry.MaxRetries {
 			if attempt > 1 {
 				err = fmt.Errorf("%w (after %d attempts)", err, attempt)
 			}
-			return nil, false, err
+			return err
 		}
 		if p.cfg.OnRetry != nil {
 			p.cfg.OnRetry(err, attempt)
 		}
 		if err := p.cfg.Retry.Wait(ctx, attempt); err != nil {
-			return nil, false, err
+			return err
 		}
 	}
 }

@@ -293,12 +293,17 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 			w = w.p.newWorker()
 		}
 		if alreadyCommitted(err, w.p.cfg.Checkpoint.Schema()) {
-			if err := w.sameRangeCommitted(ctx, db, pc); err != nil {
-				return w, err
+			same, checkErr := w.sameRangeCommitted(ctx, db, pc)
+			switch {
+			case checkErr != nil:
+				err = checkErr // retried below if transient: the next attempt meets the same chunk
+			case !same:
+				return w, overlapError(pc)
+			default:
+				// the reply to an earlier attempt was lost, but it committed
+				w.p.cfg.Logger.Info().Int64("seq", pc.chunk.Seq).Msg("chunk was already committed by an earlier attempt")
+				return w, nil
 			}
-			// the reply to an earlier attempt was lost, but it committed
-			w.p.cfg.Logger.Info().Int64("seq", pc.chunk.Seq).Msg("chunk was already committed by an earlier attempt")
-			return w, nil
 		}
 		if ctx.Err() != nil {
 			return w, err
@@ -344,22 +349,24 @@ func alreadyCommitted(err error, stateSchema string) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "chunks" && pgErr.SchemaName == stateSchema
 }
 
-// sameRangeCommitted checks that the committed chunk ending where pc ends
-// also begins where pc begins. Only then is pc a retry of a chunk that
+// sameRangeCommitted reports whether the committed chunk ending where pc
+// ends also begins where pc begins. Only then is pc a retry of a chunk that
 // committed; a committed chunk that begins later leaves pc's first rows
-// unwritten, and taking pc for done would lose them. The job stops instead,
-// and resume reads that gap again.
-func (w *worker) sameRangeCommitted(ctx context.Context, db DB, pc piece) error {
+// unwritten, and taking pc for done would lose them.
+func (w *worker) sameRangeCommitted(ctx context.Context, db DB, pc piece) (bool, error) {
 	var after []string
 	if err := db.QueryRow(ctx, w.p.cfg.Checkpoint.ChunkAfterSQL(), w.p.cfg.Job, pc.last).Scan(&after); err != nil {
-		return fmt.Errorf("read the committed chunk that ends at key %v: %w", pc.last, err)
+		return false, fmt.Errorf("read the committed chunk that ends at key %v: %w", pc.last, err)
 	}
-	if !slices.Equal(after, pc.after) {
-		return fmt.Errorf("chunk %d covers keys (%v, %v], but the committed chunk ending at the same key begins at %v: "+
-			"the ranges overlap, so this chunk is not counted done; resume reads the rows between them again",
-			pc.chunk.Seq, pc.after, pc.last, after)
-	}
-	return nil
+	return slices.Equal(after, pc.after), nil
+}
+
+// overlapError stops the job rather than count pc done; resume reads the
+// gap again.
+func overlapError(pc piece) error {
+	return fmt.Errorf("chunk %d covers keys (%v, %v], but the committed chunk that ends at the same key begins later: "+
+		"the ranges overlap, so this chunk is not counted done; resume reads the rows between them again",
+		pc.chunk.Seq, pc.after, pc.last)
 }
 
 // attempt transforms and writes a piece once, recovering a panic.

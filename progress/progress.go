@@ -65,15 +65,17 @@ func (t *Tracker) Snapshot() Snapshot {
 	}
 	s := Snapshot{Done: t.done, Estimated: t.estimated, Percent: -1, ETA: -1}
 	if t.estimated > 0 {
-		s.Percent = min(100, 100*float64(t.done)/float64(t.estimated))
+		// the planner underestimated when the job has read more than it
+		// said: show that the end is near but not when, rather than 100%
+		// and an ETA of 0 s for the rest of the run
+		s.Percent = min(99.9, 100*float64(t.done)/float64(t.estimated))
 	}
 	first := t.samples[0]
 	if elapsed := now.Sub(first.at).Seconds(); elapsed > 0 {
 		s.RowsPerSec = float64(t.done-first.rows) / elapsed
 	}
-	if s.RowsPerSec > 0 && t.estimated > 0 {
-		left := max(0, t.estimated-t.done)
-		s.ETA = time.Duration(float64(left) / s.RowsPerSec * float64(time.Second)).Round(time.Second)
+	if s.RowsPerSec > 0 && t.estimated > t.done {
+		s.ETA = time.Duration(float64(t.estimated-t.done) / s.RowsPerSec * float64(time.Second)).Round(time.Second)
 	}
 	return s
 }

@@ -99,7 +99,10 @@ type DryRunEstimate struct {
 type DryRunStatements struct {
 	FirstPage string `json:"first_page"`
 	NextPage  string `json:"next_page"`
-	Insert    string `json:"insert"`
+	// ChunkEnd, for a job with a where predicate, finds the key where each
+	// chunk's scan ends; the page queries then read up to it.
+	ChunkEnd string `json:"chunk_end,omitempty"`
+	Insert   string `json:"insert"`
 }
 
 // DryRun rehearses a job: every check of Run, estimates, and a sample
@@ -225,7 +228,7 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 
 	var upper []string
 	if !j.Follow {
-		if upper, err = paginator.LastKey(ctx, src, p.source.Name.Identifier(), p.key, j.Where); err != nil {
+		if upper, err = paginator.LastKey(ctx, src, p.source.Name.Identifier(), p.key); err != nil {
 			return err
 		}
 	}
@@ -244,7 +247,8 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 		return err
 	}
 	rep.SQL = DryRunStatements{Insert: pool.SQL()}
-	rep.SQL.FirstPage, rep.SQL.NextPage = pag.SQL()
+	st := pag.SQL()
+	rep.SQL.FirstPage, rep.SQL.NextPage, rep.SQL.ChunkEnd = st.FirstPage, st.NextPage, st.Step
 	rep.Preview.Columns = p.transformer.Columns()
 	rep.Preview.Rows = [][]any{}
 

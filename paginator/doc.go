@@ -18,5 +18,11 @@
 // interrupted run is redone exactly once, no committed chunk is read again,
 // and no gap row is taken for committed.
 //
+// With a where predicate the paginator reads in steps: it finds the key
+// chunk-size table rows ahead, ignoring the predicate, and reads the rows
+// up to it that match. However rare the matching rows, no query scans more
+// than a chunk's worth of the table, so none can outlast a statement
+// timeout on every retry.
+//
 // The paginator only reads. It never writes to the source.
 package paginator

@@ -70,16 +70,17 @@ type Querier interface {
 
 // Paginator reads chunks. It is used by one goroutine.
 type Paginator struct {
-	cfg       Config
-	firstPage string // bounded by Config.Upper when the job has an end
-	nextPage  string
-	// firstBefore and nextBefore are bounded by a parameter: a gap's reads
-	// stop at the start of the committed run that follows it.
-	firstBefore string
-	nextBefore  string
-	runs        []committedRun // in key order once ordered is set
-	ordered     bool
-	nextSeq     int64
+	cfg Config
+	// pages[afterKey][bounded] are the page queries: from the start of the
+	// table or after a key, to the end or up to a key (the job's end, or
+	// the start of a committed run that ends a gap).
+	pages [2][2]string
+	// steps[afterKey][bounded] find the key chunk-size table rows ahead,
+	// ignoring Where: a filtered job reads one such step at a time.
+	steps   [2][2]string
+	runs    []committedRun // in key order once ordered is set
+	ordered bool
+	nextSeq int64
 }
 
 // committedRun is a chain of committed ranges, each starting where the
@@ -99,10 +100,12 @@ func New(cfg Config) (*Paginator, error) {
 	}
 	p := &Paginator{cfg: cfg, runs: chainRanges(cfg.Committed), nextSeq: cfg.NextSeq}
 	p.cfg.Committed = nil // a resumed job of 10⁹ rows may have 10⁶ of them; the runs say it all
-	p.firstPage = p.pageSQL(false, cfg.Upper != nil)
-	p.nextPage = p.pageSQL(true, cfg.Upper != nil)
-	p.firstBefore = p.pageSQL(false, true)
-	p.nextBefore = p.pageSQL(true, true)
+	for _, after := range []bool{false, true} {
+		for _, bounded := range []bool{false, true} {
+			p.pages[b2i(after)][b2i(bounded)] = p.pageSQL(after, bounded)
+			p.steps[b2i(after)][b2i(bounded)] = p.stepSQL(after, bounded)
+		}
+	}
 	return p, nil
 }
 
@@ -250,8 +253,30 @@ func KeyString(key []string) string {
 	return "k" + strings.Join(key, "\x00")
 }
 
-// SQL returns the page queries: the first page, and every page after a key.
-func (p *Paginator) SQL() (first, next string) { return p.firstPage, p.nextPage }
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Statements are the queries a run sends to the source.
+type Statements struct {
+	FirstPage string
+	NextPage  string
+	// Step, for a job with Where, finds where each chunk's scan ends.
+	Step string
+}
+
+// SQL returns the statements a run without committed chunks uses.
+func (p *Paginator) SQL() Statements {
+	bounded := b2i(p.cfg.Upper != nil)
+	st := Statements{FirstPage: p.pages[0][bounded], NextPage: p.pages[1][bounded]}
+	if p.cfg.Where != "" {
+		st.Step = p.steps[1][bounded]
+	}
+	return st
+}
 
 // tableAlias qualifies key columns in WHERE and ORDER BY: an unqualified
 // ORDER BY name would bind to the select list's key::text output column
@@ -291,6 +316,26 @@ func (p *Paginator) pageSQL(afterKey, bounded bool) string {
 		}
 		sel = append(sel, col)
 	}
+	return fmt.Sprintf("SELECT %s FROM %s AS %s%s ORDER BY %s LIMIT $1",
+		strings.Join(sel, ", "), p.cfg.Table.Sanitize(), tableAlias, p.keysetWhere(afterKey, bounded, p.cfg.Where), p.keyList())
+}
+
+// stepSQL selects the key of the $1-th row after the lower bound (when
+// afterKey), up to the upper bound (when bounded), of every row, matching
+// Where or not: an index-only walk of at most $1 entries however rare the
+// rows that match are.
+func (p *Paginator) stepSQL(afterKey, bounded bool) string {
+	var sel []string
+	for _, k := range p.cfg.Key {
+		sel = append(sel, pgx.Identifier{tableAlias, k.Name}.Sanitize()+"::text")
+	}
+	return fmt.Sprintf("SELECT %s FROM %s AS %s%s ORDER BY %s LIMIT 1 OFFSET $1 - 1",
+		strings.Join(sel, ", "), p.cfg.Table.Sanitize(), tableAlias, p.keysetWhere(afterKey, bounded, ""), p.keyList())
+}
+
+// keysetWhere is the WHERE clause of the page and step queries: $2… are
+// the lower bound's key parts (when afterKey), then the upper bound's.
+func (p *Paginator) keysetWhere(afterKey, bounded bool, predicate string) string {
 	keys := "(" + p.keyList() + ")"
 	next := 2
 	var conds []string
@@ -301,34 +346,32 @@ func (p *Paginator) pageSQL(afterKey, bounded bool) string {
 	if bounded {
 		conds = append(conds, keys+" <= "+p.keyParams(next))
 	}
-	if p.cfg.Where != "" {
-		conds = append(conds, "("+p.cfg.Where+")")
+	if predicate != "" {
+		conds = append(conds, "("+predicate+")")
 	}
-	where := ""
-	if len(conds) > 0 {
-		where = " WHERE " + strings.Join(conds, " AND ")
+	if len(conds) == 0 {
+		return ""
 	}
-	return fmt.Sprintf("SELECT %s FROM %s AS %s%s ORDER BY %s LIMIT $1",
-		strings.Join(sel, ", "), p.cfg.Table.Sanitize(), tableAlias, where, p.keyList())
+	return " WHERE " + strings.Join(conds, " AND ")
 }
 
 // LastKeySQL returns the query for the table's last key, the job's end.
-func LastKeySQL(table pgx.Identifier, key []KeyColumn, where string) string {
+// It ignores a job's where predicate on purpose: the last key of the rows
+// that match would cost a backward scan as long as the predicate is rare,
+// and bounding a job by the table's last key reads the same rows.
+func LastKeySQL(table pgx.Identifier, key []KeyColumn) string {
 	var sel []string
 	for _, k := range key {
 		sel = append(sel, pgx.Identifier{tableAlias, k.Name}.Sanitize()+"::text")
 	}
-	q := fmt.Sprintf("SELECT %s FROM %s AS %s", strings.Join(sel, ", "), table.Sanitize(), tableAlias)
-	if where != "" {
-		q += " WHERE (" + where + ")"
-	}
-	return q + " ORDER BY " + qualifiedKeys(key, " DESC") + " LIMIT 1"
+	return fmt.Sprintf("SELECT %s FROM %s AS %s ORDER BY %s LIMIT 1",
+		strings.Join(sel, ", "), table.Sanitize(), tableAlias, qualifiedKeys(key, " DESC"))
 }
 
 // LastKey returns the text form of the table's last key, or an empty
-// non-nil slice when no row matches.
-func LastKey(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn, where string) ([]string, error) {
-	rows, err := q.Query(ctx, LastKeySQL(table, key, where))
+// non-nil slice when the table is empty.
+func LastKey(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn) ([]string, error) {
+	rows, err := q.Query(ctx, LastKeySQL(table, key))
 	if err != nil {
 		return nil, fmt.Errorf("read last key of %s: %w", table.Sanitize(), err)
 	}
@@ -382,20 +425,20 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error
 		if len(runs) > 0 {
 			before = runs[0].start
 		}
-		chunk, short, err := p.readWithRetry(ctx, q, cursor, before)
+		st, err := p.readWithRetry(ctx, q, cursor, before)
 		if err != nil {
 			return err
 		}
-		if chunk != nil {
+		if st.chunk != nil {
 			select {
-			case out <- chunk:
+			case out <- st.chunk:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
 		switch {
-		case chunk != nil && !short:
-			cursor = chunk.Last
+		case st.next != nil:
+			cursor = st.next
 		case before != nil:
 			cursor = before // the gap is read; the next run starts here
 		default:
@@ -405,12 +448,12 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error
 }
 
 // readWithRetry is read, retried as retrying says.
-func (p *Paginator) readWithRetry(ctx context.Context, q Querier, cursor, before []string) (chunk *Chunk, short bool, err error) {
+func (p *Paginator) readWithRetry(ctx context.Context, q Querier, cursor, before []string) (st step, err error) {
 	err = p.retrying(ctx, func() error {
-		chunk, short, err = p.read(ctx, q, cursor, before)
+		st, err = p.read(ctx, q, cursor, before)
 		return err
 	})
-	return chunk, short, err
+	return st, err
 }
 
 // retrying runs op until it succeeds, retrying transient errors and
@@ -438,31 +481,90 @@ func (p *Paginator) retrying(ctx context.Context, op func() error) error {
 	}
 }
 
-// read fetches the page after cursor, up to and including before (when
-// given) or the job's end. short reports that fewer rows than a chunk's
-// worth were left there.
-func (p *Paginator) read(ctx context.Context, q Querier, cursor, before []string) (*Chunk, bool, error) {
-	args := make([]any, 0, 1+2*len(p.cfg.Key))
-	args = append(args, p.cfg.ChunkSize)
-	first, next, bound := p.firstPage, p.nextPage, p.cfg.Upper
+// step is what one read covered: chunk (nil when no row there matched)
+// and the key to read on from, nil when the range is exhausted.
+type step struct {
+	chunk *Chunk
+	next  []string
+}
+
+// read reads on from cursor, up to and including before (when given) or
+// the job's end.
+func (p *Paginator) read(ctx context.Context, q Querier, cursor, before []string) (step, error) {
+	bound := p.cfg.Upper
 	if before != nil {
-		first, next, bound = p.firstBefore, p.nextBefore, before
+		bound = before
 	}
-	query := first
-	if cursor != nil {
-		query = next
-		for _, k := range cursor {
-			args = append(args, k)
+	if p.cfg.Where != "" {
+		return p.readFiltered(ctx, q, cursor, bound)
+	}
+	c, err := p.readRows(ctx, q, p.pages[b2i(cursor != nil)][b2i(bound != nil)], p.keysetArgs(p.cfg.ChunkSize, cursor, bound), cursor)
+	if err != nil || c == nil || len(c.Rows) < p.cfg.ChunkSize {
+		return step{chunk: c}, err
+	}
+	return step{chunk: c, next: c.Last}, nil
+}
+
+// readFiltered reads a job with Where one step at a time: it finds the key
+// chunk-size table rows ahead, then reads the rows up to it that match. A
+// page query that looked for chunk-size matching rows would scan until it
+// found them, and with a rare predicate that scan outlasts any statement
+// timeout on every retry, a job stuck for good. The chunk covers its whole
+// step, matching rows or not, so its last key is the step's end.
+func (p *Paginator) readFiltered(ctx context.Context, q Querier, cursor, bound []string) (step, error) {
+	end, err := p.stepEnd(ctx, q, cursor, bound)
+	if err != nil {
+		return step{}, err
+	}
+	if end == nil {
+		// fewer than a chunk's worth of rows left: read the rest
+		c, err := p.readRows(ctx, q, p.pages[b2i(cursor != nil)][b2i(bound != nil)], p.keysetArgs(p.cfg.ChunkSize, cursor, bound), cursor)
+		if c != nil && bound != nil {
+			c.Last = bound
 		}
+		return step{chunk: c}, err
+	}
+	c, err := p.readRows(ctx, q, p.pages[b2i(cursor != nil)][1], p.keysetArgs(p.cfg.ChunkSize, cursor, end), cursor)
+	if c != nil {
+		c.Last = end
+	}
+	return step{chunk: c, next: end}, err
+}
+
+// stepEnd returns the key chunk-size rows after cursor (up to bound), or
+// nil when fewer rows are left.
+func (p *Paginator) stepEnd(ctx context.Context, q Querier, cursor, bound []string) ([]string, error) {
+	rows, err := q.Query(ctx, p.steps[b2i(cursor != nil)][b2i(bound != nil)], p.keysetArgs(p.cfg.ChunkSize, cursor, bound)...)
+	if err != nil {
+		return nil, fmt.Errorf("find the end of the chunk after key %v in %s: %w", cursor, p.cfg.Table.Sanitize(), err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	end := make([]string, len(p.cfg.Key))
+	ptrs := make([]any, len(end))
+	for i := range end {
+		ptrs[i] = &end[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return nil, fmt.Errorf("find the end of the chunk after key %v in %s: %w", cursor, p.cfg.Table.Sanitize(), err)
+	}
+	return end, rows.Err()
+}
+
+// keysetArgs are a page or step query's arguments: n, then the lower
+// bound's key parts (when cursor), then the upper bound's (when bound).
+func (p *Paginator) keysetArgs(n int, cursor, bound []string) []any {
+	args := make([]any, 0, 1+len(cursor)+len(bound))
+	args = append(args, n)
+	for _, k := range cursor {
+		args = append(args, k)
 	}
 	for _, k := range bound {
 		args = append(args, k)
 	}
-	c, err := p.readRows(ctx, q, query, args, cursor)
-	if err != nil || c == nil {
-		return nil, true, err
-	}
-	return c, len(c.Rows) < p.cfg.ChunkSize, nil
+	return args
 }
 
 // readRows runs a page query; nil when it returned no row.
@@ -552,17 +654,30 @@ func (p *Paginator) ReadKeys(ctx context.Context, q Querier, keys [][]string) (*
 	return c, nil
 }
 
-// First reads the table's first page, for trying a transform on real rows
-// before any write.
+// firstSteps bounds how far First looks for matching rows: a rare Where
+// may match none in the first steps, and the trial it serves is a check,
+// not a run.
+const firstSteps = 100
+
+// First reads the table's first chunk that has rows, looking no further
+// than firstSteps chunks' worth of the table, for trying a transform on
+// real rows before any write. The chunk is empty when none was found.
 func (p *Paginator) First(ctx context.Context, q Querier) (*Chunk, error) {
-	c, _, err := p.readWithRetry(ctx, q, nil, nil)
-	if err != nil {
-		return nil, err
+	var cursor []string
+	for range firstSteps {
+		st, err := p.readWithRetry(ctx, q, cursor, nil)
+		if err != nil {
+			return nil, err
+		}
+		if st.chunk != nil {
+			return st.chunk, nil
+		}
+		if st.next == nil {
+			break
+		}
+		cursor = st.next
 	}
-	if c == nil {
-		c = &Chunk{}
-	}
-	return c, nil
+	return &Chunk{}, nil
 }
 
 // digestSQL counts the rows of one key range and digests the text of the

@@ -11,6 +11,7 @@ func TestPageSQL(t *testing.T) {
 		name        string
 		cfg         Config
 		first, next string
+		step        string
 	}{
 		{
 			name:  "single key, bounded",
@@ -23,6 +24,8 @@ func TestPageSQL(t *testing.T) {
 			cfg:   Config{Table: pgx.Identifier{"Order Items"}, Key: []KeyColumn{{"Tenant", "text"}, {"n", "integer"}}, Columns: []ReadColumn{{Name: `a"b`}}, ChunkSize: 10, Where: "n > 0"},
 			first: `SELECT "src"."Tenant"::text, "src"."n"::text, "a""b" FROM "Order Items" AS src WHERE (n > 0) ORDER BY "src"."Tenant", "src"."n" LIMIT $1`,
 			next:  `SELECT "src"."Tenant"::text, "src"."n"::text, "a""b" FROM "Order Items" AS src WHERE ("src"."Tenant", "src"."n") > ($2::text::text, $3::text::integer) AND (n > 0) ORDER BY "src"."Tenant", "src"."n" LIMIT $1`,
+			// the step ignores the predicate: it bounds the scan, not the rows
+			step: `SELECT "src"."Tenant"::text, "src"."n"::text FROM "Order Items" AS src WHERE ("src"."Tenant", "src"."n") > ($2::text::text, $3::text::integer) ORDER BY "src"."Tenant", "src"."n" LIMIT 1 OFFSET $1 - 1`,
 		},
 	}
 	for _, c := range cases {
@@ -31,12 +34,15 @@ func TestPageSQL(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			first, next := p.SQL()
-			if first != c.first {
-				t.Errorf("first page:\n got %s\nwant %s", first, c.first)
+			st := p.SQL()
+			if st.FirstPage != c.first {
+				t.Errorf("first page:\n got %s\nwant %s", st.FirstPage, c.first)
 			}
-			if next != c.next {
-				t.Errorf("next page:\n got %s\nwant %s", next, c.next)
+			if st.NextPage != c.next {
+				t.Errorf("next page:\n got %s\nwant %s", st.NextPage, c.next)
+			}
+			if st.Step != c.step {
+				t.Errorf("step:\n got %s\nwant %s", st.Step, c.step)
 			}
 		})
 	}

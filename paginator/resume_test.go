@@ -158,3 +158,49 @@ func TestResumeOrdersRunsAsTheSourceCompares(t *testing.T) {
 		t.Fatalf("read %v; want the gap rows %v (table order %v)", got, gaps, order)
 	}
 }
+
+// TestRarePredicateIsReadInBoundedSteps: a where predicate that matches one
+// row in 2500, each row costing about 0.13 ms of CPU to test, under a
+// 150 ms statement_timeout. A page query that looked for a chunk's worth of
+// matching rows would scan 2500 rows (about 340 ms here) and time out on
+// every retry; a step of 100 rows takes about 14 ms.
+func TestRarePredicateIsReadInBoundedSteps(t *testing.T) {
+	pool := testPool(t,
+		"CREATE TABLE s (id int PRIMARY KEY)",
+		"INSERT INTO s SELECT generate_series(1, 10000)",
+		`CREATE FUNCTION costly(id int) RETURNS boolean LANGUAGE plpgsql AS $$
+		 DECLARE s text;
+		 BEGIN FOR i IN 1..200 LOOP s := md5(i::text); END LOOP; RETURN id % 2500 = 0; END $$`,
+	)
+	conn, err := pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(t.Context(), "SET statement_timeout = '150ms'"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{Table: pgx.Identifier{"s"}, Key: []KeyColumn{{"id", "integer"}}, Columns: []ReadColumn{{Name: "id"}},
+		ChunkSize: 100, Upper: key("10000"), Where: "costly(id)"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := p.First(t.Context(), conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Keys) != 1 || first.Keys[0][0] != "2500" {
+		t.Fatalf("First read keys %v; want the first matching row, 2500", first.Keys)
+	}
+
+	got, chunks := readAll(t, p, conn)
+	if want := []string{"2500", "5000", "7500", "10000"}; !slices.Equal(got, want) {
+		t.Fatalf("read %v; want %v", got, want)
+	}
+	// each chunk covers its whole step, so it ends where the step ends
+	for _, c := range chunks {
+		if len(c.Rows) != 1 || !slices.Equal(c.Last, c.First) {
+			t.Errorf("chunk (%v, %v] holds keys %v; want one, ending its step", c.After, c.Last, c.Keys)
+		}
+	}
+}

@@ -130,7 +130,11 @@ func printDryRun(w io.Writer, j backfill.Job, r backfill.DryRunReport) {
 		}
 		pw.Flush()
 	}
-	fmt.Fprintf(w, "\nStatements the run would use:\n  first page: %s\n  next pages: %s\n  each chunk: %s\n",
+	fmt.Fprintf(w, "\nStatements the run would use:\n")
+	if r.SQL.ChunkEnd != "" {
+		fmt.Fprintf(w, "  chunk end:  %s\n", r.SQL.ChunkEnd)
+	}
+	fmt.Fprintf(w, "  first page: %s\n  next pages: %s\n  each chunk: %s\n",
 		r.SQL.FirstPage, r.SQL.NextPage, strings.Join(strings.Fields(r.SQL.Insert), " "))
 }
 

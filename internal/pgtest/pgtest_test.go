@@ -103,3 +103,20 @@ func tableExists(t *testing.T, conn *pgx.Conn, table string) bool {
 	}
 	return exists
 }
+
+// TestHarnessPath says which server this run's tests use and checks that it
+// answers. `make test` runs it verbosely before the suite, whose passing
+// packages print no log, so that the run's log names the path.
+func TestHarnessPath(t *testing.T) {
+	admin := connect(t, pgtest.AdminURL(t))
+	var version string
+	if err := admin.QueryRow(t.Context(), "SHOW server_version").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	switch pgtest.Path() {
+	case pgtest.PathEnv, pgtest.PathTestcontainers, pgtest.PathLocal:
+		t.Logf("the tests run against PostgreSQL %s, harness path %q", version, pgtest.Path())
+	default:
+		t.Fatalf("a server answered on harness path %q", pgtest.Path())
+	}
+}

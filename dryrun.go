@@ -228,7 +228,7 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 
 	var upper []string
 	if !j.Follow {
-		if upper, err = paginator.LastKey(ctx, src, p.source.Name.Identifier(), p.key); err != nil {
+		if upper, err = paginator.LastKey(ctx, src, p.source.Name.Identifier(), p.key, j.Where); err != nil {
 			return err
 		}
 	}

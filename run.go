@@ -280,7 +280,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 			return rep, err
 		}
 		if !j.Follow {
-			if upper, err = paginator.LastKey(ctx, r.src, p.source.Name.Identifier(), p.key); err != nil {
+			if upper, err = paginator.LastKey(ctx, r.src, p.source.Name.Identifier(), p.key, j.Where); err != nil {
 				return rep, err
 			}
 		}

@@ -2,8 +2,10 @@ package paginator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -355,42 +357,73 @@ func (p *Paginator) keysetWhere(afterKey, bounded bool, predicate string) string
 	return " WHERE " + strings.Join(conds, " AND ")
 }
 
-// LastKeySQL returns the query for the table's last key, the job's end.
-// It ignores a job's where predicate on purpose: the last key of the rows
-// that match would cost a backward scan as long as the predicate is rare,
-// and bounding a job by the table's last key reads the same rows.
-func LastKeySQL(table pgx.Identifier, key []KeyColumn) string {
+// LastKeySQL returns the query for the last key of the table's rows that
+// match where (all rows when where is empty).
+func LastKeySQL(table pgx.Identifier, key []KeyColumn, where string) string {
 	var sel []string
 	for _, k := range key {
 		sel = append(sel, pgx.Identifier{tableAlias, k.Name}.Sanitize()+"::text")
 	}
-	return fmt.Sprintf("SELECT %s FROM %s AS %s ORDER BY %s LIMIT 1",
-		strings.Join(sel, ", "), table.Sanitize(), tableAlias, qualifiedKeys(key, " DESC"))
+	q := fmt.Sprintf("SELECT %s FROM %s AS %s", strings.Join(sel, ", "), table.Sanitize(), tableAlias)
+	if where != "" {
+		q += " WHERE (" + where + ")"
+	}
+	return q + " ORDER BY " + qualifiedKeys(key, " DESC") + " LIMIT 1"
 }
 
-// LastKey returns the text form of the table's last key, or an empty
-// non-nil slice when the table is empty.
-func LastKey(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn) ([]string, error) {
-	rows, err := q.Query(ctx, LastKeySQL(table, key))
+// LastKeySearch bounds the search for the last key of the rows that match
+// a where predicate.
+const LastKeySearch = 5 * time.Second
+
+// LastKey returns the text form of the last key of the table's rows that
+// match where, the job's end, or an empty non-nil slice when none does.
+//
+// The last matching key is what a predicate that bounds the key (id <=
+// 1000000) needs, or the job would step through the rest of the table to
+// find nothing. But for a rare predicate no index serves, finding it is a
+// backward scan as long as the table; when it takes longer than
+// LastKeySearch, the table's last key bounds the same rows instead.
+func LastKey(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn, where string) ([]string, error) {
+	return lastKeyWithin(ctx, q, table, key, where, LastKeySearch)
+}
+
+func lastKeyWithin(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn, where string, search time.Duration) ([]string, error) {
+	if where != "" {
+		searchCtx, cancel := context.WithTimeout(ctx, search)
+		last, err := lastKey(searchCtx, q, LastKeySQL(table, key, where), len(key))
+		cancel()
+		if err == nil || ctx.Err() != nil || retry.Classify(err) != retry.Timeout && !errors.Is(err, context.DeadlineExceeded) {
+			if err != nil {
+				return nil, fmt.Errorf("read last key of %s where %s: %w", table.Sanitize(), where, err)
+			}
+			return last, nil
+		}
+	}
+	last, err := lastKey(ctx, q, LastKeySQL(table, key, ""), len(key))
 	if err != nil {
 		return nil, fmt.Errorf("read last key of %s: %w", table.Sanitize(), err)
+	}
+	return last, nil
+}
+
+func lastKey(ctx context.Context, q Querier, query string, keyParts int) ([]string, error) {
+	rows, err := q.Query(ctx, query)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	last := []string{}
 	if rows.Next() {
-		last = make([]string, len(key))
-		ptrs := make([]any, len(key))
+		last = make([]string, keyParts)
+		ptrs := make([]any, keyParts)
 		for i := range last {
 			ptrs[i] = &last[i]
 		}
 		if err := rows.Scan(ptrs...); err != nil {
-			return nil, fmt.Errorf("read last key of %s: %w", table.Sanitize(), err)
+			return nil, err
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read last key of %s: %w", table.Sanitize(), err)
-	}
-	return last, nil
+	return last, rows.Err()
 }
 
 // Run reads chunks until the end of the table (or Upper) and sends them to

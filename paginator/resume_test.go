@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -159,19 +160,26 @@ func TestResumeOrdersRunsAsTheSourceCompares(t *testing.T) {
 	}
 }
 
+// costlyPredicatePool is a database with s (ids 1…10000) and costly(id),
+// which burns about 0.13 ms of CPU per call and returns matches.
+func costlyPredicatePool(t *testing.T, matches string) *pgxpool.Pool {
+	t.Helper()
+	return testPool(t,
+		"CREATE TABLE s (id int PRIMARY KEY)",
+		"INSERT INTO s SELECT generate_series(1, 10000)",
+		`CREATE FUNCTION costly(id int) RETURNS boolean LANGUAGE plpgsql AS $$
+		 DECLARE s text;
+		 BEGIN FOR i IN 1..200 LOOP s := md5(i::text); END LOOP; RETURN `+matches+`; END $$`,
+	)
+}
+
 // TestRarePredicateIsReadInBoundedSteps: a where predicate that matches one
 // row in 2500, each row costing about 0.13 ms of CPU to test, under a
 // 150 ms statement_timeout. A page query that looked for a chunk's worth of
 // matching rows would scan 2500 rows (about 340 ms here) and time out on
 // every retry; a step of 100 rows takes about 14 ms.
 func TestRarePredicateIsReadInBoundedSteps(t *testing.T) {
-	pool := testPool(t,
-		"CREATE TABLE s (id int PRIMARY KEY)",
-		"INSERT INTO s SELECT generate_series(1, 10000)",
-		`CREATE FUNCTION costly(id int) RETURNS boolean LANGUAGE plpgsql AS $$
-		 DECLARE s text;
-		 BEGIN FOR i IN 1..200 LOOP s := md5(i::text); END LOOP; RETURN id % 2500 = 0; END $$`,
-	)
+	pool := costlyPredicatePool(t, "id % 2500 = 0")
 	conn, err := pool.Acquire(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -202,5 +210,27 @@ func TestRarePredicateIsReadInBoundedSteps(t *testing.T) {
 		if len(c.Rows) != 1 || !slices.Equal(c.Last, c.First) {
 			t.Errorf("chunk (%v, %v] holds keys %v; want one, ending its step", c.After, c.Last, c.Keys)
 		}
+	}
+}
+
+// TestLastKeyOfAFilteredJob: the job's end is the last matching key when
+// the source finds it quickly, as for a predicate that bounds the key; when
+// the search outlasts its bound, the table's last key bounds the same rows.
+func TestLastKeyOfAFilteredJob(t *testing.T) {
+	pool := costlyPredicatePool(t, "id = 1")
+	keyCols := []KeyColumn{{"id", "integer"}}
+	last, err := LastKey(t.Context(), pool, pgx.Identifier{"s"}, keyCols, "id <= 600")
+	if err != nil || !slices.Equal(last, key("600")) {
+		t.Fatalf("last key where id <= 600: %v, %v; want [600]", last, err)
+	}
+	last, err = LastKey(t.Context(), pool, pgx.Identifier{"s"}, keyCols, "id > 10000")
+	if err != nil || last == nil || len(last) != 0 {
+		t.Fatalf("last key where nothing matches: %v, %v; want an empty key", last, err)
+	}
+	// only id 1 matches, and finding it scans 10000 rows backwards (about
+	// 1.3 s here): a 100 ms search gives up and takes the table's end
+	last, err = lastKeyWithin(t.Context(), pool, pgx.Identifier{"s"}, keyCols, "costly(id)", 100*time.Millisecond)
+	if err != nil || !slices.Equal(last, key("10000")) {
+		t.Fatalf("last key of a rare predicate after a short search: %v, %v; want the table's, [10000]", last, err)
 	}
 }

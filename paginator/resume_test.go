@@ -160,6 +160,26 @@ func TestResumeOrdersRunsAsTheSourceCompares(t *testing.T) {
 	}
 }
 
+// TestResumeOrdersRunsByTheKeyType: runs are sorted as their key type
+// sorts, not as text: "12" sorts before "8" as text, and a gap bounded by
+// the wrong run would read committed key 9.
+func TestResumeOrdersRunsByTheKeyType(t *testing.T) {
+	pool := testPool(t,
+		"CREATE TABLE s (id int PRIMARY KEY)",
+		"INSERT INTO s SELECT generate_series(1, 30)",
+		"DELETE FROM s WHERE id = 8", // where the run (8, 9] begins
+	)
+	p, err := New(Config{Table: pgx.Identifier{"s"}, Key: []KeyColumn{{"id", "integer"}}, ChunkSize: 3, Upper: key("30"),
+		Committed: []Range{{After: key("12"), Last: key("20")}, {After: nil, Last: key("3")}, {After: key("8"), Last: key("9")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := readAll(t, p, pool)
+	if want := slices.Concat(ints(4, 7), ints(10, 12), ints(21, 30)); !slices.Equal(got, want) {
+		t.Fatalf("read %v; want the gaps %v", got, want)
+	}
+}
+
 // costlyPredicatePool is a database with s (ids 1…10000) and costly(id),
 // which burns about 0.13 ms of CPU per call and returns matches.
 func costlyPredicatePool(t *testing.T, matches string) *pgxpool.Pool {

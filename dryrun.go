@@ -202,6 +202,9 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 	if rep.Source.RowsEstimated, err = estimateRows(ctx, src, p, j.Where); err != nil {
 		return err
 	}
+	if note := guessedEstimate(ctx, src, p, rep.Source.RowsEstimated); note != "" {
+		rep.Notes = append(rep.Notes, note)
+	}
 	rows := rep.Source.RowsEstimated
 	if opts.ExactCount {
 		var n int64

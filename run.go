@@ -22,6 +22,7 @@ import (
 	"github.com/backfill/backfill/paginator"
 	"github.com/backfill/backfill/progress"
 	"github.com/backfill/backfill/retry"
+	bfsql "github.com/backfill/backfill/sql"
 	"github.com/backfill/backfill/worker"
 )
 
@@ -279,6 +280,9 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		if estimate, err = estimateRows(ctx, r.src, p, j.Where); err != nil {
 			return rep, err
 		}
+		if note := guessedEstimate(ctx, r.src, p, estimate); note != "" {
+			r.log.Warn().Msg(note)
+		}
 		if !j.Follow {
 			if upper, err = paginator.LastKey(ctx, r.src, p.source.Name.Identifier(), p.key, j.Where); err != nil {
 				return rep, err
@@ -520,6 +524,18 @@ func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter) error {
 			}
 		}
 	}
+}
+
+// guessedEstimate returns, when the source table has never been analyzed,
+// a note saying that the planner's estimate is a guess and how to fix it;
+// "" otherwise, or when the catalog cannot tell.
+func guessedEstimate(ctx context.Context, q *pgxpool.Pool, p *plan, estimate int64) string {
+	var never bool
+	if err := q.QueryRow(ctx, bfsql.Static("catalog-never-analyzed"), p.source.OID).Scan(&never); err != nil || !never {
+		return ""
+	}
+	return fmt.Sprintf("%s has never been analyzed: the planner's estimate of %d rows is a guess from its size, and so are the "+
+		"percentages and ETA; ANALYZE %s makes them exact enough", p.source.Name, estimate, p.source.Name)
 }
 
 // estimateRows asks the planner how many rows the source query returns.

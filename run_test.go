@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,16 +40,23 @@ func setupB(t testing.TB, n int) fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(ctx) })
-	for _, q := range []string{
+	f := fixture{url: url, conn: conn}
+	f.exec(t,
 		"CREATE TABLE src (id bigint PRIMARY KEY, name text, doc jsonb, at timestamptz)",
 		"CREATE TABLE dst (LIKE src INCLUDING ALL)",
 		fmt.Sprintf(`INSERT INTO src SELECT g, 'n' || g, jsonb_build_object('g', g), now() FROM generate_series(1, %d) g`, n),
-	} {
-		if _, err := conn.Exec(ctx, q); err != nil {
+	)
+	return f
+}
+
+// exec runs statements on the fixture's connection, in order.
+func (f fixture) exec(t testing.TB, statements ...string) {
+	t.Helper()
+	for _, q := range statements {
+		if _, err := f.conn.Exec(context.Background(), q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	return fixture{url: url, conn: conn}
 }
 
 func (f fixture) count(t testing.TB, q string) int64 {
@@ -195,14 +203,10 @@ func TestSlowChunkIsSplit(t *testing.T) {
 	f := setup(t, 600)
 	// every row costs 4 ms to insert: a 200-row chunk needs 0.8 s, over
 	// the 0.5 s timeout; 50-row pieces fit
-	for _, q := range []string{
+	f.exec(t,
 		`CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.004); RETURN NEW; END $$`,
 		`CREATE TRIGGER slow BEFORE INSERT ON dst FOR EACH ROW EXECUTE FUNCTION slow()`,
-	} {
-		if _, err := f.conn.Exec(context.Background(), q); err != nil {
-			t.Fatal(err)
-		}
-	}
+	)
 	j := f.job("slow")
 	j.ChunkSize, j.Workers, j.StatementTimeout = 200, 2, 500*time.Millisecond
 	rep, err := backfill.Run(context.Background(), j)
@@ -268,15 +272,11 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 func TestMappingReadsOnlyTheColumnsItUses(t *testing.T) {
 	f := setup(t, 2_000)
 	ctx := context.Background()
-	for _, q := range []string{
+	f.exec(t,
 		"DROP ROLE IF EXISTS bf_columns",
 		"CREATE ROLE bf_columns LOGIN",
 		"GRANT SELECT (id, name) ON src TO bf_columns",
-	} {
-		if _, err := f.conn.Exec(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+	)
 	t.Cleanup(func() {
 		_, _ = f.conn.Exec(ctx, "DROP OWNED BY bf_columns")
 		_, _ = f.conn.Exec(ctx, "DROP ROLE bf_columns")
@@ -307,5 +307,35 @@ func TestMappingReadsOnlyTheColumnsItUses(t *testing.T) {
 	j.Columns = append(j.Columns, transform.Mapping{Column: "doc", Expr: "doc"})
 	if _, err := backfill.Run(ctx, j); err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("reading doc without SELECT on it: %v; want permission denied", err)
+	}
+}
+
+// TestEstimateOfAnUnanalyzedTableIsCalledAGuess: without statistics the
+// planner guesses a table's rows from its size; dry-run says so and how to
+// fix it, and says nothing once the table is analyzed.
+func TestEstimateOfAnUnanalyzedTableIsCalledAGuess(t *testing.T) {
+	f := setup(t, 0)
+	ctx := context.Background()
+	f.exec(t,
+		// autovacuum must not analyze it behind the test's back
+		"CREATE TABLE fresh (id bigint PRIMARY KEY, name text, doc jsonb, at timestamptz) WITH (autovacuum_enabled = false)",
+		"INSERT INTO fresh SELECT g, 'n' || g, NULL, now() FROM generate_series(1, 5000) g",
+	)
+	j := f.job("guess")
+	j.From = "fresh"
+	hasNote := func() bool {
+		t.Helper()
+		rep, err := backfill.DryRun(ctx, j, backfill.DryRunOptions{SampleChunks: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, "never been analyzed") })
+	}
+	if !hasNote() {
+		t.Fatal("dry-run of a table never analyzed does not say its estimate is a guess")
+	}
+	f.exec(t, "ANALYZE fresh")
+	if hasNote() {
+		t.Fatal("dry-run of an analyzed table still calls its estimate a guess")
 	}
 }

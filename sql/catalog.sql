@@ -49,3 +49,8 @@ FROM pg_attribute a
 JOIN pg_collation c ON c.oid = a.attcollation
 JOIN pg_namespace n ON n.oid = c.collnamespace
 WHERE a.attrelid = to_regclass($1) AND a.attname = ANY ($2::text[])
+
+-- Whether a table has never been analyzed (reltuples is -1 then, since
+-- PostgreSQL 14): the planner's row estimate is only a guess from its size.
+-- name: catalog-never-analyzed
+SELECT reltuples < 0 FROM pg_class WHERE oid = $1

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/backfill/backfill/internal/pgtest"
 )
 
@@ -125,10 +127,36 @@ func writeServerFile(t *testing.T, db, path, content string) {
 	if _, err := conn.Exec(ctx, fmt.Sprintf("COPY (SELECT line FROM f) TO %s", quoteLiteral(path))); err != nil {
 		t.Fatal(err)
 	}
+	var before time.Time
+	if err := conn.QueryRow(ctx, "SELECT pg_conf_load_time()").Scan(&before); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := conn.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // the postmaster rereads the file asynchronously
+	// The postmaster rereads the files asynchronously; a new session
+	// reports the postmaster's load time, so wait until one reports a
+	// newer one, rather than sleeping and hoping.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fresh, err := pgx.Connect(ctx, db)
+		if err != nil {
+			t.Fatalf("connect after reloading the configuration: %v", err)
+		}
+		var loaded time.Time
+		err = fresh.QueryRow(ctx, "SELECT pg_conf_load_time()").Scan(&loaded)
+		fresh.Close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loaded.After(before) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server had not reloaded its configuration 10 s after pg_reload_conf()")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -229,12 +229,16 @@ func compileReadingOnlyNeeded(j Job, source []catalog.Column, dest []transform.C
 		return nil, nil, err
 	}
 	partial, ok := t.(transform.PartialReader)
-	if !ok || len(partial.Reads()) == len(source) {
+	if !ok {
+		return t, source, nil
+	}
+	reads := partial.Reads()
+	if len(reads) == len(source) {
 		return t, source, nil
 	}
 	var needed []catalog.Column
 	for _, c := range source {
-		if slices.Contains(partial.Reads(), c.Name) {
+		if slices.Contains(reads, c.Name) {
 			needed = append(needed, c)
 		}
 	}

@@ -544,24 +544,31 @@ func (p *Paginator) read(ctx context.Context, q Querier, cursor, before []string
 // found them, and with a rare predicate that scan outlasts any statement
 // timeout on every retry, a job stuck for good. The chunk covers its whole
 // step, matching rows or not, so its last key is the step's end.
+//
+// The step and the page are two statements, two snapshots: rows inserted
+// inside the step between them can fill the page before its last rows. A
+// full page therefore ends its chunk at the last row it read, never at the
+// step's end, so a chunk claims no key it did not read.
 func (p *Paginator) readFiltered(ctx context.Context, q Querier, cursor, bound []string) (step, error) {
 	end, err := p.stepEnd(ctx, q, cursor, bound)
 	if err != nil {
 		return step{}, err
 	}
+	stop := end
 	if end == nil {
-		// fewer than a chunk's worth of rows left: read the rest
-		c, err := p.readRows(ctx, q, p.pages[b2i(cursor != nil)][b2i(bound != nil)], p.keysetArgs(p.cfg.ChunkSize, cursor, bound), cursor)
-		if c != nil && bound != nil {
-			c.Last = bound
-		}
-		return step{chunk: c}, err
+		stop = bound // fewer than a chunk's worth of rows left: read the rest
 	}
-	c, err := p.readRows(ctx, q, p.pages[b2i(cursor != nil)][1], p.keysetArgs(p.cfg.ChunkSize, cursor, end), cursor)
-	if c != nil {
-		c.Last = end
+	c, err := p.readRows(ctx, q, p.pages[b2i(cursor != nil)][b2i(stop != nil)], p.keysetArgs(p.cfg.ChunkSize, cursor, stop), cursor)
+	if err != nil {
+		return step{}, err
 	}
-	return step{chunk: c, next: end}, err
+	if c != nil && len(c.Rows) == p.cfg.ChunkSize {
+		return step{chunk: c, next: c.Last}, nil
+	}
+	if c != nil && stop != nil {
+		c.Last = stop
+	}
+	return step{chunk: c, next: end}, nil
 }
 
 // stepEnd returns the key chunk-size rows after cursor (up to bound), or

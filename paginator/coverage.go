@@ -118,3 +118,43 @@ func (p *Paginator) countStepSQL(afterKey, bounded bool) string {
 		strings.Join(outer, ", "), strings.Join(inner, ", "), p.cfg.Table.Sanitize(), tableAlias,
 		p.keysetWhere(afterKey, bounded, ""), p.keyList(), strings.Join(desc, ", "))
 }
+
+// CheckKeyCast checks that key, a key's text form as read from the table,
+// reads back the same through the casts the page, count and digest
+// queries compare keys with. A cast that changes a key (a char(n) key cast
+// to character, which is char(1)) would bound every range wrongly, and a
+// verify of ranges that hold no row would find nothing to compare.
+func (p *Paginator) CheckKeyCast(ctx context.Context, q Querier, key []string) error {
+	if len(key) != len(p.cfg.Key) {
+		return fmt.Errorf("check key cast of %s: key %v has %d parts, want %d", p.cfg.Table.Sanitize(), key, len(key), len(p.cfg.Key))
+	}
+	casts := make([]string, len(p.cfg.Key))
+	args := make([]any, len(key))
+	for i, k := range p.cfg.Key {
+		casts[i] = fmt.Sprintf("$%d::text::%s::text", i+1, k.Type)
+		args[i] = key[i]
+	}
+	rows, err := q.Query(ctx, "SELECT "+strings.Join(casts, ", "), args...)
+	if err != nil {
+		return fmt.Errorf("check key cast of %s: %w", p.cfg.Table.Sanitize(), err)
+	}
+	defer rows.Close()
+	back := make([]string, len(key))
+	ptrs := make([]any, len(back))
+	for i := range back {
+		ptrs[i] = &back[i]
+	}
+	if !rows.Next() {
+		return fmt.Errorf("check key cast of %s: no row: %w", p.cfg.Table.Sanitize(), rows.Err())
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return fmt.Errorf("check key cast of %s: %w", p.cfg.Table.Sanitize(), err)
+	}
+	for i, k := range p.cfg.Key {
+		if back[i] != key[i] {
+			return fmt.Errorf("key column %q of %s: its text %q reads back as %q through the cast to %s, so key ranges cannot be bounded exactly",
+				k.Name, p.cfg.Table.Sanitize(), key[i], back[i], k.Type)
+		}
+	}
+	return rows.Err()
+}

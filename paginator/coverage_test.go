@@ -198,3 +198,22 @@ func costlyPredicateConn(t *testing.T, matches, timeout string) (*pgxpool.Pool, 
 	}
 	return pool, conn
 }
+
+// TestCheckKeyCast: a char(8) key cast to character (char(1)) reads back
+// cut, and is refused; cast to bpchar it reads back whole.
+func TestCheckKeyCast(t *testing.T) {
+	pool := testPool(t, "CREATE TABLE s (k char(8), n numeric, PRIMARY KEY (k, n))")
+	for _, c := range []struct {
+		typ string
+		ok  bool
+	}{{"character", false}, {"bpchar", true}, {"character(8)", true}} {
+		p, err := New(Config{Table: pgx.Identifier{"s"}, Key: []KeyColumn{{"k", c.typ}, {"n", "numeric"}}, ChunkSize: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = p.CheckKeyCast(t.Context(), pool, []string{"00002500", "1.50"})
+		if (err == nil) != c.ok {
+			t.Errorf("key (00002500, 1.50) cast to (%s, numeric): %v; want ok %v", c.typ, err, c.ok)
+		}
+	}
+}

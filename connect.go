@@ -75,7 +75,10 @@ func (e *scrubbedError) Unwrap() error { return e.err }
 
 // sessionSettings are the settings every backfill connection runs with.
 // The key's text form must be identical on every connection that reads or
-// writes it, so the settings that shape text output are pinned.
+// writes it, and verify's digests of each database's text must agree on
+// equal data, so the settings that shape text output are pinned, whatever
+// either database sets by default: lc_monetary too, by which money prints
+// and parses ("1.234,56 €" under de_DE, which a C session cannot read).
 func sessionSettings(j Job) map[string]string {
 	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	return map[string]string{
@@ -85,6 +88,7 @@ func sessionSettings(j Job) map[string]string {
 		"IntervalStyle":                       "postgres",
 		"extra_float_digits":                  "1",
 		"bytea_output":                        "hex",
+		"lc_monetary":                         "C",
 		"statement_timeout":                   ms(j.StatementTimeout),
 		"lock_timeout":                        ms(j.LockTimeout),
 		"idle_in_transaction_session_timeout": ms(max(j.StatementTimeout*2, time.Minute)),

@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/backfill/backfill"
+	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/jobspec"
 )
 
@@ -27,6 +28,7 @@ const (
 	exitFailure     = 1
 	exitUsage       = 2
 	exitFailedRows  = 3   // done, but some rows failed and are recorded
+	exitUnfinished  = 4   // verify: the job is not done; what it copied so far is identical
 	exitInterrupted = 130 // as a shell reports a process stopped by SIGINT
 )
 
@@ -69,6 +71,8 @@ func exitCode(err error, stderr io.Writer) int {
 		return exitInterrupted
 	case errors.Is(err, errFailedRows), errors.Is(err, errWouldFail), errors.Is(err, errDifferences):
 		return exitFailedRows
+	case errors.Is(err, errUnfinished):
+		return exitUnfinished
 	default:
 		fmt.Fprintf(stderr, "backfill: %v\n", err)
 		return exitFailure
@@ -79,7 +83,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:  "backfill",
 		Usage: "copy and transform rows between PostgreSQL tables, in chunks, resumably, at a controlled rate",
-		Description: "Exit codes: 0 done, 1 failure or refusal, 2 usage error, 3 done with failed rows (dry-run: rows would fail), 130 interrupted or paused (resumable).\n" +
+		Description: "Exit codes: 0 done, 1 failure or refusal, 2 usage error, 3 done with failed rows (dry-run: rows would fail; verify: differences), " +
+			"4 verify of an unfinished job: rows still to copy, 130 interrupted or paused (resumable).\n" +
 			"Connection strings fall back to $BACKFILL_SOURCE / $BACKFILL_DEST and the PG* environment variables.",
 		Writer:          stdout,
 		ErrWriter:       stderr,
@@ -396,12 +401,18 @@ func pauseCommand(stdout io.Writer) *cli.Command {
 // errDifferences makes the exit code 3: verify found ranges that differ.
 var errDifferences = errors.New("destination differs from source")
 
+// errUnfinished makes the exit code 4: verify of a job that is not done
+// found rows still to copy, and nothing else wrong. It is not 0, so that
+// `verify && drop the old table` cannot pass half a copy; nor 3, so that a
+// script can tell a copy under way from a wrong one.
+var errUnfinished = errors.New("the job is unfinished: rows still to copy")
+
 func verifyCommand(stdout io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:  "verify",
-		Usage: "compare a copy job's destination with its source, range by range (row counts and md5 digests computed by each database)",
+		Usage: "compare a copy job's destination with its source over the job's whole key range (row counts and md5 digests computed by each database)",
 		UsageText: "backfill verify --source URL --dest URL --job NAME [--chunks-per-range N] [--json]\n" +
-			"Exit codes: 0 identical, 3 ranges differ, 1 cannot compare.",
+			"Exit codes: 0 identical, 3 ranges differ (or a done job left rows uncopied), 4 the job is unfinished: rows still to copy, 1 cannot compare.",
 		Flags: append(connectionFlags(), // no --config: verify reads the job's stored spec
 			&cli.IntFlag{Name: "chunks-per-range", Value: backfill.DefaultVerifyChunks, Usage: "the job's chunks (`N`) one comparison covers"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"}),
@@ -428,8 +439,11 @@ func verifyCommand(stdout io.Writer) *cli.Command {
 			} else {
 				printVerify(stdout, rep)
 			}
-			if rep.MismatchedRanges > 0 {
+			switch rep.Result {
+			case backfill.VerifyDiffers:
 				return errDifferences
+			case backfill.VerifyUnfinished:
+				return errUnfinished
 			}
 			return nil
 		},
@@ -437,26 +451,73 @@ func verifyCommand(stdout io.Writer) *cli.Command {
 }
 
 func printVerify(w io.Writer, r backfill.VerifyReport) {
-	fmt.Fprintf(w, "verify of job %s: %d key ranges, %d rows in the source, %d in the destination, columns %s\n",
-		r.Job, r.Ranges, r.RowsSource, r.RowsDest, strings.Join(r.Columns, ", "))
-	if r.Unchecked > 0 {
-		fmt.Fprintf(w, "%d committed chunks lie beyond a gap (the job is unfinished) and were not compared\n", r.Unchecked)
-	}
-	if r.MismatchedRanges == 0 {
-		fmt.Fprintln(w, "identical: every range has the same rows with the same values on both sides")
-		return
-	}
-	fmt.Fprintf(w, "%d ranges differ", r.MismatchedRanges)
-	if r.FailedRows > 0 {
-		fmt.Fprintf(w, " (the job has %d failed rows, which explain the ranges they fall in)", r.FailedRows)
-	}
-	fmt.Fprintln(w, ":")
-	for _, m := range r.Mismatches {
-		after := "the start"
-		if m.After != nil {
-			after = strings.Join(m.After, ",")
+	fmt.Fprintf(w, "verify of job %s (%s), keys up to %s: %s compared, %d rows in the source, %d in the destination, columns %s\n",
+		r.Job, r.State, keyText(r.End), plural(r.Ranges, "committed key range"), r.RowsSource, r.RowsDest, strings.Join(r.Columns, ", "))
+	if r.MismatchedRanges > 0 {
+		verb := "differ"
+		if r.MismatchedRanges == 1 {
+			verb = "differs"
 		}
+		fmt.Fprintf(w, "%s %s", plural(r.MismatchedRanges, "committed range"), verb)
+		if r.FailedRows > 0 {
+			fmt.Fprintf(w, " (the job has %d failed rows, which explain the ranges they fall in)", r.FailedRows)
+		}
+		fmt.Fprintln(w, ":")
+		printRanges(w, r.Mismatches, r.MismatchedRanges)
+	}
+	if r.UncoveredRanges > 0 {
+		if r.State == checkpoint.StateDone {
+			fmt.Fprintf(w, "%d source rows were never copied, yet the job is done: no committed chunk covers %s:\n",
+				r.RowsNotCopied, plural(r.UncoveredRanges, "key range"))
+		} else {
+			fmt.Fprintf(w, "not yet copied: %d source rows, in %s that no committed chunk covers yet:\n",
+				r.RowsNotCopied, plural(r.UncoveredRanges, "key range"))
+		}
+		printRanges(w, r.Uncovered, r.UncoveredRanges)
+	}
+	switch r.Result {
+	case backfill.VerifyIdentical:
+		fmt.Fprintln(w, "identical: every row of the job's range is copied, with the same values on both sides")
+	case backfill.VerifyUnfinished:
+		copied := "none is copied yet"
+		if r.Ranges > 0 {
+			copied = "what is copied so far is identical"
+		}
+		fmt.Fprintf(w, "unfinished: the job is %s and %d rows are still to copy; %s. Resume the job, then verify again\n",
+			r.State, r.RowsNotCopied, copied)
+	case backfill.VerifyDiffers:
+		fmt.Fprintln(w, "differs: the destination does not equal the source")
+	}
+}
+
+// plural says n of a thing: "1 key range", "3 key ranges".
+func plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}
+
+// printRanges lists ranges, of total in all.
+func printRanges(w io.Writer, ranges []backfill.VerifyRange, total int) {
+	for _, m := range ranges {
 		fmt.Fprintf(w, "  keys after %s up to %s: %d rows in the source, %d in the destination\n",
-			after, strings.Join(m.Last, ","), m.RowsSource, m.RowsDest)
+			keyText(m.After), keyText(m.Last), m.RowsSource, m.RowsDest)
+	}
+	if total > len(ranges) {
+		fmt.Fprintf(w, "  and %d more ranges (not listed)\n", total-len(ranges))
+	}
+}
+
+// keyText shows a key as the checkpoint stores it; nil is the start of the
+// table.
+func keyText(key []string) string {
+	switch {
+	case key == nil:
+		return "the start"
+	case len(key) == 0:
+		return "none (the source was empty)"
+	default:
+		return strings.Join(key, ",")
 	}
 }

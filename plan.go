@@ -139,7 +139,7 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 		errs = append(errs, err)
 	} else {
 		for _, k := range key {
-			p.key = append(p.key, paginator.KeyColumn{Name: k, Type: p.source.Column(k).Type})
+			p.key = append(p.key, paginator.KeyColumn{Name: k, Type: p.source.Column(k).CastType})
 		}
 	}
 	if err := p.dest.CheckConflictTarget(); err != nil {
@@ -189,7 +189,7 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 			continue
 		}
 		p.write = append(p.write, worker.Column{
-			Name: c.Name, Type: c.Type, OID: c.OID,
+			Name: c.Name, Type: c.Type, Cast: c.CastType, OID: c.OID,
 			AsText: readsAsText(types, *c),
 			JSON:   c.OID == pgtype.JSONOID || c.OID == pgtype.JSONBOID,
 		})

@@ -170,8 +170,8 @@ func verifyPlan(ctx context.Context, src, dst catalog.Querier, spec Spec) (*pagi
 		if sc == nil || dc == nil || !slices.Contains(cols, k) {
 			return nil, nil, nil, refused(fmt.Errorf("key column %q is not in both tables: verify compares ranges of the source's key in each", k))
 		}
-		srcKey = append(srcKey, paginator.KeyColumn{Name: k, Type: sc.Type})
-		dstKey = append(dstKey, paginator.KeyColumn{Name: k, Type: dc.Type})
+		srcKey = append(srcKey, paginator.KeyColumn{Name: k, Type: sc.CastType})
+		dstKey = append(dstKey, paginator.KeyColumn{Name: k, Type: dc.CastType})
 	}
 	srcPag, err := paginator.New(paginator.Config{Table: s.Name.Identifier(), Key: srcKey, ChunkSize: 1, Where: spec.Where})
 	if err != nil {

@@ -26,7 +26,10 @@ type Chunk struct {
 // KeyColumn is one column of the pagination key.
 type KeyColumn struct {
 	Name string
-	Type string // format_type of the column, used to cast the key's text form back
+	// Type is what the key's text form is cast back to: the column's type
+	// without its typmod (bpchar, not character(8), which an explicit cast
+	// would cut a key to), and for a domain its base type.
+	Type string
 }
 
 // ReadColumn is one column the paginator selects.

@@ -152,8 +152,9 @@ func Compile(spec Spec, source, dest []Column, opts Options) (Transformer, error
 
 		// An expression that is just a source column's name copies that
 		// column's value as pgx decoded it, without the detour through the
-		// environment: identical types pass untouched, numeric keeps every
-		// digit, json keeps its text.
+		// environment: the same type (typmods aside, which the destination
+		// applies) passes untouched, numeric keeps every digit, json keeps
+		// its text.
 		si, ok := sourceIndex[m.Expr]
 		if !ok {
 			si, ok = sourceIndex[o.expr]

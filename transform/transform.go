@@ -8,7 +8,7 @@ import (
 // Column is one column of a table as the catalog reports it.
 type Column struct {
 	Name    string // the column name, exactly as stored in the catalog
-	Type    string // format_type(atttypid, NULL), for example "bigint" or "timestamp with time zone"
+	Type    string // format_type(atttypid, atttypmod), the exact type: "bigint", "character(8)", "numeric(10,2)"
 	OID     uint32 // the type's OID
 	NotNull bool
 	// HasDefault is true when the column has a default, is an identity column

@@ -43,9 +43,10 @@ type Column struct {
 	// typmod does.
 	Cast string
 	OID  uint32
-	// AsText sends the value as its text form, cast from text to Cast, and
-	// lets PostgreSQL's input function convert it: for json/jsonb, arrays
-	// (which unnest would flatten) and types pgx does not know.
+	// AsText sends the value as its text form, cast from text to Cast: for
+	// values passed through untouched from the source, json/jsonb, arrays
+	// (which unnest would flatten) and the types pgx cannot send as an
+	// array.
 	AsText bool
 	JSON   bool
 }

@@ -74,11 +74,39 @@ func (e *scrubbedError) Error() string { return e.msg }
 func (e *scrubbedError) Unwrap() error { return e.err }
 
 // sessionSettings are the settings every backfill connection runs with.
-// The key's text form must be identical on every connection that reads or
-// writes it, and verify's digests of each database's text must agree on
-// equal data, so the settings that shape text output are pinned, whatever
-// either database sets by default: lc_monetary too, by which money prints
-// and parses ("1.234,56 €" under de_DE, which a C session cannot read).
+//
+// Values travel as text: keys from the source to the checkpoint and back,
+// values passed through from the source to the destination, and verify
+// compares digests of the text each database prints, which must agree on
+// equal data. Text written under one session must be
+// read back unchanged under another, whatever the defaults of each
+// database, so every setting that shapes the text output or input of a
+// built-in type is pinned, on both sides:
+//
+//   - TimeZone: timestamptz prints in it (its offset always written, so any
+//     zone would read back right, but a fixed one keeps a key's text the
+//     same from run to run), and it converts timestamp to timestamptz.
+//   - DateStyle: only ISO output is unambiguous; SQL and Postgres styles
+//     print zone abbreviations, which lose the offset.
+//   - IntervalStyle: postgres output signs every field after a negative one,
+//     so it reads back under any style.
+//   - extra_float_digits: 1 prints the shortest text that reads back as the
+//     same float8, float4 and geometric value (0 or less rounds).
+//   - bytea_output: hex, which every server reads.
+//   - lc_monetary: money prints and reads its integer of minor units by the
+//     locale (symbol, separators, digits after the point); C on both sides
+//     makes the integer round-trip.
+//   - array_nulls: off would read the NULL of an array's text as the string
+//     'NULL'.
+//   - xmloption: document would refuse an xml value that is content (a
+//     fragment, or text around elements), which the column holds legally.
+//
+// The --where predicate runs on the source under the same settings, so a
+// literal in it reads as they say: a timestamp without an offset is UTC,
+// 01/02/2024 is January 2nd, a money literal is in C's format. The others
+// change only a predicate that compares a value's text (x::text = '…').
+// Not pinned, on purpose: search_path (names in the predicate and in the
+// user's types resolve as the user's sessions resolve them).
 func sessionSettings(j Job) map[string]string {
 	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	return map[string]string{
@@ -89,6 +117,8 @@ func sessionSettings(j Job) map[string]string {
 		"extra_float_digits":                  "1",
 		"bytea_output":                        "hex",
 		"lc_monetary":                         "C",
+		"array_nulls":                         "on",
+		"xmloption":                           "content",
 		"statement_timeout":                   ms(j.StatementTimeout),
 		"lock_timeout":                        ms(j.LockTimeout),
 		"idle_in_transaction_session_timeout": ms(max(j.StatementTimeout*2, time.Minute)),

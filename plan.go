@@ -83,15 +83,40 @@ type plan struct {
 	overriding    bool
 }
 
-// readsAsText: json/jsonb lose their exact text when decoded into Go values;
-// arrays would be flattened by unnest; types pgx does not know have no Go
-// value to decode into. All of these travel as text.
-func readsAsText(types *pgtype.Map, c catalog.Column) bool {
-	if c.IsArray || c.OID == pgtype.JSONOID || c.OID == pgtype.JSONBOID {
+// goValued reports whether values of the type are Go values to the
+// transform (see its documentation) and go to the destination as typed
+// arrays. Every other type travels as its text form, which PostgreSQL's own
+// input function reads: json and jsonb, whose decoding would lose their
+// exact text; arrays, which unnest would flatten; and the types the driver
+// has no Go value for or cannot send as an array (macaddr8, ranges,
+// multiranges, enums, domains…). The catalog's type OID decides, never the
+// value at hand.
+func goValued(oid uint32) bool {
+	switch oid {
+	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.Float4OID, pgtype.Float8OID, pgtype.NumericOID,
+		pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID, pgtype.BoolOID,
+		pgtype.TimestampOID, pgtype.TimestamptzOID, pgtype.DateOID, pgtype.UUIDOID, pgtype.ByteaOID:
 		return true
 	}
-	_, known := types.TypeForOID(c.OID)
-	return !known
+	return false
+}
+
+// firstUserOID is PostgreSQL's FirstNormalObjectId: types below it are
+// built in, the same in every database.
+const firstUserOID = 16384
+
+// passthroughCast is the type the text form of source column s is cast to
+// on its way into destination column d. The text is written by s's type, so
+// when both are built-in types and differ, it is read as s's type and d's
+// assignment converts it exactly as INSERT … SELECT would (numeric to
+// integer rounds, varchar to char(n) pads, and a value that does not fit
+// fails). A type of the user's (an enum, a composite, an extension's type)
+// has no conversion but through its text: d's type reads it.
+func passthroughCast(s, d catalog.Column) string {
+	if s.CastOID != d.CastOID && s.CastOID < firstUserOID && d.CastOID < firstUserOID {
+		return s.CastType
+	}
+	return d.CastType
 }
 
 // buildPlan validates the job against both catalogs before anything is
@@ -139,7 +164,7 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 		errs = append(errs, err)
 	} else {
 		for _, k := range key {
-			p.key = append(p.key, paginator.KeyColumn{Name: k, Type: p.source.Column(k).Type})
+			p.key = append(p.key, paginator.KeyColumn{Name: k, Type: p.source.Column(k).CastType})
 		}
 	}
 	if err := p.dest.CheckConflictTarget(); err != nil {
@@ -180,19 +205,26 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 		return nil, refused(errs...)
 	}
 
-	types := pgtype.NewMap()
 	written := p.transformer.Columns()
-	for _, name := range written {
+	passes, decoded, err := passthrough(p.transformer, sourceCols)
+	if err != nil {
+		return nil, err
+	}
+	for i, name := range written {
 		c := p.dest.Column(name)
 		if c == nil || c.Generated {
 			errs = append(errs, fmt.Errorf("destination column %q does not exist in %s or is generated", name, p.dest.Name))
 			continue
 		}
-		p.write = append(p.write, worker.Column{
-			Name: c.Name, Type: c.Type, OID: c.OID,
-			AsText: readsAsText(types, *c),
+		w := worker.Column{
+			Name: c.Name, Type: c.Type, Cast: c.CastType, OID: c.OID,
+			AsText: !goValued(c.OID),
 			JSON:   c.OID == pgtype.JSONOID || c.OID == pgtype.JSONBOID,
-		})
+		}
+		if s := passes[i]; s >= 0 && !decoded[s] {
+			w.AsText, w.Cast = true, passthroughCast(sourceCols[s], *c)
+		}
+		p.write = append(p.write, w)
 		p.overriding = p.overriding || c.IdentityAlways
 	}
 	for _, c := range writable {
@@ -200,8 +232,8 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 			errs = append(errs, fmt.Errorf("destination column %q of %s is NOT NULL without a default, and nothing is written to it: add a source column of that name, a mapping, or a default", c.Name, p.dest.Name))
 		}
 	}
-	for _, c := range sourceCols {
-		p.read = append(p.read, paginator.ReadColumn{Name: c.Name, AsText: readsAsText(types, c)})
+	for i, c := range sourceCols {
+		p.read = append(p.read, paginator.ReadColumn{Name: c.Name, AsText: !decoded[i] || !goValued(c.OID), StoredText: c.CastOID == pgtype.XMLOID})
 		p.sourceColumns = append(p.sourceColumns, worker.SourceColumn{Name: c.Name, JSON: c.OID == pgtype.JSONOID || c.OID == pgtype.JSONBOID})
 	}
 	if len(errs) > 0 {
@@ -214,6 +246,38 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 		Columns: j.Columns, SkipIf: j.SkipIf,
 	}
 	return p, nil
+}
+
+// passthrough returns, for each column t writes, the index of the source
+// column it copies untouched (-1 where t computes the value), and which
+// source columns t must have decoded: the others are read as their text
+// form and written through it, never decoded and encoded again. A
+// transformer that does not say (a Go transform) has every column decoded.
+func passthrough(t transform.Transformer, source []catalog.Column) (passes []int, decoded []bool, err error) {
+	passes = make([]int, len(t.Columns()))
+	decoded = make([]bool, len(source))
+	pt, ok := t.(transform.Passthrough)
+	if !ok {
+		for i := range passes {
+			passes[i] = -1
+		}
+		for i := range decoded {
+			decoded[i] = true
+		}
+		return passes, decoded, nil
+	}
+	passes = pt.Passes()
+	if len(passes) != len(t.Columns()) {
+		return nil, nil, fmt.Errorf("transform passes %d columns through and writes %d", len(passes), len(t.Columns()))
+	}
+	for _, name := range pt.Decodes() {
+		i := slices.IndexFunc(source, func(c catalog.Column) bool { return c.Name == name })
+		if i < 0 {
+			return nil, nil, fmt.Errorf("transform decodes source column %q, which it was not given", name)
+		}
+		decoded[i] = true
+	}
+	return passes, decoded, nil
 }
 
 // compileReadingOnlyNeeded compiles the job's expressions, then compiles

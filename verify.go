@@ -273,8 +273,8 @@ func verifyPlan(ctx context.Context, src, dst catalog.Querier, spec Spec, upper 
 		if sc == nil || dc == nil || !slices.Contains(v.cols, k) {
 			return nil, refused(fmt.Errorf("key column %q is not in both tables: verify compares ranges of the source's key in each", k))
 		}
-		srcKey = append(srcKey, paginator.KeyColumn{Name: k, Type: sc.Type})
-		dstKey = append(dstKey, paginator.KeyColumn{Name: k, Type: dc.Type})
+		srcKey = append(srcKey, paginator.KeyColumn{Name: k, Type: sc.CastType})
+		dstKey = append(dstKey, paginator.KeyColumn{Name: k, Type: dc.CastType})
 	}
 	if v.end == nil {
 		if v.end, err = paginator.LastKey(ctx, src, s.Name.Identifier(), srcKey, spec.Where); err != nil {

@@ -20,10 +20,19 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// Column is one column of a table.
+// Column is one column of a table. Its Type is the exact type, typmod
+// included, for messages and the transform's checks; values are cast to
+// CastType.
 type Column struct {
 	transform.Column
-	IsArray bool
+	// CastType is the type without its typmod ("bpchar" for character(8),
+	// "\"bit\"" for bit(5)), and for a domain its base type's: a value cast
+	// to it keeps every character, and the column's own assignment then
+	// applies the typmod and the domain's checks, failing a value that does
+	// not fit (22001, 23514) instead of cutting it. CastOID is its OID.
+	CastType string
+	CastOID  uint32
+	IsArray  bool
 	// Generated columns cannot be written; IdentityAlways columns need
 	// OVERRIDING SYSTEM VALUE to be written.
 	Generated      bool
@@ -73,7 +82,7 @@ func Load(ctx context.Context, q Querier, name TableName) (*Table, error) {
 	}
 	t.Columns, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Column, error) {
 		var c Column
-		err := row.Scan(&c.Name, &c.Type, &c.OID, &c.NotNull, &c.HasDefault, &c.IsArray, &c.Generated, &c.IdentityAlways)
+		err := row.Scan(&c.Name, &c.Type, &c.OID, &c.CastType, &c.CastOID, &c.NotNull, &c.HasDefault, &c.IsArray, &c.Generated, &c.IdentityAlways)
 		return c, err
 	})
 	if err != nil {

@@ -211,13 +211,7 @@ func TestKeyTypes(t *testing.T) {
 			// Undo every third chunk, rows and checkpoint row, as if they
 			// had been in flight at a kill: resume must find the gaps
 			// between committed runs in this key type's order.
-			inGap := fmt.Sprintf("c.job = '%s' AND c.seq %% 3 = 1", job)
-			sql(t, db,
-				fmt.Sprintf("DELETE FROM %s d USING backfill.chunks c WHERE %s AND (c.after_key IS NULL OR %s > %s) AND %s <= %s",
-					dst, inGap, c.keys, fmt.Sprintf(c.cast, "c.after_key"), c.keys, fmt.Sprintf(c.cast, "c.last_key")),
-				"DELETE FROM backfill.chunks c WHERE "+inGap,
-				fmt.Sprintf("UPDATE backfill.jobs SET state = 'interrupted' WHERE name = '%s'", job),
-			)
+			sql(t, db, undoEveryThirdChunk(job, dst, c.keys, c.cast)...)
 			if n := queryInt(t, db, "SELECT count(*) FROM "+dst); n >= 2345 || n < 1400 {
 				t.Fatalf("undoing a third of the chunks left %d of 2345 rows", n)
 			}

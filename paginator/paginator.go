@@ -26,16 +26,27 @@ type Chunk struct {
 // KeyColumn is one column of the pagination key.
 type KeyColumn struct {
 	Name string
-	Type string // format_type of the column, used to cast the key's text form back
+	// Type is what the key's text form is cast back to: the column's type
+	// without its typmod (bpchar, not character(8), which an explicit cast
+	// would cut a key to), and for a domain its base type.
+	Type string
 }
 
 // ReadColumn is one column the paginator selects.
 type ReadColumn struct {
 	Name string
-	// AsText selects the column's text form instead of letting pgx decode it:
-	// for json/jsonb (whose decoding into Go values is lossy), arrays and
-	// types pgx does not know.
+	// AsText reads the column as its text form, a string, instead of
+	// letting pgx decode it: for values that pass through untouched,
+	// json/jsonb (whose decoding into Go values is lossy), arrays and types
+	// pgx has no Go value for. The server sends the text its type's output
+	// function writes, as COPY would: a cast to text would trim the
+	// padding of a bpchar.
 	AsText bool
+	// StoredText, with AsText, selects the column cast to text instead,
+	// for a type whose output function rewrites the value: xml's drops an
+	// XML declaration that names version 1.0 and nothing else, which the
+	// cast keeps as stored.
+	StoredText bool
 }
 
 // Range is a committed chunk's key range (After, Last].
@@ -79,7 +90,10 @@ type Paginator struct {
 	pages [2][2]string
 	// steps[afterKey][bounded] find the key chunk-size table rows ahead,
 	// ignoring Where: a filtered job reads one such step at a time.
-	steps   [2][2]string
+	steps [2][2]string
+	// formats asks for each page column's result format: text for the key
+	// and the columns read AsText, binary for those pgx decodes.
+	formats pgx.QueryResultFormats
 	runs    []committedRun // in key order once ordered is set
 	ordered bool
 	nextSeq int64
@@ -102,6 +116,16 @@ func New(cfg Config) (*Paginator, error) {
 	}
 	p := &Paginator{cfg: cfg, runs: chainRanges(cfg.Committed), nextSeq: cfg.NextSeq}
 	p.cfg.Committed = nil // a resumed job of 10⁹ rows may have 10⁶ of them; the runs say it all
+	for range cfg.Key {
+		p.formats = append(p.formats, pgx.TextFormatCode)
+	}
+	for _, c := range cfg.Columns {
+		f := int16(pgx.BinaryFormatCode)
+		if c.AsText {
+			f = pgx.TextFormatCode
+		}
+		p.formats = append(p.formats, f)
+	}
 	for _, after := range []bool{false, true} {
 		for _, bounded := range []bool{false, true} {
 			p.pages[b2i(after)][b2i(bounded)] = p.pageSQL(after, bounded)
@@ -311,15 +335,21 @@ func (p *Paginator) pageSQL(afterKey, bounded bool) string {
 	for _, k := range p.cfg.Key {
 		sel = append(sel, pgx.Identifier{tableAlias, k.Name}.Sanitize()+"::text")
 	}
-	for _, c := range p.cfg.Columns {
-		col := pgx.Identifier{c.Name}.Sanitize()
-		if c.AsText {
-			col += "::text"
-		}
-		sel = append(sel, col)
-	}
+	sel = append(sel, p.columnList()...)
 	return fmt.Sprintf("SELECT %s FROM %s AS %s%s ORDER BY %s LIMIT $1",
 		strings.Join(sel, ", "), p.cfg.Table.Sanitize(), tableAlias, p.keysetWhere(afterKey, bounded, p.cfg.Where), p.keyList())
+}
+
+// columnList is what the page queries select of Config.Columns.
+func (p *Paginator) columnList() []string {
+	sel := make([]string, len(p.cfg.Columns))
+	for i, c := range p.cfg.Columns {
+		sel[i] = pgx.Identifier{c.Name}.Sanitize()
+		if c.AsText && c.StoredText {
+			sel[i] += "::text"
+		}
+	}
+	return sel
 }
 
 // stepSQL selects the key of the $1-th row after the lower bound (when
@@ -609,7 +639,7 @@ func (p *Paginator) keysetArgs(n int, cursor, bound []string) []any {
 
 // readRows runs a page query; nil when it returned no row.
 func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args []any, cursor []string) (*Chunk, error) {
-	rows, err := q.Query(ctx, query, args...)
+	rows, err := q.Query(ctx, query, append([]any{p.formats}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read page of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
 	}
@@ -618,7 +648,7 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 	c := &Chunk{After: cursor, Rows: make([][]any, 0, p.cfg.ChunkSize), Keys: make([][]string, 0, p.cfg.ChunkSize)}
 	var key []string
 	for rows.Next() {
-		vals, err := rows.Values()
+		vals, err := p.values(rows)
 		if err != nil {
 			return nil, fmt.Errorf("decode row of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
 		}
@@ -645,6 +675,36 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 	return c, nil
 }
 
+// values returns a page row's values: the text of those asked for as text
+// (the key, the columns read AsText), the others decoded as pgx.Rows.Values
+// decodes them. Values is not used because it would decode every column,
+// those read as text too. A connection that uses the simple protocol gets
+// every column as text, which decodes as well.
+func (p *Paginator) values(rows pgx.Rows) ([]any, error) {
+	raw := rows.RawValues()
+	fields := rows.FieldDescriptions()
+	vals := make([]any, len(raw))
+	for i, b := range raw {
+		switch fd := fields[i]; {
+		case b == nil:
+		case p.formats[i] == pgx.TextFormatCode:
+			vals[i] = string(b)
+		default:
+			m := rows.Conn().TypeMap()
+			t, ok := m.TypeForOID(fd.DataTypeOID)
+			if !ok {
+				return nil, fmt.Errorf("column %q: no decoder for type OID %d", fd.Name, fd.DataTypeOID)
+			}
+			v, err := t.Codec.DecodeValue(m, fd.DataTypeOID, fd.Format, b)
+			if err != nil {
+				return nil, fmt.Errorf("column %q: %w", fd.Name, err)
+			}
+			vals[i] = v
+		}
+	}
+	return vals, nil
+}
+
 // byKeysSQL selects the rows whose keys are given as one text[] parameter
 // per key column ($1…), for retrying recorded failed rows.
 func (p *Paginator) byKeysSQL() string {
@@ -656,13 +716,7 @@ func (p *Paginator) byKeysSQL() string {
 		casts = append(casts, fmt.Sprintf("%s::%s", alias, k.Type))
 		params = append(params, fmt.Sprintf("$%d::text[]", i+1))
 	}
-	for _, c := range p.cfg.Columns {
-		col := pgx.Identifier{c.Name}.Sanitize()
-		if c.AsText {
-			col += "::text"
-		}
-		sel = append(sel, col)
-	}
+	sel = append(sel, p.columnList()...)
 	q := fmt.Sprintf("SELECT %s FROM %s AS %s WHERE (%s) IN (SELECT %s FROM unnest(%s) AS u(%s))",
 		strings.Join(sel, ", "), p.cfg.Table.Sanitize(), tableAlias, p.keyList(),
 		strings.Join(casts, ", "), strings.Join(params, ", "), strings.Join(aliases, ", "))

@@ -7,10 +7,20 @@ FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = to_regclass($1)
 
+-- The exact type, typmod included ("character(8)"), names the column in
+-- messages and is what the transform checks values against. Values are cast
+-- to the cast type: the unconstrained form of the type ("bpchar", "bit"),
+-- and for a domain that of its base type, so that the column's own
+-- assignment applies the typmod and the domain's checks, as INSERT … SELECT
+-- does. format_type(atttypid, NULL) is no type to cast to: "character" is
+-- char(1), and an explicit cast cuts a longer value to fit it, as one to a
+-- domain over varchar(5) cuts to five characters.
 -- name: catalog-columns
 SELECT a.attname,
-       format_type(a.atttypid, NULL),
+       format_type(a.atttypid, a.atttypmod),
        a.atttypid,
+       format_type(base.oid, -1),
+       base.oid,
        a.attnotnull,
        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
        t.typcategory = 'A',
@@ -18,6 +28,17 @@ SELECT a.attname,
        a.attidentity = 'a'
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
+CROSS JOIN LATERAL (
+    WITH RECURSIVE chain (oid, typtype, typbasetype) AS (
+        SELECT t.oid, t.typtype, t.typbasetype
+        UNION ALL
+        SELECT b.oid, b.typtype, b.typbasetype
+        FROM pg_type b
+        JOIN chain ON b.oid = chain.typbasetype
+        WHERE chain.typtype = 'd'
+    )
+    SELECT chain.oid FROM chain WHERE chain.typtype <> 'd'
+) base
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 

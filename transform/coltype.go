@@ -34,31 +34,29 @@ const (
 	kindArray               // any array type, handed over in PostgreSQL's text form
 )
 
-// pgType is a column type as format_type reports it, classified once at
-// Compile so the per-row code only switches on small integers.
+// pgType is a column type as format_type reports it, typmod included,
+// classified once at Compile so the per-row code only switches on small
+// integers.
 type pgType struct {
-	name   string
+	name   string // as given: "character(8)"
+	base   string // without the typmod: "character"
 	kind   kind
 	bits   int // integer and float width
 	length int // the n of character varying(n) and character(n); 0 when unlimited
 }
 
 func parsePGType(name string) pgType {
+	// "character varying(20)" → "character varying" with modifier "20";
+	// "timestamp(3) with time zone" → "timestamp with time zone";
+	// "character(6)[]" → "character[]".
 	t := pgType{name: name}
-	n := strings.ToLower(strings.TrimSpace(name))
-	if strings.HasSuffix(n, "[]") {
+	base, mod := withoutModifier(strings.TrimSpace(name))
+	t.base = base
+	if strings.HasSuffix(base, "[]") {
 		t.kind = kindArray
 		return t
 	}
-	// "character varying(20)" → "character varying" with modifier "20";
-	// "timestamp(3) with time zone" → "timestamp with time zone".
-	base, mod := n, ""
-	if i := strings.IndexByte(n, '('); i >= 0 {
-		if j := strings.IndexByte(n[i:], ')'); j >= 0 {
-			base, mod = n[:i]+n[i+j+1:], n[i+1:i+j]
-		}
-	}
-	switch base {
+	switch strings.ToLower(base) {
 	case "smallint", "int2":
 		t.kind, t.bits = kindInt, 16
 	case "integer", "int", "int4":
@@ -88,6 +86,16 @@ func parsePGType(name string) pgType {
 		t.kind = kindBytea
 	}
 	return t
+}
+
+// withoutModifier splits the first parenthesised modifier off a type name.
+func withoutModifier(name string) (base, mod string) {
+	if i := strings.IndexByte(name, '('); i >= 0 {
+		if j := strings.IndexByte(name[i:], ')'); j >= 0 {
+			return name[:i] + name[i+j+1:], name[i+1 : i+j]
+		}
+	}
+	return name, ""
 }
 
 // envType is the static type an expression sees for a source column of this
@@ -339,9 +347,12 @@ func (t pgType) hint() string {
 }
 
 // copyIsDirect reports whether a bare column copy can hand the source value
-// to the worker untouched: the worker decoded it from this very type.
+// to the destination untouched: the types are the same but for their
+// typmods, which the destination's assignment applies as INSERT … SELECT
+// would (failing a value too long, never cutting it), or both are JSON,
+// whose text each reads as the other.
 func copyIsDirect(src, dst pgType) bool {
-	return src.name == dst.name || (src.kind == kindJSON && dst.kind == kindJSON)
+	return src.base == dst.base || (src.kind == kindJSON && dst.kind == kindJSON)
 }
 
 // value turns v into what the worker writes to a column of this type (see

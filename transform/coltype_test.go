@@ -1,6 +1,7 @@
 package transform
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"reflect"
@@ -14,42 +15,52 @@ import (
 )
 
 func TestParsePGType(t *testing.T) {
+	// The catalog gives the exact type, typmod included: every one must
+	// classify as its type does without it.
 	for _, c := range []struct {
-		in   string
-		want pgType
+		in, base string
+		want     pgType
 	}{
-		{"smallint", pgType{kind: kindInt, bits: 16}},
-		{"integer", pgType{kind: kindInt, bits: 32}},
-		{"bigint", pgType{kind: kindInt, bits: 64}},
-		{"real", pgType{kind: kindFloat, bits: 32}},
-		{"double precision", pgType{kind: kindFloat, bits: 64}},
-		{"numeric", pgType{kind: kindNumeric}},
-		{"numeric(12,2)", pgType{kind: kindNumeric}},
-		{"text", pgType{kind: kindText}},
-		{"character varying", pgType{kind: kindText}},
-		{"character varying(20)", pgType{kind: kindText, length: 20}},
-		{"character(3)", pgType{kind: kindText, length: 3}},
-		{"bpchar", pgType{kind: kindText}},
-		{"name", pgType{kind: kindText}},
-		{"boolean", pgType{kind: kindBool}},
-		{"timestamp with time zone", pgType{kind: kindTime}},
-		{"timestamp(3) with time zone", pgType{kind: kindTime}},
-		{"timestamp without time zone", pgType{kind: kindTime}},
-		{"date", pgType{kind: kindTime}},
-		{"uuid", pgType{kind: kindUUID}},
-		{"json", pgType{kind: kindJSON}},
-		{"jsonb", pgType{kind: kindJSON}},
-		{"bytea", pgType{kind: kindBytea}},
-		{"integer[]", pgType{kind: kindArray}},
-		{"character varying(20)[]", pgType{kind: kindArray}},
-		{"mood", pgType{kind: kindOther}},
-		{`"char"`, pgType{kind: kindOther}},
-		{"time without time zone", pgType{kind: kindOther}},
-		{"interval", pgType{kind: kindOther}},
-		{"public.citext", pgType{kind: kindOther}},
+		{"smallint", "", pgType{kind: kindInt, bits: 16}},
+		{"integer", "", pgType{kind: kindInt, bits: 32}},
+		{"bigint", "", pgType{kind: kindInt, bits: 64}},
+		{"real", "", pgType{kind: kindFloat, bits: 32}},
+		{"double precision", "", pgType{kind: kindFloat, bits: 64}},
+		{"numeric", "", pgType{kind: kindNumeric}},
+		{"numeric(12,2)", "numeric", pgType{kind: kindNumeric}},
+		{"numeric(10,2)", "numeric", pgType{kind: kindNumeric}},
+		{"text", "", pgType{kind: kindText}},
+		{"character varying", "", pgType{kind: kindText}},
+		{"character varying(20)", "character varying", pgType{kind: kindText, length: 20}},
+		{"character(3)", "character", pgType{kind: kindText, length: 3}},
+		{"character(6)", "character", pgType{kind: kindText, length: 6}},
+		{"bpchar", "", pgType{kind: kindText}},
+		{"name", "", pgType{kind: kindText}},
+		{"boolean", "", pgType{kind: kindBool}},
+		{"timestamp with time zone", "", pgType{kind: kindTime}},
+		{"timestamp(3) with time zone", "timestamp with time zone", pgType{kind: kindTime}},
+		{"timestamp(0) without time zone", "timestamp without time zone", pgType{kind: kindTime}},
+		{"timestamp without time zone", "", pgType{kind: kindTime}},
+		{"date", "", pgType{kind: kindTime}},
+		{"uuid", "", pgType{kind: kindUUID}},
+		{"json", "", pgType{kind: kindJSON}},
+		{"jsonb", "", pgType{kind: kindJSON}},
+		{"bytea", "", pgType{kind: kindBytea}},
+		{"integer[]", "", pgType{kind: kindArray}},
+		{"character varying(20)[]", "character varying[]", pgType{kind: kindArray}},
+		{"character(6)[]", "character[]", pgType{kind: kindArray}},
+		{"bit(5)", "bit", pgType{kind: kindOther}},
+		{"bit varying(8)", "bit varying", pgType{kind: kindOther}},
+		{"time(3) without time zone", "time without time zone", pgType{kind: kindOther}},
+		{"interval(2)", "interval", pgType{kind: kindOther}},
+		{"mood", "", pgType{kind: kindOther}},
+		{`"char"`, "", pgType{kind: kindOther}},
+		{"time without time zone", "", pgType{kind: kindOther}},
+		{"interval", "", pgType{kind: kindOther}},
+		{"public.citext", "", pgType{kind: kindOther}},
 	} {
 		got := parsePGType(c.in)
-		c.want.name = c.in
+		c.want.name, c.want.base = c.in, cmp.Or(c.base, c.in)
 		if got != c.want {
 			t.Errorf("parsePGType(%q) = %+v; want %+v", c.in, got, c.want)
 		}

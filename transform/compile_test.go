@@ -192,3 +192,71 @@ func TestReadsNamesWhatTheSpecNeeds(t *testing.T) {
 		t.Fatalf("constants read %v; want nothing", got)
 	}
 }
+
+// TestPassesAndDecodes: a bare copy between columns of the same type,
+// typmods aside, passes the value untouched and never needs it decoded;
+// a copy that converts, and every column an expression reads, must be
+// decoded. Identity passes everything.
+func TestPassesAndDecodes(t *testing.T) {
+	source := []Column{
+		{Name: "id", Type: "integer", NotNull: true},
+		{Name: "code", Type: "character(6)"},
+		{Name: "flags", Type: "bit(5)"},
+		{Name: "span", Type: "int4range"},
+		{Name: "email", Type: "text"},
+		{Name: "doc", Type: "json"},
+		{Name: "unused", Type: "text"},
+	}
+	dest := []Column{
+		{Name: "id", Type: "bigint", NotNull: true},
+		{Name: "code", Type: "character(8)"},
+		{Name: "flags", Type: "bit(5)"},
+		{Name: "span", Type: "int4range"},
+		{Name: "email", Type: "text"},
+		{Name: "email_hash", Type: "text"},
+		{Name: "doc", Type: "jsonb"},
+	}
+	spec := Spec{Columns: []Mapping{
+		{"id", "id"},                    // integer to bigint: converted
+		{"code", "code"},                // character(6) to character(8): the same type
+		{"flags", "flags"},              // the same type
+		{"span", "span"},                // a type the transform has no Go value for
+		{"email", "email"},              // copied, and read by an expression
+		{"email_hash", "sha256(email)"}, // computed
+		{"doc", "doc"},                  // json to jsonb: text either way
+	}}
+	tr, err := Compile(spec, source, dest, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt := tr.(Passthrough)
+	if got, want := pt.Passes(), []int{-1, 1, 2, 3, 4, -1, 5}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Passes() = %v; want %v", got, want)
+	}
+	if got, want := pt.Decodes(), []string{"id", "email"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Decodes() = %v; want %v", got, want)
+	}
+	// A passed value arrives in whatever form the engine reads it in (its
+	// text) and leaves untouched.
+	dst := make([]any, len(tr.Columns()))
+	keep, err := tr.Apply([]any{int32(7), "ab", "10101", "[1,5)", "a@b.c", ` {"a": 1, "a": 2} `, "x"}, dst)
+	if err != nil || !keep {
+		t.Fatalf("Apply = %v, %v", keep, err)
+	}
+	passed := []any{dst[0], dst[1], dst[2], dst[3], dst[4], dst[6]}
+	if want := []any{int64(7), "ab", "10101", "[1,5)", "a@b.c", ` {"a": 1, "a": 2} `}; !reflect.DeepEqual(passed, want) {
+		t.Errorf("copied values = %#v; want %#v", passed, want)
+	}
+
+	id, err := Identity(source, dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := id.(Passthrough)
+	if got, want := ip.Passes(), []int{0, 1, 2, 3, 4, 5}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Identity Passes() = %v; want %v", got, want)
+	}
+	if got := ip.Decodes(); len(got) != 0 {
+		t.Errorf("Identity Decodes() = %v; want none", got)
+	}
+}

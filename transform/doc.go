@@ -28,15 +28,20 @@
 //	json, jsonb                     decoded: map[string]any, []any, float64, string, bool, nil
 //	bytea                           []byte
 //	arrays                          string, PostgreSQL's text form: {1,2,3}
-//	other types (enums, ...)        as pgx hands them over, usually a string
+//	other types (enums, ranges,     string, the type's text form
+//	inet, interval, ...)
 //	NULL                            nil
 //
 // numeric is float64 so that amount * 1.1 and amount > 100 work as written;
 // that keeps about 15 significant digits. An expression that is just a
-// source column's name (amount: amount) copies the value pgx decoded without
-// going through the environment, so numeric keeps every digit and json keeps
-// its text. Only the json columns that expressions read are decoded, once
-// per row.
+// source column's name (amount: amount) copies the value without going
+// through the environment, so numeric keeps every digit and json keeps its
+// text. When the two columns have the same type (their typmods may differ:
+// the destination applies its own, failing a value that does not fit) the
+// value is not even decoded: Passes and Decodes tell the engine, which
+// reads it as its text form and has the destination read that, so it
+// arrives exactly as the source holds it. Identity passes every column so.
+// Only the json columns that expressions read are decoded, once per row.
 //
 // The static types above are what the checker knows; it does not know which
 // values are NULL. A NULL where a value is needed fails the row:

@@ -151,9 +151,10 @@ func Compile(spec Spec, source, dest []Column, opts Options) (Transformer, error
 		o := output{dest: d, expr: strings.TrimSpace(m.Expr)}
 
 		// An expression that is just a source column's name copies that
-		// column's value as pgx decoded it, without the detour through the
-		// environment: identical types pass untouched, numeric keeps every
-		// digit, json keeps its text.
+		// column's value without the detour through the environment: a
+		// column of the same type (typmods aside, which the destination
+		// applies) passes untouched, and need not even be decoded (see
+		// Passes); numeric keeps every digit, json keeps its text.
 		si, ok := sourceIndex[m.Expr]
 		if !ok {
 			si, ok = sourceIndex[o.expr]
@@ -268,13 +269,34 @@ func (t *compiled) Columns() []string { return t.columns }
 
 // Reads names the source columns that expressions read or outputs copy,
 // in source order.
-func (t *compiled) Reads() []string {
+func (t *compiled) Reads() []string { return t.sourcesRead(func(output) bool { return true }) }
+
+// Passes names the source column of each bare copy that needs no
+// conversion; the other outputs are computed.
+func (t *compiled) Passes() []int {
+	passes := make([]int, len(t.outputs))
+	for i, o := range t.outputs {
+		passes[i] = -1
+		if o.program == nil && o.direct {
+			passes[i] = o.from
+		}
+	}
+	return passes
+}
+
+// Decodes names the source columns that expressions read and those that a
+// bare copy converts to another type, in source order.
+func (t *compiled) Decodes() []string { return t.sourcesRead(func(o output) bool { return !o.direct }) }
+
+// sourcesRead names, in source order, the source columns that expressions
+// read and those copied by the bare copies that copied selects.
+func (t *compiled) sourcesRead(copied func(output) bool) []string {
 	read := make(map[int]string, len(t.inputs)+len(t.outputs))
 	for _, in := range t.inputs {
 		read[in.index] = in.name
 	}
 	for _, o := range t.outputs {
-		if o.program == nil {
+		if o.program == nil && copied(o) {
 			read[o.from] = t.sourceNames[o.from]
 		}
 	}

@@ -3,12 +3,13 @@ package transform
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Column is one column of a table as the catalog reports it.
 type Column struct {
 	Name    string // the column name, exactly as stored in the catalog
-	Type    string // format_type(atttypid, NULL), for example "bigint" or "timestamp with time zone"
+	Type    string // format_type(atttypid, atttypmod), the exact type: "bigint", "character(8)", "numeric(10,2)"
 	OID     uint32 // the type's OID
 	NotNull bool
 	// HasDefault is true when the column has a default, is an identity column
@@ -37,6 +38,24 @@ type PartialReader interface {
 	Transformer
 	// Reads names the source columns Apply reads, in source order.
 	Reads() []string
+}
+
+// A Passthrough is a Transformer that copies some source values to
+// destination columns untouched, so they need never be decoded: the engine
+// reads each such column as its text form and lets the destination parse
+// it, and no value is changed on the way by a decode and an encode.
+// Identity and Compile's transformers are.
+type Passthrough interface {
+	Transformer
+	// Passes returns, for each destination column in the order of
+	// Columns(), the index of the source column whose value Apply copies
+	// there untouched, or -1 where Apply computes the value.
+	Passes() []int
+	// Decodes names the source columns whose values Apply looks at, in
+	// source order: they must come decoded, as the package documentation
+	// lists. The values of the others Apply only moves, in whatever form
+	// they come.
+	Decodes() []string
 }
 
 // RowError is the single way a transformer reports that one row failed.
@@ -88,6 +107,10 @@ func Identity(source, dest []Column) (Transformer, error) {
 }
 
 func (t *identity) Columns() []string { return t.columns }
+
+func (t *identity) Passes() []int { return slices.Clone(t.from) }
+
+func (t *identity) Decodes() []string { return nil }
 
 func (t *identity) Apply(src, dst []any) (bool, error) {
 	for i, from := range t.from {

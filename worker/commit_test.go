@@ -56,7 +56,7 @@ func newCommitFixture(t *testing.T) *commitFixture {
 	f := &commitFixture{db: pool, store: store}
 	f.workers, err = worker.New(worker.Config{
 		Job: "j", Table: pgx.Identifier{"dst"}, Transformer: identity, Checkpoint: store, Workers: 1,
-		Columns: []worker.Column{{Name: "id", Type: "bigint", OID: pgtype.Int8OID}, {Name: "n", Type: "integer", OID: pgtype.Int4OID}},
+		Columns: []worker.Column{{Name: "id", Type: "bigint", Cast: "bigint", OID: pgtype.Int8OID}, {Name: "n", Type: "integer", Cast: "integer", OID: pgtype.Int4OID}},
 		OnChunk: func(r worker.Result) { f.results = append(f.results, r) },
 	})
 	if err != nil {

@@ -36,11 +36,17 @@ var ErrTooManyFailedRows = errors.New("too many failed rows")
 // Column is one destination column the workers write.
 type Column struct {
 	Name string
-	Type string // format_type, without typmod
+	Type string // the exact type, typmod included, for messages
+	// Cast is the type each value is cast to before the column's own
+	// assignment takes it: the unconstrained form of a type (bpchar, not
+	// character(8)), which never cuts a value as an explicit cast to a
+	// typmod does.
+	Cast string
 	OID  uint32
-	// AsText sends the value as its text form and lets PostgreSQL's input
-	// function convert it: for json/jsonb, arrays (which unnest would
-	// flatten) and types pgx does not know.
+	// AsText sends the value as its text form, cast from text to Cast: for
+	// values passed through untouched from the source, json/jsonb, arrays
+	// (which unnest would flatten) and the types pgx cannot send as an
+	// array.
 	AsText bool
 	JSON   bool
 }
@@ -128,6 +134,11 @@ func New(cfg Config) (*Pool, error) {
 	if len(cfg.Columns) != len(cfg.Transformer.Columns()) {
 		return nil, fmt.Errorf("%d destination columns for a transform writing %d", len(cfg.Columns), len(cfg.Transformer.Columns()))
 	}
+	for _, c := range cfg.Columns {
+		if c.Cast == "" {
+			return nil, fmt.Errorf("destination column %q has no type to cast its values to", c.Name)
+		}
+	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
 	}
@@ -154,9 +165,9 @@ func InsertSQL(table pgx.Identifier, cols []Column, overriding bool, first int) 
 		aliases[i] = fmt.Sprintf("c%d", i+1)
 		if c.AsText {
 			arrays[i] = fmt.Sprintf("$%d::text[]", first+i)
-			sel[i] = aliases[i] + "::" + c.Type
+			sel[i] = aliases[i] + "::" + c.Cast
 		} else {
-			arrays[i] = fmt.Sprintf("$%d::%s[]", first+i, c.Type)
+			arrays[i] = fmt.Sprintf("$%d::%s[]", first+i, c.Cast)
 			sel[i] = aliases[i]
 		}
 	}

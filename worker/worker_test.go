@@ -13,20 +13,37 @@ import (
 )
 
 func TestInsertSQL(t *testing.T) {
+	// The casts name the unconstrained types: character(8) and bit(5)
+	// would cut a longer value to fit instead of failing it.
 	cols := []Column{
-		{Name: "id", Type: "bigint", OID: pgtype.Int8OID},
-		{Name: `Odd "name"`, Type: "text", OID: pgtype.TextOID},
-		{Name: "doc", Type: "jsonb", OID: pgtype.JSONBOID, AsText: true, JSON: true},
-		{Name: "tags", Type: "text[]", OID: pgtype.TextArrayOID, AsText: true},
+		{Name: "id", Type: "bigint", Cast: "bigint", OID: pgtype.Int8OID},
+		{Name: `Odd "name"`, Type: "text", Cast: "text", OID: pgtype.TextOID},
+		{Name: "doc", Type: "jsonb", Cast: "jsonb", OID: pgtype.JSONBOID, AsText: true, JSON: true},
+		{Name: "tags", Type: "character(8)[]", Cast: "bpchar[]", OID: pgtype.BPCharArrayOID, AsText: true},
+		{Name: "code", Type: "character(8)", Cast: "bpchar", OID: pgtype.BPCharOID},
+		{Name: "flags", Type: "bit(5)", Cast: `"bit"`, OID: pgtype.BitOID, AsText: true},
 	}
 	got := InsertSQL(pgx.Identifier{"sales", "Order Items"}, cols, true, 10)
-	want := `INSERT INTO "sales"."Order Items" ("id", "Odd ""name""", "doc", "tags") OVERRIDING SYSTEM VALUE ` +
-		`SELECT c1, c2, c3::jsonb, c4::text[] FROM unnest($10::bigint[], $11::text[], $12::text[], $13::text[]) AS u(c1, c2, c3, c4) ON CONFLICT DO NOTHING`
+	want := `INSERT INTO "sales"."Order Items" ("id", "Odd ""name""", "doc", "tags", "code", "flags") OVERRIDING SYSTEM VALUE ` +
+		`SELECT c1, c2, c3::jsonb, c4::bpchar[], c5, c6::"bit" FROM unnest($10::bigint[], $11::text[], $12::text[], $13::text[], $14::bpchar[], $15::text[]) ` +
+		`AS u(c1, c2, c3, c4, c5, c6) ON CONFLICT DO NOTHING`
 	if got != want {
 		t.Fatalf("InsertSQL:\n got %s\nwant %s", got, want)
 	}
 	if plain := InsertSQL(pgx.Identifier{"t"}, cols[:1], false, 1); strings.Contains(plain, "OVERRIDING") {
 		t.Fatalf("OVERRIDING without identity columns: %s", plain)
+	}
+}
+
+func TestNewRefusesAColumnWithoutACast(t *testing.T) {
+	cols := []transform.Column{{Name: "code", Type: "character(8)"}}
+	identity, err := transform.Identity(cols, cols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(Config{Table: pgx.Identifier{"t"}, Transformer: identity, Workers: 1, Columns: []Column{{Name: "code", Type: "character(8)"}}})
+	if err == nil || !strings.Contains(err.Error(), `"code"`) {
+		t.Fatalf("a column without a cast type: %v", err)
 	}
 }
 

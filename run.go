@@ -65,9 +65,12 @@ type runner struct {
 	// (set-up, then the heartbeat, then the final state) through withControl.
 	control    *pgx.Conn
 	controlCfg *pgx.ConnConfig
-	src        *pgxpool.Pool
-	dst        *pgxpool.Pool
-	retry      retry.Policy
+	// gen is the runner's generation of the job, taken with the lock: the
+	// fencing token that every write of the runner's carries.
+	gen   int64
+	src   *pgxpool.Pool
+	dst   *pgxpool.Pool
+	retry retry.Policy
 }
 
 // Run starts or resumes a job (j.Mode) and returns when it is done, failed
@@ -244,6 +247,13 @@ func (r *runner) withControl(ctx context.Context, fn func(*pgx.Conn) error) erro
 	return nil
 }
 
+// superseded is the error of a runner whose generation another runner has
+// superseded: the job is that runner's now.
+func (r *runner) superseded(err error) error {
+	return fmt.Errorf("%w: job %q: another runner took it while this one had lost its session (generation %d); "+
+		"nothing this runner had in flight was counted: %w", ErrJobBusy, r.job.Name, r.gen, err)
+}
+
 // busy builds the error for a job whose lock another session holds.
 func (r *runner) busy(ctx context.Context) error {
 	holder := r.store.LockHolder(ctx, r.control, r.job.Name)
@@ -295,7 +305,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		if err := r.store.Migrate(ctx, r.control); err != nil {
 			return rep, err
 		}
-		if err := r.store.CreateJob(ctx, r.control, checkpoint.NewJob{
+		if r.gen, err = r.store.CreateJob(ctx, r.control, checkpoint.NewJob{
 			Name: j.Name, Spec: spec, Rate: storedRate(j.Rate), Workers: j.Workers,
 			RowsEstimated: estimate, UpperKey: upper, Host: host, PID: pid, StartedAt: startedAt,
 		}); err != nil {
@@ -308,7 +318,10 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		if err := r.store.Migrate(ctx, r.control); err != nil {
 			return rep, err
 		}
-		if err := r.store.ClaimJob(ctx, r.control, j.Name, storedRate(j.Rate), j.Workers, host, pid); err != nil {
+		// a new generation before reading the checkpoint: the claim waits
+		// for the commits still in flight of any runner before, and fences
+		// all that come after, so what is read next is complete
+		if r.gen, err = r.store.ClaimJob(ctx, r.control, j.Name, storedRate(j.Rate), j.Workers, host, pid); err != nil {
 			return rep, err
 		}
 		if committed, maxSeq, err = r.store.Committed(ctx, r.control, j.Name); err != nil {
@@ -342,7 +355,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 	var runRows atomic.Int64
 	pool, err := worker.New(worker.Config{
 		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write, SourceColumns: p.sourceColumns,
-		OverridingSystemValue: p.overriding, Transformer: p.transformer, Checkpoint: r.store,
+		OverridingSystemValue: p.overriding, Transformer: p.transformer, Checkpoint: r.store, Generation: r.gen,
 		Workers: j.Workers, Limiter: limiter, DrainTimeout: j.DrainTimeout, Retry: r.retry,
 		MaxFailedRows: max(j.MaxFailedRows, 0), FailedRowsBefore: before.RowsFailed, Logger: r.log,
 		OnChunk: func(res worker.Result) {
@@ -377,11 +390,15 @@ func (r *runner) finish(ctx context.Context, rep Report, runErr error) (Report, 
 	finishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout+r.retry.Cap)
 	defer cancel()
 	state, lastError := checkpoint.StateDone, ""
+	if errors.Is(runErr, checkpoint.ErrFenced) && !errors.Is(runErr, ErrJobBusy) {
+		runErr = r.superseded(runErr)
+	}
 	switch {
 	case runErr == nil:
 	case errors.Is(runErr, ErrJobBusy):
 		// another runner took the job over while our lock was gone: its
 		// state is not ours to write
+		r.log.Error().Err(runErr).Msg("stopped: another runner has the job")
 		return rep, runErr
 	case errors.Is(runErr, ErrPaused):
 		state = checkpoint.StatePaused
@@ -393,13 +410,18 @@ func (r *runner) finish(ctx context.Context, rep Report, runErr error) (Report, 
 	}
 	rep.State = state
 	err := r.withControl(finishCtx, func(c *pgx.Conn) error {
-		if err := r.store.SetState(finishCtx, c, j.Name, state, lastError); err != nil {
+		if err := r.store.SetState(finishCtx, c, j.Name, r.gen, state, lastError); err != nil {
 			return err
 		}
 		var err error
 		rep.Totals, err = r.store.Counters(finishCtx, c, j.Name)
 		return err
 	})
+	if errors.Is(err, checkpoint.ErrFenced) || errors.Is(err, ErrJobBusy) {
+		err = r.superseded(err)
+		r.log.Error().Err(err).Msg("stopped: another runner has the job")
+		return rep, err
+	}
 	if err != nil {
 		return rep, errors.Join(runErr, err)
 	}
@@ -435,7 +457,7 @@ func (r *runner) retryFailed(ctx context.Context, pag *paginator.Paginator, pool
 		var still int
 		res, err := pool.RetryFailed(ctx, r.dst, rows, g.ChunkLast, func(ctx context.Context, tx pgx.Tx, stillFailing [][]string, inserted int) error {
 			still = len(stillFailing)
-			return r.store.ForgetFailedRows(ctx, tx, r.job.Name, g.ChunkLast, stillFailing, inserted)
+			return r.store.ForgetFailedRows(ctx, tx, r.job.Name, r.gen, g.ChunkLast, stillFailing, inserted)
 		})
 		if err != nil {
 			return fmt.Errorf("retry failed rows of the chunk ending at %v: %w", g.ChunkLast, err)
@@ -491,7 +513,7 @@ func (r *runner) pipeline(ctx context.Context, pag *paginator.Paginator, pool *w
 // runner from a dead one, and acts on an operator's requests: a new rate
 // is applied to the shared limiter at once; a pause returns ErrPaused,
 // which stops the pipeline like an interrupt. It returns ErrJobBusy if,
-// after a lost connection, another runner holds the job.
+// after a lost connection, another runner holds the job or has taken it.
 func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter) error {
 	t := time.NewTicker(DefaultHeartbeat)
 	defer t.Stop()
@@ -503,10 +525,12 @@ func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter) error {
 			var req checkpoint.Requests
 			err := r.withControl(ctx, func(c *pgx.Conn) error {
 				var err error
-				req, err = r.store.Heartbeat(ctx, c, r.job.Name)
+				req, err = r.store.Heartbeat(ctx, c, r.job.Name, r.gen)
 				return err
 			})
 			switch {
+			case errors.Is(err, checkpoint.ErrFenced):
+				return r.superseded(err)
 			case errors.Is(err, ErrJobBusy):
 				return err
 			case err != nil:

@@ -55,6 +55,8 @@ type SourceColumn struct {
 type Checkpoint interface {
 	// Schema names the state schema, to tell its errors from the user's.
 	Schema() string
+	// IsFenced tells a commit refused because a newer runner took the job.
+	IsFenced(err error) bool
 	// CommitChunkSQL wraps an INSERT so one statement writes the rows and
 	// the chunk's row.
 	CommitChunkSQL(insert string) string
@@ -97,7 +99,10 @@ type Config struct {
 	OverridingSystemValue bool
 	Transformer           transform.Transformer
 	Checkpoint            Checkpoint
-	Workers               int
+	// Generation is the runner's, from claiming the job: every commit
+	// carries it, and fails once a newer runner has raised it.
+	Generation int64
+	Workers    int
 	// Limiter caps rows per second across all workers; nil means no cap.
 	Limiter      *rate.Limiter
 	DrainTimeout time.Duration
@@ -289,6 +294,11 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 			}
 			return w, nil
 		}
+		if w.p.cfg.Checkpoint.IsFenced(err) {
+			// nothing of the chunk was written, and no attempt of this
+			// runner's can be: stop
+			return w, fmt.Errorf("%w: chunk %d not committed by superseded generation %d: %w", checkpoint.ErrFenced, pc.chunk.Seq, w.p.cfg.Generation, err)
+		}
 		if errors.Is(err, errPanic) {
 			w = w.p.newWorker()
 		}
@@ -382,7 +392,8 @@ func (w *worker) attempt(ctx context.Context, db DB, pc piece) (res Result, err 
 	failures := w.transform(pc, &res)
 	if len(failures) == 0 && pc.retried == nil {
 		err = w.writeFast(ctx, db, pc, &res)
-		if retry.Classify(err) != retry.Data {
+		// a fenced commit is refused as a whole, for no row's sake
+		if retry.Classify(err) != retry.Data || w.p.cfg.Checkpoint.IsFenced(err) {
 			return res, err
 		}
 	}
@@ -461,6 +472,7 @@ func (w *worker) record(pc piece, res *Result, written int) checkpoint.ChunkReco
 	return checkpoint.ChunkRecord{
 		Seq: pc.chunk.Seq, After: pc.after, First: first, Last: pc.last,
 		RowsRead: res.Read, RowsFiltered: res.Filtered, RowsFailed: res.Failed, RowsWritten: written,
+		Generation: w.p.cfg.Generation,
 	}
 }
 
@@ -494,8 +506,7 @@ func (w *worker) writeIsolating(ctx context.Context, db DB, pc piece, res *Resul
 			return err
 		}
 	} else {
-		rec := w.record(pc, res, written)
-		args := []any{w.p.cfg.Job, rec.Seq, rec.After, rec.First, rec.Last, rec.RowsRead, rec.RowsFiltered, rec.RowsFailed, res.Inserted, res.Skipped}
+		args := checkpoint.RecordChunkArgs(w.p.cfg.Job, w.record(pc, res, written), res.Inserted, res.Skipped)
 		if _, err := tx.Exec(ctx, w.p.cfg.Checkpoint.RecordChunkSQL(), args...); err != nil {
 			return fmt.Errorf("record chunk %d: %w", pc.chunk.Seq, err)
 		}

@@ -1,0 +1,260 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/backfill/backfill/internal/pgtest"
+)
+
+// lockHolderSQL finds the backend holding a job's runner lock in the
+// default state schema: the runner's control session. $1 is the job.
+const lockHolderSQL = `SELECT coalesce((SELECT l.pid FROM pg_locks l
+	WHERE l.locktype = 'advisory' AND l.granted
+	  AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended('backfill:backfill:' || $1, 0)), 0)`
+
+// lockHolder returns the pid of the backend holding the job's runner lock,
+// 0 when none does.
+func lockHolder(ctx context.Context, conn *pgx.Conn, job string) (int32, error) {
+	var pid int32
+	err := conn.QueryRow(ctx, lockHolderSQL, job).Scan(&pid)
+	return pid, err
+}
+
+// insertBetween inserts rows with odd ids into src (id bigint, v text),
+// whose rows have even ids up to 2·n, until stop is closed, at most max
+// rows or a minute; it returns how many it inserted.
+func insertBetween(t *testing.T, db string, n, max int, stop <-chan struct{}) <-chan int {
+	t.Helper()
+	conn := connect(t, db)
+	done := make(chan int, 1)
+	go func() {
+		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+		deadline := time.Now().Add(time.Minute)
+		inserted := 0
+		for inserted < max && time.Now().Before(deadline) {
+			select {
+			case <-stop:
+				done <- inserted
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			ids := make([]int64, 20)
+			for i := range ids {
+				ids[i] = 2*rng.Int64N(int64(n)) + 1
+			}
+			tag, err := conn.Exec(context.Background(), "INSERT INTO src SELECT id, 'app ' || id FROM unnest($1::bigint[]) id ON CONFLICT DO NOTHING", ids)
+			if err != nil {
+				break
+			}
+			inserted += int(tag.RowsAffected())
+		}
+		done <- inserted
+	}()
+	return done
+}
+
+// assertNoOverlapAndUniqueSeqs checks a job's committed chunks, keyed by one
+// bigint: no two cover a common key, and no two share a seq.
+func assertNoOverlapAndUniqueSeqs(t *testing.T, db, job string) {
+	t.Helper()
+	overlapping := queryInt(t, db, `SELECT count(*) FROM backfill.chunks a JOIN backfill.chunks b
+		ON a.job = b.job AND a.ctid < b.ctid
+		AND (a.after_key IS NULL OR a.after_key[1]::bigint < b.last_key[1]::bigint)
+		AND (b.after_key IS NULL OR b.after_key[1]::bigint < a.last_key[1]::bigint)
+		WHERE a.job = $1`, job)
+	if overlapping != 0 {
+		t.Errorf("%d pairs of committed chunks overlap", overlapping)
+	}
+	if dup := queryInt(t, db, `SELECT count(*) FROM (SELECT seq FROM backfill.chunks WHERE job = $1 GROUP BY seq HAVING count(*) > 1) d`, job); dup != 0 {
+		t.Errorf("%d seqs are shared by several chunks", dup)
+	}
+}
+
+// TestControlSessionTerminatedWithASecondRunner: the runner's control
+// session (the one holding the runner lock) is terminated three times, and
+// each time a second runner resumes the job at once, while the application
+// inserts rows between the source's keys. Whichever runner keeps the job,
+// the other stops: the lock's loss stops the old runner's workers, and the
+// new runner's generation fences whatever of the old one's was in flight.
+// After the resumes the job is done, no two committed chunks overlap, seqs
+// are unique, rows_inserted equals the destination's rows and every row
+// that was there before the job is copied.
+func TestControlSessionTerminatedWithASecondRunner(t *testing.T) {
+	const n = 60_000
+	db := pgtest.NewDatabase(t)
+	sql(t, db,
+		"CREATE TABLE src (id bigint PRIMARY KEY, v text)",
+		fmt.Sprintf("INSERT INTO src SELECT 2 * g, 'v' || g FROM generate_series(1, %d) g", n),
+		"CREATE TABLE dst (id bigint PRIMARY KEY, v text)",
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	args := []string{"--source", db, "--job", "fenced", "--log-format", "json"}
+	runners := []*background{startBackground(ctx, t, append([]string{"start", "--from", "src", "--to", "dst",
+		"--rate", "12000", "--workers", "4", "--chunk-size", "500"}, args...)...)}
+	stop := make(chan struct{})
+	inserted := insertBetween(t, db, n, 40_000, stop)
+
+	conn := connect(t, db)
+	var terminated []int32
+	for i := range 3 {
+		// progress under the current runner, then its control session
+		progress := int64(15 * (i + 1))
+		var pid int32
+		waitUntil(t, nil, runners[len(runners)-1].stderr, fmt.Sprintf("%d chunks and a lock holder", progress), func() bool {
+			var chunks int64
+			_ = conn.QueryRow(ctx, "SELECT count(*) FROM backfill.chunks WHERE job = 'fenced'").Scan(&chunks)
+			var err error
+			pid, err = lockHolder(ctx, conn, "fenced")
+			return err == nil && pid != 0 && chunks >= progress && !slices.Contains(terminated, pid)
+		})
+		if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+			t.Fatal(err)
+		}
+		terminated = append(terminated, pid)
+		runners = append(runners, startBackground(ctx, t, append([]string{"resume"}, args...)...))
+	}
+	kept := 0
+	for i, b := range runners {
+		switch code := b.exitCode(); code {
+		case 0:
+			kept++
+		case 1:
+			out := b.stderr.String()
+			if !strings.Contains(out, "another runner") && !strings.Contains(out, "held by") {
+				t.Fatalf("runner %d exited 1 for another reason than losing the job to another runner:\n%s", i, out)
+			}
+			t.Logf("runner %d stopped: %s", i, lastLine(out))
+		default:
+			t.Fatalf("runner %d exited %d:\n%s", i, code, b.stderr.String())
+		}
+	}
+	close(stop)
+	t.Logf("the application inserted %d rows meanwhile; %d of %d runners finished the job", <-inserted, kept, len(runners))
+
+	if s := status(t, db, "fenced"); s.State != "done" {
+		mustSucceed(t, append([]string{"resume", "--rate", "0"}, args...)...)
+	}
+	s := status(t, db, "fenced")
+	if s.State != "done" {
+		t.Fatalf("after the resumes the job is %s", s.State)
+	}
+	assertNoOverlapAndUniqueSeqs(t, db, "fenced")
+	if rows := queryInt(t, db, "SELECT count(*) FROM dst"); s.RowsInserted != rows || s.RowsSkipped != 0 || s.RowsRead != rows {
+		t.Errorf("rows_inserted %d, rows_skipped %d, rows_read %d; the destination holds %d rows", s.RowsInserted, s.RowsSkipped, s.RowsRead, rows)
+	}
+	if missing := queryInt(t, db, fmt.Sprintf("SELECT count(*) FROM generate_series(1, %d) g WHERE NOT EXISTS (SELECT 1 FROM dst WHERE id = 2 * g)", n)); missing != 0 {
+		t.Errorf("%d rows that were in the source before the job are not in the destination", missing)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM (SELECT * FROM dst EXCEPT SELECT * FROM src) d"); n != 0 {
+		t.Errorf("%d destination rows differ from the source", n)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// TestStateRowLockedKeepsTheRunnerLock: a DBA's transaction holds the job's
+// row FOR UPDATE for 12 s, so the heartbeat's UPDATE (and each commit's
+// check of the runner's generation) waits out its lock_timeout. The runner
+// keeps its control session and its lock throughout (sampled in pg_locks),
+// every resume tried meanwhile is refused, and the job finishes exact.
+func TestStateRowLockedKeepsTheRunnerLock(t *testing.T) {
+	const n = 30_000
+	db := itemsDatabase(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	args := []string{"--source", db, "--job", "rowlock", "--log-format", "json"}
+	b := startBackground(ctx, t, append([]string{"start", "--from", "src", "--to", "dst", "--rate", "5000"}, args...)...)
+	conn := connect(t, db)
+	var holder int32
+	waitUntil(t, b.done, b.stderr, "the first chunk and a lock holder", func() bool {
+		var chunks int64
+		_ = conn.QueryRow(ctx, "SELECT count(*) FROM backfill.chunks WHERE job = 'rowlock'").Scan(&chunks)
+		var err error
+		holder, err = lockHolder(ctx, conn, "rowlock")
+		return err == nil && holder != 0 && chunks > 0
+	})
+
+	locked := make(chan struct{})
+	unlocked := make(chan error, 1)
+	go func() {
+		dba, err := pgx.Connect(ctx, db)
+		if err != nil {
+			unlocked <- err
+			return
+		}
+		defer dba.Close(context.Background())
+		tx, err := dba.Begin(ctx)
+		if err == nil {
+			_, err = tx.Exec(ctx, "SELECT * FROM backfill.jobs WHERE name = 'rowlock' FOR UPDATE")
+		}
+		if err != nil {
+			unlocked <- err
+			return
+		}
+		close(locked)
+		_, err = tx.Exec(ctx, "SELECT pg_sleep(12)")
+		if err == nil {
+			err = tx.Commit(ctx)
+		}
+		unlocked <- err
+	}()
+	<-locked
+
+	// sample the lock's holder every 50 ms and try a resume every 2 s until
+	// the DBA's transaction ends
+	var refusals []result
+	samples := 0
+	nextResume := time.Now()
+sampling:
+	for {
+		select {
+		case err := <-unlocked:
+			if err != nil {
+				t.Fatalf("the DBA's transaction: %v", err)
+			}
+			break sampling
+		case <-time.After(50 * time.Millisecond):
+		}
+		pid, err := lockHolder(ctx, conn, "rowlock")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pid != holder {
+			t.Fatalf("while the job's row was locked, the runner lock passed from backend %d to %d:\n%s", holder, pid, b.stderr.String())
+		}
+		samples++
+		if time.Now().After(nextResume) {
+			refusals = append(refusals, cli(t, append([]string{"resume"}, args...)...))
+			nextResume = time.Now().Add(2 * time.Second)
+		}
+	}
+	for _, r := range refusals {
+		if r.code != 1 || !strings.Contains(r.stderr, "held by") {
+			t.Fatalf("a resume tried while the runner ran was not refused: %s", r)
+		}
+	}
+	if code := b.exitCode(); code != 0 {
+		t.Fatalf("the runner exited %d:\n%s", code, b.stderr.String())
+	}
+	out := b.stderr.String()
+	if !strings.Contains(out, "55P03") {
+		t.Fatalf("nothing waited out a lock timeout; the row lock did not reach the runner:\n%s", out)
+	}
+	t.Logf("%d samples of pg_locks, all backend %d; %d resumes refused", samples, holder, len(refusals))
+	assertSameRows(t, db, "src", db, "dst")
+	if s := status(t, db, "rowlock"); s.State != "done" || s.RowsInserted != n || s.RowsSkipped != 0 || s.ChunksDone != n/1000 {
+		t.Fatalf("after the lock: %+v", s)
+	}
+}

@@ -258,3 +258,26 @@ sampling:
 		t.Fatalf("after the lock: %+v", s)
 	}
 }
+
+// TestResumeReconcilesOverlappingRanges: an older version, with two
+// runners at once, left committed chunks that overlap: (100, 300] over
+// (150, 200]. The resume reads only the keys no chunk covers instead of
+// failing on every attempt with "the ranges overlap".
+func TestResumeReconcilesOverlappingRanges(t *testing.T) {
+	db := itemsDatabase(t, 1000)
+	args := []string{"--source", db, "--job", "overlap", "--rate", "0"}
+	mustSucceed(t, append([]string{"start", "--from", "src", "--to", "dst", "--chunk-size", "100"}, args...)...)
+	sql(t, db,
+		"DELETE FROM backfill.chunks WHERE job = 'overlap' AND last_key = '{300}'",
+		"UPDATE backfill.chunks SET last_key = '{300}', rows_read = 200, rows_inserted = 200 WHERE job = 'overlap' AND last_key = '{200}'",
+		// the chunk (900, 1000] becomes (150, 200]: (900, 1000] is a gap
+		"UPDATE backfill.chunks SET after_key = '{150}', first_key = '{151}', last_key = '{200}', rows_read = 50, rows_inserted = 50 WHERE job = 'overlap' AND last_key = '{1000}'",
+		"DELETE FROM dst WHERE id > 900",
+		"UPDATE backfill.jobs SET state = 'interrupted' WHERE name = 'overlap'",
+	)
+	mustSucceed(t, append([]string{"resume"}, args...)...)
+	assertSameRows(t, db, "src", db, "dst")
+	if s := status(t, db, "overlap"); s.State != "done" {
+		t.Fatalf("after the resume: %+v", s)
+	}
+}

@@ -254,3 +254,41 @@ func TestLastKeyOfAFilteredJob(t *testing.T) {
 		t.Fatalf("last key of a rare predicate after a short search: %v, %v; want the table's, [10000]", last, err)
 	}
 }
+
+// TestOverlappingCommittedRangesAreMerged: older versions could commit
+// chunks that overlap (two runners at once): here (150, 200] inside
+// (100, 300], and two chunks that begin at the same key, (300, 350] and
+// (300, 400]. The resume reads only what no range covers, as runs covering
+// their union, instead of a chunk that ends where a committed one does.
+func TestOverlappingCommittedRangesAreMerged(t *testing.T) {
+	pool := testPool(t,
+		"CREATE TABLE s (id int PRIMARY KEY)",
+		"INSERT INTO s SELECT generate_series(1, 600)",
+	)
+	committed := []Range{
+		{After: nil, Last: key("100")},
+		{After: key("100"), Last: key("300")},
+		{After: key("150"), Last: key("200")},
+		{After: key("300"), Last: key("400")},
+		{After: key("300"), Last: key("350")},
+		{After: key("500"), Last: key("600")},
+	}
+	for _, order := range [][]int{{0, 1, 2, 3, 4, 5}, {5, 4, 3, 2, 1, 0}, {2, 4, 0, 5, 3, 1}} {
+		var shuffled []Range
+		for _, i := range order {
+			shuffled = append(shuffled, committed[i])
+		}
+		p, err := New(Config{Table: pgx.Identifier{"s"}, Key: []KeyColumn{{"id", "integer"}}, Columns: []ReadColumn{{Name: "id"}},
+			ChunkSize: 100, Upper: key("600"), Committed: shuffled, NextSeq: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, chunks := readAll(t, p, pool)
+		if want := ints(401, 500); !slices.Equal(got, want) {
+			t.Fatalf("ranges in order %v: read %v; want only the keys no range covers, %v", order, got, want)
+		}
+		if len(chunks) != 1 || !slices.Equal(chunks[0].After, key("400")) {
+			t.Fatalf("ranges in order %v: read %d chunks; want one after 400", order, len(chunks))
+		}
+	}
+}

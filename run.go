@@ -440,7 +440,7 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 	}
 	ranges := make([]paginator.Range, len(committed))
 	for i, c := range committed {
-		ranges[i] = paginator.Range{After: c.After, Last: c.Last}
+		ranges[i] = paginator.Range{After: c.After, Last: c.Last, Seq: c.Seq, SplitLast: c.SplitLast}
 	}
 	pag, err := paginator.New(paginator.Config{
 		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.ChunkSize,

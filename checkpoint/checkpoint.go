@@ -333,6 +333,10 @@ func (s *Store) Counters(ctx context.Context, q Querier, name string) (Counters,
 type Range struct {
 	After []string
 	Last  []string
+	Seq   int64
+	// SplitLast is, for a piece of a chunk split after timeouts, the last
+	// key of the whole chunk; nil for a whole chunk.
+	SplitLast []string
 }
 
 // Committed returns the key ranges of the job's committed chunks and the
@@ -347,12 +351,11 @@ func (s *Store) Committed(ctx context.Context, q Querier, name string) ([]Range,
 	var out []Range
 	var maxSeq int64
 	for rows.Next() {
-		var seq int64
 		var r Range
-		if err := rows.Scan(&seq, &r.After, &r.Last); err != nil {
+		if err := rows.Scan(&r.Seq, &r.After, &r.Last, &r.SplitLast); err != nil {
 			return nil, 0, fmt.Errorf("read committed chunks of job %q: %w", name, err)
 		}
-		maxSeq = max(maxSeq, seq)
+		maxSeq = max(maxSeq, r.Seq)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -417,11 +420,13 @@ type ChunkRecord struct {
 	// Generation is the committing runner's (ClaimJob): the fence refuses
 	// the commit once it is superseded.
 	Generation int64
+	// SplitLast is, for a piece of a split chunk, the whole chunk's last key.
+	SplitLast []string
 }
 
 // ChunkParams is the number of parameters CommitChunkSQL reserves before the
 // INSERT's own: the INSERT's parameters start at $ChunkParams+1.
-const ChunkParams = 10
+const ChunkParams = 11
 
 // CommitChunkSQL wraps insert (an INSERT … ON CONFLICT DO NOTHING without a
 // RETURNING clause) so that one statement writes the rows and the chunk row.
@@ -431,7 +436,7 @@ func (s *Store) CommitChunkSQL(insert string) string {
 
 // CommitChunkArgs returns the first ChunkParams arguments of the statement.
 func CommitChunkArgs(job string, c ChunkRecord) []any {
-	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, c.RowsWritten, c.Generation}
+	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, c.RowsWritten, c.Generation, c.SplitLast}
 }
 
 // RecordChunkSQL records a chunk whose rows a transaction has written; its
@@ -441,7 +446,7 @@ func (s *Store) RecordChunkSQL() string { return s.stmts.Get("record-chunk") }
 // RecordChunkArgs returns the arguments of RecordChunkSQL: the chunk, and of
 // the rows offered (RowsWritten is not used) those inserted and skipped.
 func RecordChunkArgs(job string, c ChunkRecord, inserted, skipped int) []any {
-	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, inserted, skipped, c.Generation}
+	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, inserted, skipped, c.Generation, c.SplitLast}
 }
 
 // ChunkAfterSQL reads where the committed chunk of job $1 that ends at key

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -256,6 +257,49 @@ sampling:
 	assertSameRows(t, db, "src", db, "dst")
 	if s := status(t, db, "rowlock"); s.State != "done" || s.RowsInserted != n || s.RowsSkipped != 0 || s.ChunksDone != n/1000 {
 		t.Fatalf("after the lock: %+v", s)
+	}
+}
+
+// TestSplitChunkKilledBetweenItsPiecesCountsOnce: a row whose insert
+// sleeps past statement_timeout makes its chunk time out twice and split,
+// and its pieces split again; the runner is killed once the first pieces
+// committed and before the last. After the resume the counters, chunks
+// included, equal one clean run's.
+func TestSplitChunkKilledBetweenItsPiecesCountsOnce(t *testing.T) {
+	db := itemsDatabase(t, 5000)
+	createItems(t, db, "clean")
+	mustSucceed(t, "start", "--source", db, "--job", "clean", "--from", "src", "--to", "clean", "--rate", "0")
+	clean := countersOf(status(t, db, "clean"))
+	sql(t, db,
+		`CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$
+		 BEGIN IF NEW.id = 1000 THEN PERFORM pg_sleep(3); END IF; RETURN NEW; END $$`,
+		"CREATE TRIGGER slow BEFORE INSERT ON dst FOR EACH ROW EXECUTE FUNCTION slow_row()",
+	)
+	args := []string{"--source", db, "--job", "split", "--statement-timeout", "1s", "--max-retries", "100", "--log-format", "json"}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b := startBackground(ctx, t, append([]string{"start", "--from", "src", "--to", "dst", "--rate", "0", "--workers", "2"}, args...)...)
+	conn := connect(t, db)
+	waitUntil(t, b.done, b.stderr, "two pieces of the first chunk committed", func() bool {
+		var pieces int64
+		_ = conn.QueryRow(ctx, "SELECT count(*) FROM backfill.chunks WHERE job = 'split' AND seq = 1").Scan(&pieces)
+		return pieces >= 2
+	})
+	if err := b.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	b.exitCode()
+	if !strings.Contains(b.stderr.String(), "splitting it in half") {
+		t.Fatalf("the chunk was not split:\n%s", b.stderr.String())
+	}
+	if covered := queryInt(t, db, "SELECT coalesce(sum(rows_read), 0) FROM backfill.chunks WHERE job = 'split' AND seq = 1"); covered >= 1000 {
+		t.Fatalf("the first chunk's pieces cover %d rows: the kill came after its last piece", covered)
+	}
+	sql(t, db, "DROP TRIGGER slow ON dst")
+	mustSucceed(t, append([]string{"resume"}, args...)...)
+	assertSameRows(t, db, "src", db, "dst")
+	if got := countersOf(status(t, db, "split")); got != clean {
+		t.Fatalf("after a split chunk was killed between its pieces and resumed: counters %+v; one clean run: %+v", got, clean)
 	}
 }
 

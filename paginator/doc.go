@@ -17,7 +17,8 @@
 // where the next run starts, rather than cut at a row with that key, which
 // may have been deleted since: so each chunk of an interrupted run is redone
 // exactly once, no committed chunk is read again, and no gap row is taken
-// for committed.
+// for committed. The rest of a chunk that was split and only partly
+// committed is read again as that chunk, with its seq and its end.
 //
 // With a where predicate the paginator reads in steps: it finds the key
 // chunk-size table rows ahead, ignoring the predicate, and reads the rows

@@ -43,6 +43,12 @@ type ReadColumn struct {
 type Range struct {
 	After []string // nil for the first chunk of the table
 	Last  []string
+	Seq   int64
+	// SplitLast is, for a piece of a chunk that was split in pieces, the
+	// last key of the whole chunk; nil for a whole chunk. When no piece
+	// after this one was committed, the rest of the chunk is read as the
+	// same chunk: same Seq, ending at SplitLast.
+	SplitLast []string
 }
 
 // Config says what to read.
@@ -83,6 +89,12 @@ type Paginator struct {
 	steps   [2][2]string
 	runs    []committedRun // in key order, not overlapping, once ordered is set
 	ordered bool
+	// rest are the split chunks whose last pieces are not committed, by
+	// the key their last committed piece ends at.
+	rest map[string]splitRest
+	// ranks are the source's key order of the runs' start keys and of the
+	// ends of rest, when there is more than one run.
+	ranks   map[string]int
 	nextSeq int64
 }
 
@@ -93,6 +105,13 @@ type committedRun struct {
 	end   []string
 }
 
+// splitRest is the uncommitted rest of a split chunk: it ends at last and
+// is read as chunk seq.
+type splitRest struct {
+	seq  int64
+	last []string
+}
+
 // New checks cfg and prepares the page queries.
 func New(cfg Config) (*Paginator, error) {
 	if cfg.ChunkSize <= 0 {
@@ -101,7 +120,7 @@ func New(cfg Config) (*Paginator, error) {
 	if len(cfg.Key) == 0 {
 		return nil, fmt.Errorf("paginator for %s: no key columns", cfg.Table.Sanitize())
 	}
-	p := &Paginator{cfg: cfg, runs: chainRanges(cfg.Committed), nextSeq: cfg.NextSeq}
+	p := &Paginator{cfg: cfg, runs: chainRanges(cfg.Committed), rest: splitRests(cfg.Committed), nextSeq: cfg.NextSeq}
 	p.cfg.Committed = nil // a resumed job of 10⁹ rows may have 10⁶ of them; the runs say it all
 	for _, after := range []bool{false, true} {
 		for _, bounded := range []bool{false, true} {
@@ -163,6 +182,40 @@ func chainRanges(ranges []Range) []committedRun {
 	return runs
 }
 
+// splitRests finds the split chunks whose last pieces were not committed:
+// a piece that ends before its chunk, with no piece of the same chunk
+// beginning where it ends.
+func splitRests(ranges []Range) map[string]splitRest {
+	type start struct {
+		seq   int64
+		after string
+	}
+	split := map[int64]bool{}
+	for _, r := range ranges {
+		if r.SplitLast != nil {
+			split[r.Seq] = true
+		}
+	}
+	if len(split) == 0 {
+		return nil
+	}
+	// where the split chunks' ranges begin: their pieces, and the rest
+	// read by an earlier resume
+	begun := map[start]bool{}
+	for _, r := range ranges {
+		if split[r.Seq] {
+			begun[start{r.Seq, KeyString(r.After)}] = true
+		}
+	}
+	rest := map[string]splitRest{}
+	for _, r := range ranges {
+		if r.SplitLast != nil && KeyString(r.SplitLast) != KeyString(r.Last) && !begun[start{r.Seq, KeyString(r.Last)}] {
+			rest[KeyString(r.Last)] = splitRest{seq: r.Seq, last: r.SplitLast}
+		}
+	}
+	return rest
+}
+
 // orderRuns sorts the committed runs into the source's key order and
 // merges those that overlap into runs covering their union, by asking the
 // source to rank their keys with the key columns' types and collations:
@@ -173,13 +226,16 @@ func (p *Paginator) orderRuns(ctx context.Context, q Querier) error {
 		return nil
 	}
 	// the keys to rank: every run's start (the table's start ranks 0) and
-	// end
+	// end, and the end of each split chunk's rest
 	var keys [][]string
 	for _, r := range p.runs {
 		if r.start != nil {
 			keys = append(keys, r.start)
 		}
 		keys = append(keys, r.end)
+	}
+	for _, r := range p.rest {
+		keys = append(keys, r.last)
 	}
 	var ranks []int
 	err := p.retrying(ctx, func() error {
@@ -190,15 +246,15 @@ func (p *Paginator) orderRuns(ctx context.Context, q Querier) error {
 	if err != nil {
 		return err
 	}
-	byKey := make(map[string]int, len(keys))
+	p.ranks = make(map[string]int, len(keys))
 	for i, k := range keys {
-		byKey[KeyString(k)] = ranks[i]
+		p.ranks[KeyString(k)] = ranks[i]
 	}
 	rank := func(k []string) int {
 		if k == nil {
 			return 0
 		}
-		return byKey[KeyString(k)]
+		return p.ranks[KeyString(k)]
 	}
 	slices.SortStableFunc(p.runs, func(a, b committedRun) int { return rank(a.start) - rank(b.start) })
 	merged := p.runs[:1]
@@ -478,7 +534,8 @@ func lastKey(ctx context.Context, q Querier, query string, keyParts int) ([]stri
 // them, each gap bounded by the key where the next run starts. The bound is
 // a condition of the page query, not a row that must be found: a row at a
 // run's boundary may have been deleted since, and a gap's read must still
-// stop there rather than run on into committed keys.
+// stop there rather than run on into committed keys. A gap that begins
+// with the rest of a split chunk reads that rest first, as that chunk.
 func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error {
 	if p.cfg.Upper != nil && len(p.cfg.Upper) == 0 {
 		return nil // the table was empty when the job began
@@ -502,13 +559,22 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error
 		if len(runs) > 0 {
 			before = runs[0].start
 		}
+		var restSeq int64 // seqs count from 1
+		if rest, ok := p.rest[KeyString(cursor)]; ok && (before == nil || p.ranks[KeyString(rest.last)] <= p.ranks[KeyString(before)]) {
+			before, restSeq = rest.last, rest.seq
+		}
 		st, err := p.readWithRetry(ctx, q, cursor, before)
 		if err != nil {
 			return err
 		}
-		if st.chunk != nil {
+		if c := st.chunk; c != nil {
+			c.Seq = restSeq
+			if c.Seq == 0 {
+				c.Seq = p.nextSeq
+				p.nextSeq++
+			}
 			select {
-			case out <- st.chunk:
+			case out <- c:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -677,8 +743,6 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 		return nil, nil
 	}
 	c.Last = key
-	c.Seq = p.nextSeq
-	p.nextSeq++
 	return c, nil
 }
 

@@ -255,6 +255,59 @@ func TestLastKeyOfAFilteredJob(t *testing.T) {
 	}
 }
 
+// TestResumeReadsTheRestOfASplitChunkAsThatChunk: chunk 2, (100, 200], was
+// split after timeouts and only its first piece, (100, 150], committed
+// before the runner died; chunks 3 and 4 committed. The resume reads the
+// rest, (150, 200], as chunk 2 again, ending where chunk 2 ended, so the
+// job still counts one chunk for it. Where the chunk after a split chunk is
+// not committed either, the rest still ends at the split chunk's end.
+func TestResumeReadsTheRestOfASplitChunkAsThatChunk(t *testing.T) {
+	pool := testPool(t,
+		"CREATE TABLE s (id int PRIMARY KEY)",
+		"INSERT INTO s SELECT generate_series(1, 500)",
+	)
+	for _, c := range []struct {
+		name      string
+		committed []Range
+		want      []Range // the chunks read: ranges, seqs
+	}{
+		{"the next chunk committed", []Range{
+			{After: nil, Last: key("100"), Seq: 1},
+			{After: key("100"), Last: key("150"), Seq: 2, SplitLast: key("200")},
+			{After: key("200"), Last: key("300"), Seq: 3},
+			{After: key("300"), Last: key("400"), Seq: 4},
+		}, []Range{{After: key("150"), Last: key("200"), Seq: 2}, {After: key("400"), Last: key("500"), Seq: 5}}},
+		{"the next chunk not committed", []Range{
+			{After: nil, Last: key("100"), Seq: 1},
+			{After: key("100"), Last: key("125"), Seq: 2, SplitLast: key("200")},
+			{After: key("125"), Last: key("150"), Seq: 2, SplitLast: key("200")},
+			{After: key("300"), Last: key("400"), Seq: 4},
+		}, []Range{{After: key("150"), Last: key("200"), Seq: 2}, {After: key("200"), Last: key("300"), Seq: 5}, {After: key("400"), Last: key("500"), Seq: 6}}},
+		{"the last chunk", []Range{
+			{After: nil, Last: key("400"), Seq: 1},
+			{After: key("400"), Last: key("450"), Seq: 2, SplitLast: key("500")},
+		}, []Range{{After: key("450"), Last: key("500"), Seq: 2}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := New(Config{Table: pgx.Identifier{"s"}, Key: []KeyColumn{{"id", "integer"}}, Columns: []ReadColumn{{Name: "id"}},
+				ChunkSize: 100, Upper: key("500"), Committed: c.committed, NextSeq: 5})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, chunks := readAll(t, p, pool)
+			var got []Range
+			for _, ch := range chunks {
+				got = append(got, Range{After: ch.After, Last: ch.Last, Seq: ch.Seq})
+			}
+			if !slices.EqualFunc(got, c.want, func(a, b Range) bool {
+				return slices.Equal(a.After, b.After) && slices.Equal(a.Last, b.Last) && a.Seq == b.Seq
+			}) {
+				t.Fatalf("read chunks %v; want %v", got, c.want)
+			}
+		})
+	}
+}
+
 // TestOverlappingCommittedRangesAreMerged: older versions could commit
 // chunks that overlap (two runners at once): here (150, 200] inside
 // (100, 300], and two chunks that begin at the same key, (300, 350] and
@@ -266,12 +319,12 @@ func TestOverlappingCommittedRangesAreMerged(t *testing.T) {
 		"INSERT INTO s SELECT generate_series(1, 600)",
 	)
 	committed := []Range{
-		{After: nil, Last: key("100")},
-		{After: key("100"), Last: key("300")},
-		{After: key("150"), Last: key("200")},
-		{After: key("300"), Last: key("400")},
-		{After: key("300"), Last: key("350")},
-		{After: key("500"), Last: key("600")},
+		{After: nil, Last: key("100"), Seq: 1},
+		{After: key("100"), Last: key("300"), Seq: 2},
+		{After: key("150"), Last: key("200"), Seq: 3},
+		{After: key("300"), Last: key("400"), Seq: 4},
+		{After: key("300"), Last: key("350"), Seq: 5},
+		{After: key("500"), Last: key("600"), Seq: 6},
 	}
 	for _, order := range [][]int{{0, 1, 2, 3, 4, 5}, {5, 4, 3, 2, 1, 0}, {2, 4, 0, 5, 3, 1}} {
 		var shuffled []Range

@@ -60,6 +60,7 @@ SET state = $3, last_error = $4, updated_at = now(), heartbeat_at = NULL, pause_
     finished_at = CASE WHEN $3 = 'done' THEN now() END
 WHERE name = $1 AND generation = $2
 
+-- A chunk is counted once however many pieces it committed as.
 -- name: job-counters
 SELECT count(DISTINCT seq),
        coalesce(sum(rows_read), 0),
@@ -72,7 +73,7 @@ FROM {{schema}}.chunks
 WHERE job = $1
 
 -- name: chunk-ranges
-SELECT seq, after_key, last_key FROM {{schema}}.chunks WHERE job = $1
+SELECT seq, after_key, last_key, split_last_key FROM {{schema}}.chunks WHERE job = $1
 
 -- name: try-lock
 SELECT pg_try_advisory_lock(hashtextextended($1, 0))
@@ -92,7 +93,7 @@ SELECT pg_advisory_unlock(hashtextextended($1, 0))
 SELECT pg_advisory_xact_lock(hashtextextended('backfill:migrate', 0))
 
 -- Commits one chunk: {{insert}} is the worker's INSERT … ON CONFLICT DO
--- NOTHING (its parameters start at $11). The chunk's rows and its checkpoint
+-- NOTHING (its parameters start at $12). The chunk's rows and its checkpoint
 -- row commit together or not at all, in one round trip; the chunk row's
 -- trigger fails the statement if generation $10 has been superseded.
 -- name: commit-chunk
@@ -102,8 +103,8 @@ WITH ins AS (
 )
 INSERT INTO {{schema}}.chunks
     (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped,
-     generation)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, count(*), $9 - count(*), $10
+     generation, split_last_key)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, count(*), $9 - count(*), $10, $11
 FROM ins
 RETURNING rows_inserted
 
@@ -125,8 +126,8 @@ SELECT EXISTS (
 -- name: record-chunk
 INSERT INTO {{schema}}.chunks
     (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped,
-     generation)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+     generation, split_last_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 
 -- name: record-failed-rows
 INSERT INTO {{schema}}.failed_rows (job, key, chunk_last_key, sqlstate, column_name, message, source_row)

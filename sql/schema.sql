@@ -108,6 +108,10 @@ ALTER TABLE {{schema}}.jobs ADD CONSTRAINT jobs_generation_key UNIQUE (name, gen
 -- must name its generation, so the default goes
 ALTER TABLE {{schema}}.chunks ADD COLUMN generation bigint NOT NULL DEFAULT 0;
 ALTER TABLE {{schema}}.chunks ALTER COLUMN generation DROP DEFAULT;
+-- For a piece of a chunk split after timeouts, the last key of the whole
+-- chunk: a resume that finds only its first pieces reads the rest as the
+-- same chunk (same seq, ending there), so the job counts it once.
+ALTER TABLE {{schema}}.chunks ADD COLUMN split_last_key text[];
 CREATE FUNCTION {{schema}}.fence_chunk() RETURNS trigger LANGUAGE plpgsql AS $fence$
 BEGIN
     PERFORM 1 FROM {{schema}}.jobs WHERE name = NEW.job AND generation = NEW.generation FOR KEY SHARE;

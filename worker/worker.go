@@ -469,10 +469,14 @@ func (w *worker) record(pc piece, res *Result, written int) checkpoint.ChunkReco
 	if pc.hi > pc.lo {
 		first = pc.chunk.Keys[pc.lo]
 	}
+	var splitLast []string
+	if pc.lo > 0 || pc.hi < len(pc.chunk.Rows) {
+		splitLast = pc.chunk.Last // a piece: a resume reads the rest as this chunk
+	}
 	return checkpoint.ChunkRecord{
 		Seq: pc.chunk.Seq, After: pc.after, First: first, Last: pc.last,
 		RowsRead: res.Read, RowsFiltered: res.Filtered, RowsFailed: res.Failed, RowsWritten: written,
-		Generation: w.p.cfg.Generation,
+		Generation: w.p.cfg.Generation, SplitLast: splitLast,
 	}
 }
 

@@ -542,9 +542,9 @@ func (r *runner) retryFailed(ctx context.Context, pag *paginator.Paginator, pool
 			return err
 		}
 		var still int
-		res, err := pool.RetryFailed(ctx, r.dst, rows, g.ChunkLast, func(ctx context.Context, tx pgx.Tx, stillFailing [][]string, inserted int) error {
-			still = len(stillFailing)
-			return r.store.ForgetFailedRows(ctx, tx, r.job.Name, r.gen, g.ChunkLast, stillFailing, inserted)
+		res, err := pool.RetryFailed(ctx, r.dst, rows, g.ChunkLast, func(ctx context.Context, tx pgx.Tx, retried checkpoint.Retried) error {
+			still = len(retried.StillFailing)
+			return r.store.ForgetFailedRows(ctx, tx, r.job.Name, r.gen, g.ChunkLast, retried)
 		})
 		if err != nil {
 			return fmt.Errorf("retry failed rows of the chunk ending at %v: %w", g.ChunkLast, err)

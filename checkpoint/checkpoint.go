@@ -487,11 +487,20 @@ func (s *Store) FailedRows(ctx context.Context, q Querier, job string) ([]Failed
 	return groups, nil
 }
 
+// Retried is what retrying a chunk's failed rows did: the keys that still
+// fail, and of the others, those inserted and those skipped on a conflict.
+// The rest were not written at all and count as filtered.
+type Retried struct {
+	StillFailing      [][]string
+	Inserted, Skipped int
+}
+
 // ForgetFailedRows moves the rows of the chunk ending at chunkLast that no
-// longer fail out of failed_rows, counting inserted of them as inserted and
-// the rest as skipped, as the runner of generation gen (fenced like a chunk
-// commit). It runs in the transaction that wrote them.
-func (s *Store) ForgetFailedRows(ctx context.Context, tx Querier, job string, gen int64, chunkLast []string, stillFailing [][]string, inserted int) error {
+// longer fail out of failed_rows and into the chunk's counts, as the runner
+// of generation gen (fenced like a chunk commit). It runs in the
+// transaction that wrote them.
+func (s *Store) ForgetFailedRows(ctx context.Context, tx Querier, job string, gen int64, chunkLast []string, r Retried) error {
+	stillFailing := r.StillFailing
 	keys := make([]string, len(stillFailing))
 	for i, k := range stillFailing {
 		b, err := json.Marshal(k)
@@ -500,8 +509,13 @@ func (s *Store) ForgetFailedRows(ctx context.Context, tx Querier, job string, ge
 		}
 		keys[i] = string(b)
 	}
-	if _, err := tx.Exec(ctx, s.stmts.Get("forget-failed-rows"), job, chunkLast, keys, inserted, gen); err != nil {
+	tag, err := tx.Exec(ctx, s.stmts.Get("forget-failed-rows"), job, chunkLast, keys, r.Inserted, r.Skipped, gen)
+	if err != nil {
 		return fmt.Errorf("update failed rows of job %q: %w", job, err)
+	}
+	if tag.RowsAffected() != 1 {
+		// the rows just written would be counted nowhere
+		return fmt.Errorf("update failed rows of job %q: no committed chunk ends at %v", job, chunkLast)
 	}
 	return nil
 }

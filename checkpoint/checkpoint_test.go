@@ -329,7 +329,7 @@ func TestFailedRowsMoveIntoTheCountersWhenTheyNoLongerFail(t *testing.T) {
 	}
 
 	// Key 4 now succeeds and is inserted; key 7 still fails.
-	if err := store.ForgetFailedRows(ctx, pool, "j", gen, last, [][]string{{"7"}}, 1); err != nil {
+	if err := store.ForgetFailedRows(ctx, pool, "j", gen, last, checkpoint.Retried{StillFailing: [][]string{{"7"}}, Inserted: 1}); err != nil {
 		t.Fatal(err)
 	}
 	c, err := store.Counters(ctx, pool, "j")
@@ -531,7 +531,7 @@ func TestSupersededGenerationCannotWrite(t *testing.T) {
 	if _, err := f.pool.Exec(ctx, f.store.RecordFailedRowsSQL(), "j", rec.Last, []string{`["8"]`}, []string{"23514"}, []string{""}, []string{"check"}, []string{`{}`}); err != nil {
 		t.Fatal(err)
 	}
-	fenced("forget failed rows", f.store.ForgetFailedRows(ctx, f.pool, "j", old, rec.Last, nil, 1))
+	fenced("forget failed rows", f.store.ForgetFailedRows(ctx, f.pool, "j", old, rec.Last, checkpoint.Retried{Inserted: 1}))
 	if c, err := f.store.Counters(ctx, f.pool, "j"); err != nil || c.RowsFailed != 1 || c.RowsInserted != 1 {
 		t.Fatalf("counters after a fenced retry of failed rows: %+v, %v; want them unchanged", c, err)
 	}

@@ -303,6 +303,61 @@ func TestSplitChunkKilledBetweenItsPiecesCountsOnce(t *testing.T) {
 	}
 }
 
+// TestRetriedFailedRowsNowExcludedCountAsFiltered: rows fail on a CHECK;
+// before resume --retry-failed, some of them change in the source so that
+// the job now excludes them, by its skip_if or by its where. They count as
+// filtered, not skipped (skipped is for keys the destination already has);
+// with skip_if the counters equal a clean run's over the source as it now
+// is.
+func TestRetriedFailedRowsNowExcludedCountAsFiltered(t *testing.T) {
+	for _, c := range []struct{ name, spec string }{
+		{"skip_if", "skip_if: keep == false\n"},
+		{"where", "  where: keep\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			db := pgtest.NewDatabase(t)
+			sql(t, db,
+				"CREATE TABLE src (id bigint PRIMARY KEY, qty int, keep boolean NOT NULL)",
+				"INSERT INTO src SELECT g, CASE WHEN g % 100 = 0 THEN -1 ELSE g END, true FROM generate_series(1, 3000) g",
+				"CREATE TABLE dst (id bigint PRIMARY KEY, qty int CONSTRAINT qty_positive CHECK (qty >= 0), keep boolean)",
+				"CREATE TABLE clean (id bigint PRIMARY KEY, qty int, keep boolean)",
+			)
+			source := "source:\n  table: src\n"
+			skip := ""
+			if c.name == "where" {
+				source += c.spec
+			} else {
+				skip = c.spec
+			}
+			spec := func(job, to string) string {
+				return writeSpec(t, "job: "+job+"\n"+source+"dest:\n  table: "+to+"\ncolumns:\n  id: id\n  qty: qty\n  keep: keep\n"+skip+"rate: 0\n")
+			}
+			if r := cli(t, "start", "--config", spec("retried", "dst"), "--source", db); r.code != 3 {
+				t.Fatalf("want exit 3 for failed rows, got %s", r)
+			}
+			if s := status(t, db, "retried"); s.RowsFailed != 30 {
+				t.Fatalf("want 30 failed rows, got %+v", s)
+			}
+			sql(t, db,
+				"UPDATE src SET keep = false WHERE id IN (100, 200, 300)", // three of the failed rows
+				"ALTER TABLE dst DROP CONSTRAINT qty_positive",
+			)
+			mustSucceed(t, "resume", "--job", "retried", "--source", db, "--retry-failed")
+			s := status(t, db, "retried")
+			if s.RowsFailed != 0 || s.RowsFiltered != 3 || s.RowsSkipped != 0 || s.RowsInserted != 2997 ||
+				s.RowsRead != s.RowsInserted+s.RowsSkipped+s.RowsFiltered+s.RowsFailed {
+				t.Fatalf("after retrying failed rows the job now excludes: want 3 filtered, 0 skipped, 2997 inserted, got %+v", s)
+			}
+			if c.name == "skip_if" {
+				mustSucceed(t, "start", "--config", spec("clean", "clean"), "--source", db)
+				if got, want := countersOf(s), countersOf(status(t, db, "clean")); got != want {
+					t.Fatalf("counters %+v; one clean run: %+v", got, want)
+				}
+			}
+		})
+	}
+}
+
 // TestResumeReconcilesOverlappingRanges: an older version, with two
 // runners at once, left committed chunks that overlap: (100, 300] over
 // (150, 200]. The resume reads only the keys no chunk covers instead of

@@ -142,9 +142,11 @@ SET sqlstate = excluded.sqlstate, column_name = excluded.column_name, message = 
 SELECT chunk_last_key, key FROM {{schema}}.failed_rows WHERE job = $1 ORDER BY chunk_last_key, key
 
 -- Moves the rows of one chunk that no longer fail ($3: the keys that still
--- do) out of failed_rows and into the chunk's inserted ($4) or skipped
--- counts, in the transaction that wrote them. Setting generation $5 fires
--- the fence.
+-- do) out of failed_rows and into the chunk's counts, in the transaction
+-- that wrote them: inserted ($4), skipped on a conflict ($5), and filtered
+-- for the rest, which were not written at all (skip_if skips them now, or
+-- the source no longer has them as the job reads it: deleted, or no longer
+-- matching where). Setting generation $6 fires the fence.
 -- name: forget-failed-rows
 WITH gone AS (
     DELETE FROM {{schema}}.failed_rows
@@ -154,8 +156,9 @@ WITH gone AS (
 UPDATE {{schema}}.chunks
 SET rows_failed = rows_failed - (SELECT count(*) FROM gone),
     rows_inserted = rows_inserted + $4,
-    rows_skipped = rows_skipped + (SELECT count(*) FROM gone) - $4,
-    generation = $5
+    rows_skipped = rows_skipped + $5,
+    rows_filtered = rows_filtered + (SELECT count(*) FROM gone) - $4 - $5,
+    generation = $6
 WHERE job = $1 AND last_key = $2
 
 -- Rows read in the last minute, for status's rate and ETA: measured over a

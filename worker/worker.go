@@ -216,9 +216,9 @@ func (p *Pool) Run(ctx context.Context, db DB, in <-chan *paginator.Chunk) error
 }
 
 // Forget is called, inside the transaction that re-wrote a group of
-// previously failed rows, with the keys that still fail and the rows
-// inserted; it updates the checkpoint to match.
-type Forget func(ctx context.Context, tx pgx.Tx, stillFailing [][]string, inserted int) error
+// previously failed rows, with what became of them; it updates the
+// checkpoint to match.
+type Forget func(ctx context.Context, tx pgx.Tx, r checkpoint.Retried) error
 
 // RetryFailed re-attempts rows recorded as failed that belong to one
 // chunk (chunkLast): c holds those still in the source. Rows that still
@@ -502,11 +502,11 @@ func (w *worker) writeIsolating(ctx context.Context, db DB, pc piece, res *Resul
 		return err
 	}
 	if pc.retried != nil {
-		still := make([][]string, len(failures))
+		r := checkpoint.Retried{StillFailing: make([][]string, len(failures)), Inserted: res.Inserted, Skipped: res.Skipped}
 		for i, f := range failures {
-			still[i] = pc.chunk.Keys[f.row]
+			r.StillFailing[i] = pc.chunk.Keys[f.row]
 		}
-		if err := pc.retried(ctx, tx, still, res.Inserted); err != nil {
+		if err := pc.retried(ctx, tx, r); err != nil {
 			return err
 		}
 	} else {

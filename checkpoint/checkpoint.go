@@ -411,7 +411,7 @@ func (s *Store) LockHolder(ctx context.Context, q Querier, job string) string {
 type ChunkRecord struct {
 	Seq          int64
 	After        []string
-	First        []string
+	First        []string // nil for a step of a filtered job with no matching row
 	Last         []string
 	RowsRead     int
 	RowsFiltered int

@@ -358,6 +358,50 @@ func TestRetriedFailedRowsNowExcludedCountAsFiltered(t *testing.T) {
 	}
 }
 
+// TestRarePredicateResumeSkipsTheEmptySteps: a where that matches 2 rows
+// of 200,000 (the first and the last), read in steps of 100 rows. The
+// steps without a match are recorded, so a runner killed on its way from
+// one match to the other has recorded its progress, and the resume walks
+// only the steps left. The job ends with one record per step and the
+// counters of a clean run.
+func TestRarePredicateResumeSkipsTheEmptySteps(t *testing.T) {
+	const n, chunk = 200_000, 100
+	db := itemsDatabase(t, n)
+	createItems(t, db, "clean")
+	where := fmt.Sprintf("id %% %d = 1", n-1) // ids 1 and n
+	mustSucceed(t, "start", "--source", db, "--job", "clean", "--from", "src", "--to", "clean", "--where", where, "--chunk-size", fmt.Sprint(chunk), "--rate", "0")
+	clean := countersOf(status(t, db, "clean"))
+
+	args := []string{"--source", db, "--job", "rare", "--rate", "0", "--workers", "2", "--log-format", "json", "--log-level", "debug"}
+	r := runUntilKilled(t, db, "rare", 200, 0, syscall.SIGKILL,
+		append([]string{"start", "--from", "src", "--to", "dst", "--where", where, "--chunk-size", fmt.Sprint(chunk)}, args...)...)
+	if r.code != -1 {
+		t.Fatalf("want death by signal, got %s", r)
+	}
+	recorded := queryInt(t, db, "SELECT count(*) FROM backfill.chunks WHERE job = 'rare'")
+	reached := queryInt(t, db, "SELECT max(last_key[1]::bigint) FROM backfill.chunks WHERE job = 'rare'")
+	if recorded < 200 || reached >= n {
+		t.Fatalf("killed having recorded %d steps, up to key %d: want at least 200, short of the end", recorded, reached)
+	}
+
+	resumed := mustSucceed(t, append([]string{"resume"}, args...)...)
+	walked := int64(strings.Count(resumed.stderr, `"chunk committed"`))
+	if steps := int64(n / chunk); walked > steps-recorded {
+		t.Fatalf("the resume committed %d steps; %d of the %d were recorded before the kill", walked, recorded, steps)
+	}
+	t.Logf("killed with %d of %d steps recorded (to key %d); the resume committed %d", recorded, n/chunk, reached, walked)
+	if total := queryInt(t, db, "SELECT count(*) FROM backfill.chunks WHERE job = 'rare'"); total != n/chunk {
+		t.Fatalf("%d records of steps; want one per step, %d", total, n/chunk)
+	}
+	assertNoOverlapAndUniqueSeqs(t, db, "rare")
+	if got := countersOf(status(t, db, "rare")); got != clean {
+		t.Fatalf("counters %+v; one clean run: %+v", got, clean)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM (SELECT * FROM src WHERE "+where+" EXCEPT SELECT * FROM dst) d"); n != 0 {
+		t.Fatalf("%d matching rows not copied", n)
+	}
+}
+
 // TestResumeReconcilesOverlappingRanges: an older version, with two
 // runners at once, left committed chunks that overlap: (100, 300] over
 // (150, 200]. The resume reads only the keys no chunk covers instead of

@@ -24,7 +24,8 @@
 // chunk-size table rows ahead, ignoring the predicate, and reads the rows
 // up to it that match. However rare the matching rows, no query scans more
 // than a chunk's worth of the table, so none can outlast a statement
-// timeout on every retry.
+// timeout on every retry. A step without a matching row is sent as a chunk
+// without rows, so the checkpoint records the walk through it.
 //
 // The paginator only reads. It never writes to the source.
 package paginator

@@ -536,6 +536,9 @@ func lastKey(ctx context.Context, q Querier, query string, keyParts int) ([]stri
 // run's boundary may have been deleted since, and a gap's read must still
 // stop there rather than run on into committed keys. A gap that begins
 // with the rest of a split chunk reads that rest first, as that chunk.
+//
+// A step of a filtered job in which no row matches is sent as a chunk
+// without rows, so that the walk through it can be recorded.
 func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error {
 	if p.cfg.Upper != nil && len(p.cfg.Upper) == 0 {
 		return nil // the table was empty when the job began
@@ -567,7 +570,11 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error
 		if err != nil {
 			return err
 		}
-		if c := st.chunk; c != nil {
+		c := st.chunk
+		if c == nil && st.next != nil {
+			c = &Chunk{After: cursor, Last: st.next} // a step without a matching row
+		}
+		if c != nil {
 			c.Seq = restSeq
 			if c.Seq == 0 {
 				c.Seq = p.nextSeq

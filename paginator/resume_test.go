@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -227,6 +228,9 @@ func TestRarePredicateIsReadInBoundedSteps(t *testing.T) {
 	}
 	// each chunk covers its whole step, so it ends where the step ends
 	for _, c := range chunks {
+		if len(c.Rows) == 0 {
+			continue // a step without a matching row (TestEmptyStepsAreSentAsChunks)
+		}
 		if len(c.Rows) != 1 || !slices.Equal(c.Last, c.First) {
 			t.Errorf("chunk (%v, %v] holds keys %v; want one, ending its step", c.After, c.Last, c.Keys)
 		}
@@ -252,6 +256,75 @@ func TestLastKeyOfAFilteredJob(t *testing.T) {
 	last, err = lastKeyWithin(t.Context(), pool, pgx.Identifier{"s"}, keyCols, "costly(id)", 100*time.Millisecond)
 	if err != nil || !slices.Equal(last, key("10000")) {
 		t.Fatalf("last key of a rare predicate after a short search: %v, %v; want the table's, [10000]", last, err)
+	}
+}
+
+// countingQuerier counts the step queries run through it.
+type countingQuerier struct {
+	Querier
+	steps int
+}
+
+func (c *countingQuerier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if strings.Contains(sql, " OFFSET ") {
+		c.steps++
+	}
+	return c.Querier.Query(ctx, sql, args...)
+}
+
+// TestEmptyStepsAreSentAsChunks: a predicate that matches 2 rows of 10000
+// (ids 150 and 9950). Every step is sent as a chunk, those without a
+// matching row with no rows, and together they tile the table; a resume
+// from what a run had committed when it was stopped walks only the steps
+// it had not, not every step since the last matching row.
+func TestEmptyStepsAreSentAsChunks(t *testing.T) {
+	pool := testPool(t,
+		"CREATE TABLE s (id int PRIMARY KEY)",
+		"INSERT INTO s SELECT generate_series(1, 10000)",
+	)
+	cfg := Config{Table: pgx.Identifier{"s"}, Key: []KeyColumn{{"id", "integer"}}, Columns: []ReadColumn{{Name: "id"}},
+		ChunkSize: 100, Upper: key("10000"), Where: "id IN (150, 9950)", NextSeq: 1}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &countingQuerier{Querier: pool}
+	got, chunks := readAll(t, p, q)
+	if want := []string{"150", "9950"}; !slices.Equal(got, want) {
+		t.Fatalf("read %v; want %v", got, want)
+	}
+	var after []string
+	for i, c := range chunks {
+		if !slices.Equal(c.After, after) || c.Seq != int64(i+1) {
+			t.Fatalf("chunk %d is seq %d (%v, %v]; want seq %d after %v: the chunks must tile the table", i, c.Seq, c.After, c.Last, i+1, after)
+		}
+		after = c.Last
+	}
+	if len(chunks) != 100 || !slices.Equal(after, key("10000")) {
+		t.Fatalf("%d chunks ending at %v; want the table's 100 steps, to 10000", len(chunks), after)
+	}
+	walked := q.steps
+
+	// Stopped after 60 steps: 59 of them empty since the match at 150.
+	var committed []Range
+	for _, c := range chunks[:60] {
+		committed = append(committed, Range{After: c.After, Last: c.Last, Seq: c.Seq})
+	}
+	cfg.Committed, cfg.NextSeq = committed, 61
+	p, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.steps = 0
+	got, chunks = readAll(t, p, q)
+	if want := []string{"9950"}; !slices.Equal(got, want) {
+		t.Fatalf("the resume read %v; want %v", got, want)
+	}
+	if len(chunks) != 40 || !slices.Equal(chunks[0].After, key("6000")) || chunks[0].Seq != 61 {
+		t.Fatalf("the resume sent %d chunks, the first (%v, %v] seq %d; want 40 from 6000, from seq 61", len(chunks), chunks[0].After, chunks[0].Last, chunks[0].Seq)
+	}
+	if walked != 100 || q.steps != walked-60 {
+		t.Fatalf("the resume ran %d step queries; the whole run took %d and 60 steps were committed", q.steps, walked)
 	}
 }
 

@@ -60,9 +60,10 @@ SET state = $3, last_error = $4, updated_at = now(), heartbeat_at = NULL, pause_
     finished_at = CASE WHEN $3 = 'done' THEN now() END
 WHERE name = $1 AND generation = $2
 
--- A chunk is counted once however many pieces it committed as.
+-- A chunk is counted once however many pieces it committed as; the records
+-- of steps without a matching row are not chunks.
 -- name: job-counters
-SELECT count(DISTINCT seq),
+SELECT count(DISTINCT seq) FILTER (WHERE rows_read > 0),
        coalesce(sum(rows_read), 0),
        coalesce(sum(rows_filtered), 0),
        coalesce(sum(rows_failed), 0),

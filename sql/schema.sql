@@ -112,6 +112,9 @@ ALTER TABLE {{schema}}.chunks ALTER COLUMN generation DROP DEFAULT;
 -- chunk: a resume that finds only its first pieces reads the rest as the
 -- same chunk (same seq, ending there), so the job counts it once.
 ALTER TABLE {{schema}}.chunks ADD COLUMN split_last_key text[];
+-- A filtered job records the steps it walked without a matching row as
+-- chunks with no rows, so a resume does not walk them again.
+ALTER TABLE {{schema}}.chunks ALTER COLUMN first_key DROP NOT NULL;
 CREATE FUNCTION {{schema}}.fence_chunk() RETURNS trigger LANGUAGE plpgsql AS $fence$
 BEGIN
     PERFORM 1 FROM {{schema}}.jobs WHERE name = NEW.job AND generation = NEW.generation FOR KEY SHARE;

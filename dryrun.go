@@ -300,6 +300,9 @@ func rehearse(ctx context.Context, pag *paginator.Paginator, pool *worker.Pool, 
 	began := time.Now()
 	rep.Sample.WholeTable = opts.SampleChunks == 0
 	for c := range chunks {
+		if len(c.Rows) == 0 {
+			continue // a step of a filtered job without a matching row: a run records it, a sample need not
+		}
 		reh, err := pool.Rehearse(ctx, tx, c, opts.PreviewRows-len(rep.Preview.Rows))
 		if err != nil {
 			return fmt.Errorf("rehearse chunk %d: %w", c.Seq, err)

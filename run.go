@@ -37,6 +37,10 @@ var (
 	// ErrPaused is returned when an operator paused the job (Pause); the
 	// job is resumable.
 	ErrPaused = errors.New("paused")
+
+	// errControlLost stops the pipeline when the control session, and with
+	// it the runner lock, is gone: the runner takes the job again, or stops.
+	errControlLost = errors.New("control connection lost")
 )
 
 // Report is what Run did.
@@ -65,9 +69,12 @@ type runner struct {
 	// (set-up, then the heartbeat, then the final state) through withControl.
 	control    *pgx.Conn
 	controlCfg *pgx.ConnConfig
-	src        *pgxpool.Pool
-	dst        *pgxpool.Pool
-	retry      retry.Policy
+	// gen is the runner's generation of the job, taken with the lock: the
+	// fencing token that every write of the runner's carries.
+	gen   int64
+	src   *pgxpool.Pool
+	dst   *pgxpool.Pool
+	retry retry.Policy
 }
 
 // Run starts or resumes a job (j.Mode) and returns when it is done, failed
@@ -216,32 +223,73 @@ func (r *runner) connectControl(ctx context.Context) error {
 	return nil
 }
 
-// withControl runs fn on the control connection. When the connection was
-// lost (a server restart, a terminated backend), it reconnects with
-// backoff, takes the runner lock again, and retries fn: the lock died with
-// the old session, and if another runner took it meanwhile this one must
-// stop (ErrJobBusy).
+// withControl runs fn on the control connection, retrying what a retry may
+// cure. A lock timeout, deadlock, serialization failure or statement
+// timeout leaves the session, and the runner lock on it, intact: fn is
+// retried on the same session. Only a lost session (a server restart, a
+// terminated backend, a network cut) has lost the lock with it: then it
+// reconnects with backoff and takes the lock again before retrying fn, and
+// returns ErrJobBusy if another runner holds it. What fn writes carries the
+// runner's generation, so it fails (ErrFenced) if another runner took the
+// job while the lock was gone.
 func (r *runner) withControl(ctx context.Context, fn func(*pgx.Conn) error) error {
 	err := fn(r.control)
 	for attempt := 1; err != nil; attempt++ {
-		lost := r.control == nil || r.control.IsClosed() || retry.Classify(err) == retry.Transient
-		if !lost || attempt > r.retry.MaxRetries || ctx.Err() != nil {
+		lost := r.controlLost()
+		if kind := retry.Classify(err); !lost && kind != retry.Transient && kind != retry.Timeout ||
+			attempt > r.retry.MaxRetries || ctx.Err() != nil {
 			return err
 		}
-		r.log.Warn().Err(err).Int("attempt", attempt).Msg("control connection lost; reconnecting")
+		if lost {
+			r.log.Warn().Err(err).Int("attempt", attempt).Msg("control connection lost; reconnecting")
+		} else {
+			r.log.Warn().Err(err).Int("attempt", attempt).Msg("retrying on the control connection, which keeps the runner lock")
+		}
 		if werr := r.retry.Wait(ctx, attempt); werr != nil {
 			return err
 		}
-		if cerr := r.connectControl(ctx); cerr != nil {
-			if errors.Is(cerr, ErrJobBusy) {
-				return cerr
+		if lost {
+			if cerr := r.connectControl(ctx); cerr != nil {
+				if errors.Is(cerr, ErrJobBusy) {
+					return cerr
+				}
+				err = cerr
+				continue
 			}
-			err = cerr
-			continue
 		}
 		err = fn(r.control)
 	}
 	return nil
+}
+
+// controlLost reports whether the control session is gone, and the runner
+// lock with it. pgx closes a connection on any error that ends the session
+// (a FATAL from the server, a broken socket) and on no other.
+func (r *runner) controlLost() bool { return r.control == nil || r.control.IsClosed() }
+
+// reclaim takes the job again after the control session was lost: a new
+// session, the runner lock, and a new generation if no other runner took
+// the job meanwhile. The new generation fences whatever of this runner's
+// own may still be in flight.
+func (r *runner) reclaim(ctx context.Context) error {
+	err := r.withControl(ctx, func(c *pgx.Conn) error {
+		gen, err := r.store.ReclaimJob(ctx, c, r.job.Name, r.gen)
+		if err == nil {
+			r.gen = gen
+		}
+		return err
+	})
+	if errors.Is(err, checkpoint.ErrFenced) {
+		return r.superseded(err)
+	}
+	return err
+}
+
+// superseded is the error of a runner whose generation another runner has
+// superseded: the job is that runner's now.
+func (r *runner) superseded(err error) error {
+	return fmt.Errorf("%w: job %q: another runner took it while this one had lost its session (generation %d); "+
+		"nothing this runner had in flight was counted: %w", ErrJobBusy, r.job.Name, r.gen, err)
 }
 
 // busy builds the error for a job whose lock another session holds.
@@ -269,12 +317,9 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 	pid := os.Getpid()
 
 	var (
-		upper     []string
-		estimate  int64
-		committed []checkpoint.Range
-		maxSeq    int64
-		before    checkpoint.Counters
-		err       error
+		upper    []string
+		estimate int64
+		err      error
 	)
 	if existing == nil {
 		if estimate, err = estimateRows(ctx, r.src, p, j.Where); err != nil {
@@ -295,7 +340,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		if err := r.store.Migrate(ctx, r.control); err != nil {
 			return rep, err
 		}
-		if err := r.store.CreateJob(ctx, r.control, checkpoint.NewJob{
+		if r.gen, err = r.store.CreateJob(ctx, r.control, checkpoint.NewJob{
 			Name: j.Name, Spec: spec, Rate: storedRate(j.Rate), Workers: j.Workers,
 			RowsEstimated: estimate, UpperKey: upper, Host: host, PID: pid, StartedAt: startedAt,
 		}); err != nil {
@@ -308,22 +353,94 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		if err := r.store.Migrate(ctx, r.control); err != nil {
 			return rep, err
 		}
-		if err := r.store.ClaimJob(ctx, r.control, j.Name, storedRate(j.Rate), j.Workers, host, pid); err != nil {
+		// a new generation before reading the checkpoint: the claim waits
+		// for the commits still in flight of any runner before, and fences
+		// all that come after, so what is read next is complete
+		err := r.withControl(ctx, func(c *pgx.Conn) error {
+			var err error
+			r.gen, err = r.store.ClaimJob(ctx, c, j.Name, storedRate(j.Rate), j.Workers, host, pid)
+			return err
+		})
+		if err != nil {
 			return rep, err
 		}
-		if committed, maxSeq, err = r.store.Committed(ctx, r.control, j.Name); err != nil {
-			return rep, err
-		}
-		if before, err = r.store.Counters(ctx, r.control, j.Name); err != nil {
-			return rep, err
-		}
-		r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Int64("chunks_done", before.ChunksDone).
-			Int64("rows_done", before.RowsRead).Int64("rows_failed", before.RowsFailed).Str("was", existing.State).Msg("job resumed")
 	}
 
+	// always a limiter, unlimited or not, so `backfill set --rate` can
+	// change it while the job runs
+	limiter := rate.NewLimiter(limitOf(j.Rate), j.ChunkSize)
+	var tracker *progress.Tracker
+	var runRows atomic.Int64
+	began := j.Now()
+	var runErr error
+	// One pass, and one more after each loss of the control session that
+	// the runner survives by taking the job again: like a resume, it reads
+	// the checkpoint afresh under its new generation.
+	for pass := 0; ; pass++ {
+		var pag *paginator.Paginator
+		var pool *worker.Pool
+		var before checkpoint.Counters
+		pag, pool, before, runErr = r.preparePass(ctx, p, upper, limiter, func(res worker.Result) {
+			tracker.Add(res.Read)
+			runRows.Add(int64(res.Read))
+		})
+		if runErr != nil {
+			break
+		}
+		switch {
+		case pass > 0:
+			r.log.Info().Int64("generation", r.gen).Int64("chunks_done", before.ChunksDone).Int64("rows_done", before.RowsRead).
+				Msg("job taken again after the control connection was lost")
+		case existing != nil:
+			r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Int64("chunks_done", before.ChunksDone).
+				Int64("rows_done", before.RowsRead).Int64("rows_failed", before.RowsFailed).Str("was", existing.State).Msg("job resumed")
+		}
+		if tracker == nil {
+			tracker = progress.New(estimate, before.RowsRead, j.Now)
+		}
+		if j.RetryFailed && pass == 0 {
+			runErr = r.retryFailed(ctx, pag, pool)
+		}
+		if runErr == nil {
+			runErr = r.pipeline(ctx, pag, pool, tracker, limiter)
+		}
+		if !errors.Is(runErr, errControlLost) || ctx.Err() != nil {
+			break
+		}
+		r.log.Warn().Err(runErr).Msg("control connection lost: the workers stopped; taking the job again")
+		if runErr = r.reclaim(ctx); runErr != nil {
+			break
+		}
+	}
+	rep.Elapsed = j.Now().Sub(began)
+	rep.RunRows = runRows.Load()
+	return r.finish(ctx, rep, runErr)
+}
+
+// preparePass reads the job's checkpoint, which the runner's generation
+// now fences, and builds the paginator to read what it lacks and the
+// workers to write it.
+func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limiter *rate.Limiter, onChunk func(worker.Result)) (*paginator.Paginator, *worker.Pool, checkpoint.Counters, error) {
+	j := r.job
+	var (
+		committed []checkpoint.Range
+		maxSeq    int64
+		before    checkpoint.Counters
+	)
+	err := r.withControl(ctx, func(c *pgx.Conn) error {
+		var err error
+		if committed, maxSeq, err = r.store.Committed(ctx, c, j.Name); err != nil {
+			return err
+		}
+		before, err = r.store.Counters(ctx, c, j.Name)
+		return err
+	})
+	if err != nil {
+		return nil, nil, before, err
+	}
 	ranges := make([]paginator.Range, len(committed))
 	for i, c := range committed {
-		ranges[i] = paginator.Range{After: c.After, Last: c.Last}
+		ranges[i] = paginator.Range{After: c.After, Last: c.Last, Seq: c.Seq, SplitLast: c.SplitLast}
 	}
 	pag, err := paginator.New(paginator.Config{
 		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.ChunkSize,
@@ -333,41 +450,24 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		},
 	})
 	if err != nil {
-		return rep, err
+		return nil, nil, before, err
 	}
-	// always a limiter, unlimited or not, so `backfill set --rate` can
-	// change it while the job runs
-	limiter := rate.NewLimiter(limitOf(j.Rate), j.ChunkSize)
-	tracker := progress.New(estimate, before.RowsRead, j.Now)
-	var runRows atomic.Int64
 	pool, err := worker.New(worker.Config{
 		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write, SourceColumns: p.sourceColumns,
-		OverridingSystemValue: p.overriding, Transformer: p.transformer, Checkpoint: r.store,
+		OverridingSystemValue: p.overriding, Transformer: p.transformer, Checkpoint: r.store, Generation: r.gen,
 		Workers: j.Workers, Limiter: limiter, DrainTimeout: j.DrainTimeout, Retry: r.retry,
 		MaxFailedRows: max(j.MaxFailedRows, 0), FailedRowsBefore: before.RowsFailed, Logger: r.log,
 		OnChunk: func(res worker.Result) {
-			tracker.Add(res.Read)
-			runRows.Add(int64(res.Read))
+			onChunk(res)
 			r.log.Debug().Int64("seq", res.Seq).Int("read", res.Read).Int("inserted", res.Inserted).
 				Int("skipped", res.Skipped).Int("filtered", res.Filtered).Int("failed", res.Failed).
 				Strs("last_key", res.Last).Msg("chunk committed")
 		},
 	})
 	if err != nil {
-		return rep, err
+		return nil, nil, before, err
 	}
-
-	began := j.Now()
-	var runErr error
-	if j.RetryFailed {
-		runErr = r.retryFailed(ctx, pag, pool)
-	}
-	if runErr == nil {
-		runErr = r.pipeline(ctx, pag, pool, tracker, limiter)
-	}
-	rep.Elapsed = j.Now().Sub(began)
-	rep.RunRows = runRows.Load()
-	return r.finish(ctx, rep, runErr)
+	return pag, pool, before, nil
 }
 
 // finish records how the run ended. It runs even when ctx is cancelled,
@@ -377,11 +477,15 @@ func (r *runner) finish(ctx context.Context, rep Report, runErr error) (Report, 
 	finishCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout+r.retry.Cap)
 	defer cancel()
 	state, lastError := checkpoint.StateDone, ""
+	if errors.Is(runErr, checkpoint.ErrFenced) && !errors.Is(runErr, ErrJobBusy) {
+		runErr = r.superseded(runErr)
+	}
 	switch {
 	case runErr == nil:
 	case errors.Is(runErr, ErrJobBusy):
 		// another runner took the job over while our lock was gone: its
 		// state is not ours to write
+		r.log.Error().Err(runErr).Msg("stopped: another runner has the job")
 		return rep, runErr
 	case errors.Is(runErr, ErrPaused):
 		state = checkpoint.StatePaused
@@ -393,13 +497,18 @@ func (r *runner) finish(ctx context.Context, rep Report, runErr error) (Report, 
 	}
 	rep.State = state
 	err := r.withControl(finishCtx, func(c *pgx.Conn) error {
-		if err := r.store.SetState(finishCtx, c, j.Name, state, lastError); err != nil {
+		if err := r.store.SetState(finishCtx, c, j.Name, r.gen, state, lastError); err != nil {
 			return err
 		}
 		var err error
 		rep.Totals, err = r.store.Counters(finishCtx, c, j.Name)
 		return err
 	})
+	if errors.Is(err, checkpoint.ErrFenced) || errors.Is(err, ErrJobBusy) {
+		err = r.superseded(err)
+		r.log.Error().Err(err).Msg("stopped: another runner has the job")
+		return rep, err
+	}
 	if err != nil {
 		return rep, errors.Join(runErr, err)
 	}
@@ -433,9 +542,9 @@ func (r *runner) retryFailed(ctx context.Context, pag *paginator.Paginator, pool
 			return err
 		}
 		var still int
-		res, err := pool.RetryFailed(ctx, r.dst, rows, g.ChunkLast, func(ctx context.Context, tx pgx.Tx, stillFailing [][]string, inserted int) error {
-			still = len(stillFailing)
-			return r.store.ForgetFailedRows(ctx, tx, r.job.Name, g.ChunkLast, stillFailing, inserted)
+		res, err := pool.RetryFailed(ctx, r.dst, rows, g.ChunkLast, func(ctx context.Context, tx pgx.Tx, retried checkpoint.Retried) error {
+			still = len(retried.StillFailing)
+			return r.store.ForgetFailedRows(ctx, tx, r.job.Name, r.gen, g.ChunkLast, retried)
 		})
 		if err != nil {
 			return fmt.Errorf("retry failed rows of the chunk ending at %v: %w", g.ChunkLast, err)
@@ -475,13 +584,13 @@ func (r *runner) pipeline(ctx context.Context, pag *paginator.Paginator, pool *w
 	side.Go(func() { tracker.Log(sideCtx, r.log, r.job.ProgressInterval) })
 	side.Go(func() {
 		if err := r.heartbeat(sideCtx, limiter); err != nil {
-			cancelPipe(err) // paused, or lost the job to another runner
+			cancelPipe(err) // paused, lost the control session, or the job to another runner
 		}
 	})
 	err := g.Wait()
 	stopSide()
 	side.Wait()
-	if cause := context.Cause(pipeCtx); errors.Is(cause, ErrJobBusy) || errors.Is(cause, ErrPaused) {
+	if cause := context.Cause(pipeCtx); errors.Is(cause, ErrJobBusy) || errors.Is(cause, ErrPaused) || errors.Is(cause, errControlLost) {
 		return cause
 	}
 	return err
@@ -490,8 +599,11 @@ func (r *runner) pipeline(ctx context.Context, pag *paginator.Paginator, pool *w
 // heartbeat keeps the job row's heartbeat fresh, so status can tell a live
 // runner from a dead one, and acts on an operator's requests: a new rate
 // is applied to the shared limiter at once; a pause returns ErrPaused,
-// which stops the pipeline like an interrupt. It returns ErrJobBusy if,
-// after a lost connection, another runner holds the job.
+// which stops the pipeline like an interrupt. It returns errControlLost
+// when the control session is gone, for the lock went with it: the workers
+// must stop. Any other error (a lock timeout while someone holds the job's
+// row) leaves the session and the lock as they were: it tries again at the
+// next beat. It returns ErrJobBusy when another runner has taken the job.
 func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter) error {
 	t := time.NewTicker(DefaultHeartbeat)
 	defer t.Stop()
@@ -500,19 +612,16 @@ func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			var req checkpoint.Requests
-			err := r.withControl(ctx, func(c *pgx.Conn) error {
-				var err error
-				req, err = r.store.Heartbeat(ctx, c, r.job.Name)
-				return err
-			})
+			req, err := r.store.Heartbeat(ctx, r.control, r.job.Name, r.gen)
 			switch {
-			case errors.Is(err, ErrJobBusy):
-				return err
+			case ctx.Err() != nil:
+				return nil
+			case errors.Is(err, checkpoint.ErrFenced):
+				return r.superseded(err)
+			case err != nil && r.controlLost():
+				return fmt.Errorf("%w: %w", errControlLost, err)
 			case err != nil:
-				if ctx.Err() == nil {
-					r.log.Warn().Err(err).Msg("heartbeat failed")
-				}
+				r.log.Warn().Err(err).Msg("heartbeat failed; the control session and the runner lock are intact")
 				continue
 			case req.Pause:
 				r.log.Info().Msg("pause requested: finishing the chunks in flight")

@@ -30,6 +30,25 @@ const (
 // ErrJobNotFound is returned (wrapped) for a job that has no row.
 var ErrJobNotFound = errors.New("job not found")
 
+// ErrFenced is returned (wrapped) for a write by a runner whose generation
+// a newer runner of the job has superseded: the write did not happen.
+var ErrFenced = errors.New("a newer runner has taken the job over")
+
+// fencedCode is the SQLSTATE the state schema's fence raises (sql/schema.sql,
+// migration 3).
+const fencedCode = "BF001"
+
+// IsFenced reports whether err is the fence of this store's state schema
+// refusing a superseded runner's chunk: not a data error (bisecting the
+// chunk cannot help) and not transient (retrying cannot either).
+func (s *Store) IsFenced(err error) bool {
+	if errors.Is(err, ErrFenced) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == fencedCode && pgErr.SchemaName == s.schema
+}
+
 // Querier is a connection, pool or transaction.
 type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
@@ -183,21 +202,43 @@ type NewJob struct {
 	StartedAt     time.Time
 }
 
-// CreateJob inserts a job in state running.
-func (s *Store) CreateJob(ctx context.Context, q Querier, j NewJob) error {
-	_, err := q.Exec(ctx, s.stmts.Get("job-create"), j.Name, j.Spec, j.Rate, j.Workers, j.RowsEstimated, j.UpperKey, j.Host, j.PID, j.StartedAt)
+// CreateJob inserts a job in state running and returns its runner's
+// generation.
+func (s *Store) CreateJob(ctx context.Context, q Querier, j NewJob) (int64, error) {
+	var gen int64
+	err := q.QueryRow(ctx, s.stmts.Get("job-create"), j.Name, j.Spec, j.Rate, j.Workers, j.RowsEstimated, j.UpperKey, j.Host, j.PID, j.StartedAt).Scan(&gen)
 	if err != nil {
-		return fmt.Errorf("create job %q: %w", j.Name, err)
+		return 0, fmt.Errorf("create job %q: %w", j.Name, err)
 	}
-	return nil
+	return gen, nil
 }
 
-// ClaimJob marks an existing job running under this runner.
-func (s *Store) ClaimJob(ctx context.Context, q Querier, name string, rate float64, workers int, host string, pid int) error {
-	if _, err := q.Exec(ctx, s.stmts.Get("job-claim"), name, rate, workers, host, pid); err != nil {
-		return fmt.Errorf("claim job %q: %w", name, err)
+// ClaimJob marks an existing job running under this runner, which must hold
+// the job's runner lock, and returns the runner's new generation. Every
+// commit of an earlier generation fails from then on; the claim waits for
+// those in flight, so what the caller reads of the checkpoint afterwards
+// includes them, and it reads the next seq only then.
+func (s *Store) ClaimJob(ctx context.Context, q Querier, name string, rate float64, workers int, host string, pid int) (int64, error) {
+	var gen int64
+	if err := q.QueryRow(ctx, s.stmts.Get("job-claim"), name, rate, workers, host, pid).Scan(&gen); err != nil {
+		return 0, fmt.Errorf("claim job %q: %w", name, err)
 	}
-	return nil
+	return gen, nil
+}
+
+// ReclaimJob takes the job again for a runner of generation gen that lost
+// its lock's session and took the lock again, and returns its new
+// generation; ErrFenced when another runner took the job meanwhile.
+func (s *Store) ReclaimJob(ctx context.Context, q Querier, name string, gen int64) (int64, error) {
+	var next int64
+	err := q.QueryRow(ctx, s.stmts.Get("job-reclaim"), name, gen).Scan(&next)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("job %q, generation %d: %w", name, gen, ErrFenced)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("claim job %q again: %w", name, err)
+	}
+	return next, nil
 }
 
 // Requests is what an operator asked of a running job, read with each
@@ -207,11 +248,16 @@ type Requests struct {
 	Pause bool
 }
 
-// Heartbeat records that the runner is alive and returns the operator's
-// current requests.
-func (s *Store) Heartbeat(ctx context.Context, q Querier, name string) (Requests, error) {
+// Heartbeat records that the runner of generation gen is alive and returns
+// the operator's current requests; ErrFenced once a newer runner has taken
+// the job.
+func (s *Store) Heartbeat(ctx context.Context, q Querier, name string, gen int64) (Requests, error) {
 	var r Requests
-	if err := q.QueryRow(ctx, s.stmts.Get("job-heartbeat"), name).Scan(&r.Rate, &r.Pause); err != nil {
+	err := q.QueryRow(ctx, s.stmts.Get("job-heartbeat"), name, gen).Scan(&r.Rate, &r.Pause)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, fmt.Errorf("heartbeat of job %q, generation %d: %w", name, gen, ErrFenced)
+	}
+	if err != nil {
 		return r, fmt.Errorf("heartbeat of job %q: %w", name, err)
 	}
 	return r, nil
@@ -243,14 +289,20 @@ func (s *Store) RequestPause(ctx context.Context, q Querier, name string) (bool,
 	return tag.RowsAffected() == 1, nil
 }
 
-// SetState records a job's new state and last error ("" clears it).
-func (s *Store) SetState(ctx context.Context, q Querier, name, state, lastError string) error {
+// SetState records the new state and last error ("" clears it) of a job
+// that the runner of generation gen still owns; ErrFenced, writing
+// nothing, when a newer runner has taken it.
+func (s *Store) SetState(ctx context.Context, q Querier, name string, gen int64, state, lastError string) error {
 	var errText *string
 	if lastError != "" {
 		errText = &lastError
 	}
-	if _, err := q.Exec(ctx, s.stmts.Get("job-set-state"), name, state, errText); err != nil {
+	tag, err := q.Exec(ctx, s.stmts.Get("job-set-state"), name, gen, state, errText)
+	if err != nil {
 		return fmt.Errorf("set job %q to %s: %w", name, state, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("set job %q to %s as generation %d: %w", name, state, gen, ErrFenced)
 	}
 	return nil
 }
@@ -281,10 +333,15 @@ func (s *Store) Counters(ctx context.Context, q Querier, name string) (Counters,
 type Range struct {
 	After []string
 	Last  []string
+	Seq   int64
+	// SplitLast is, for a piece of a chunk split after timeouts, the last
+	// key of the whole chunk; nil for a whole chunk.
+	SplitLast []string
 }
 
 // Committed returns the key ranges of the job's committed chunks and the
-// highest sequence id used.
+// highest sequence id used. A runner reads them after ClaimJob, so that no
+// commit of an earlier runner can follow.
 func (s *Store) Committed(ctx context.Context, q Querier, name string) ([]Range, int64, error) {
 	rows, err := q.Query(ctx, s.stmts.Get("chunk-ranges"), name)
 	if err != nil {
@@ -294,12 +351,11 @@ func (s *Store) Committed(ctx context.Context, q Querier, name string) ([]Range,
 	var out []Range
 	var maxSeq int64
 	for rows.Next() {
-		var seq int64
 		var r Range
-		if err := rows.Scan(&seq, &r.After, &r.Last); err != nil {
+		if err := rows.Scan(&r.Seq, &r.After, &r.Last, &r.SplitLast); err != nil {
 			return nil, 0, fmt.Errorf("read committed chunks of job %q: %w", name, err)
 		}
-		maxSeq = max(maxSeq, seq)
+		maxSeq = max(maxSeq, r.Seq)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -355,17 +411,22 @@ func (s *Store) LockHolder(ctx context.Context, q Querier, job string) string {
 type ChunkRecord struct {
 	Seq          int64
 	After        []string
-	First        []string
+	First        []string // nil for a step of a filtered job with no matching row
 	Last         []string
 	RowsRead     int
 	RowsFiltered int
 	RowsFailed   int
 	RowsWritten  int // rows offered to the INSERT; those not inserted were skipped on conflict
+	// Generation is the committing runner's (ClaimJob): the fence refuses
+	// the commit once it is superseded.
+	Generation int64
+	// SplitLast is, for a piece of a split chunk, the whole chunk's last key.
+	SplitLast []string
 }
 
 // ChunkParams is the number of parameters CommitChunkSQL reserves before the
 // INSERT's own: the INSERT's parameters start at $ChunkParams+1.
-const ChunkParams = 9
+const ChunkParams = 11
 
 // CommitChunkSQL wraps insert (an INSERT … ON CONFLICT DO NOTHING without a
 // RETURNING clause) so that one statement writes the rows and the chunk row.
@@ -375,12 +436,18 @@ func (s *Store) CommitChunkSQL(insert string) string {
 
 // CommitChunkArgs returns the first ChunkParams arguments of the statement.
 func CommitChunkArgs(job string, c ChunkRecord) []any {
-	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, c.RowsWritten}
+	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, c.RowsWritten, c.Generation, c.SplitLast}
 }
 
-// RecordChunkSQL records a chunk whose rows a transaction has written:
-// $1…$8 as CommitChunkArgs, then rows inserted and rows skipped.
+// RecordChunkSQL records a chunk whose rows a transaction has written; its
+// arguments are RecordChunkArgs.
 func (s *Store) RecordChunkSQL() string { return s.stmts.Get("record-chunk") }
+
+// RecordChunkArgs returns the arguments of RecordChunkSQL: the chunk, and of
+// the rows offered (RowsWritten is not used) those inserted and skipped.
+func RecordChunkArgs(job string, c ChunkRecord, inserted, skipped int) []any {
+	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, inserted, skipped, c.Generation, c.SplitLast}
+}
 
 // ChunkAfterSQL reads where the committed chunk of job $1 that ends at key
 // $2 begins.
@@ -420,10 +487,20 @@ func (s *Store) FailedRows(ctx context.Context, q Querier, job string) ([]Failed
 	return groups, nil
 }
 
+// Retried is what retrying a chunk's failed rows did: the keys that still
+// fail, and of the others, those inserted and those skipped on a conflict.
+// The rest were not written at all and count as filtered.
+type Retried struct {
+	StillFailing      [][]string
+	Inserted, Skipped int
+}
+
 // ForgetFailedRows moves the rows of the chunk ending at chunkLast that no
-// longer fail out of failed_rows, counting inserted of them as inserted and
-// the rest as skipped. It runs in the transaction that wrote them.
-func (s *Store) ForgetFailedRows(ctx context.Context, tx Querier, job string, chunkLast []string, stillFailing [][]string, inserted int) error {
+// longer fail out of failed_rows and into the chunk's counts, as the runner
+// of generation gen (fenced like a chunk commit). It runs in the
+// transaction that wrote them.
+func (s *Store) ForgetFailedRows(ctx context.Context, tx Querier, job string, gen int64, chunkLast []string, r Retried) error {
+	stillFailing := r.StillFailing
 	keys := make([]string, len(stillFailing))
 	for i, k := range stillFailing {
 		b, err := json.Marshal(k)
@@ -432,8 +509,13 @@ func (s *Store) ForgetFailedRows(ctx context.Context, tx Querier, job string, ch
 		}
 		keys[i] = string(b)
 	}
-	if _, err := tx.Exec(ctx, s.stmts.Get("forget-failed-rows"), job, chunkLast, keys, inserted); err != nil {
+	tag, err := tx.Exec(ctx, s.stmts.Get("forget-failed-rows"), job, chunkLast, keys, r.Inserted, r.Skipped, gen)
+	if err != nil {
 		return fmt.Errorf("update failed rows of job %q: %w", job, err)
+	}
+	if tag.RowsAffected() != 1 {
+		// the rows just written would be counted nowhere
+		return fmt.Errorf("update failed rows of job %q: no committed chunk ends at %v", job, chunkLast)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -45,12 +46,14 @@ func newStore(t *testing.T, schema string) (*pgxpool.Pool, *checkpoint.Store) {
 	return pool, store
 }
 
-func createJob(t *testing.T, pool *pgxpool.Pool, store *checkpoint.Store, name string) {
+// createJob creates a job and returns its first runner's generation.
+func createJob(t *testing.T, pool *pgxpool.Pool, store *checkpoint.Store, name string) int64 {
 	t.Helper()
-	err := store.CreateJob(t.Context(), pool, checkpoint.NewJob{Name: name, Spec: []byte(`{}`), Rate: 1000, Workers: 2, UpperKey: []string{"100"}})
+	gen, err := store.CreateJob(t.Context(), pool, checkpoint.NewJob{Name: name, Spec: []byte(`{}`), Rate: 1000, Workers: 2, UpperKey: []string{"100"}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return gen
 }
 
 func versions(t *testing.T, q checkpoint.Querier, schema string) []int {
@@ -152,8 +155,9 @@ func TestMigrateUpgradesAnOlderSchema(t *testing.T) {
 	if job.State != checkpoint.StateInterrupted || job.Rate != 500 || job.Workers != 4 {
 		t.Fatalf("job after the upgrade: %+v", job)
 	}
-	// The heartbeat reads pause_requested, which migration 2 added.
-	req, err := store.Heartbeat(ctx, pool, "old")
+	// The heartbeat reads pause_requested, which migration 2 added; a job
+	// from before migration 3 is generation 0 until a runner claims it.
+	req, err := store.Heartbeat(ctx, pool, "old", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +241,7 @@ func TestRunnerLock(t *testing.T) {
 func TestChunkCommitIsExactlyOnce(t *testing.T) {
 	ctx := t.Context()
 	pool, store := newStore(t, "")
-	createJob(t, pool, store, "j")
+	gen := createJob(t, pool, store, "j")
 	if _, err := pool.Exec(ctx, "CREATE TABLE dst (id int PRIMARY KEY); INSERT INTO dst VALUES (2)"); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +252,7 @@ func TestChunkCommitIsExactlyOnce(t *testing.T) {
 		return inserted, err
 	}
 
-	first := checkpoint.ChunkRecord{Seq: 1, First: []string{"1"}, Last: []string{"3"}, RowsRead: 3, RowsWritten: 3}
+	first := checkpoint.ChunkRecord{Seq: 1, First: []string{"1"}, Last: []string{"3"}, RowsRead: 3, RowsWritten: 3, Generation: gen}
 	inserted, err := commit(first, []int32{1, 2, 3})
 	if err != nil {
 		t.Fatal(err)
@@ -270,7 +274,7 @@ func TestChunkCommitIsExactlyOnce(t *testing.T) {
 		t.Fatalf("dst holds %d rows; the refused commit must have written none", rowsInDst)
 	}
 
-	second := checkpoint.ChunkRecord{Seq: 2, After: []string{"3"}, First: []string{"5"}, Last: []string{"6"}, RowsRead: 4, RowsFiltered: 1, RowsFailed: 1, RowsWritten: 2}
+	second := checkpoint.ChunkRecord{Seq: 2, After: []string{"3"}, First: []string{"5"}, Last: []string{"6"}, RowsRead: 4, RowsFiltered: 1, RowsFailed: 1, RowsWritten: 2, Generation: gen}
 	if _, err := commit(second, []int32{5, 6}); err != nil {
 		t.Fatal(err)
 	}
@@ -304,10 +308,10 @@ func equalCounters(a, b checkpoint.Counters) bool {
 func TestFailedRowsMoveIntoTheCountersWhenTheyNoLongerFail(t *testing.T) {
 	ctx := t.Context()
 	pool, store := newStore(t, "")
-	createJob(t, pool, store, "j")
+	gen := createJob(t, pool, store, "j")
 	last := []string{"10"}
-	rec := []any{"j", int64(1), nil, []string{"1"}, last, 10, 0, 2, 8, 0}
-	if _, err := pool.Exec(ctx, store.RecordChunkSQL(), rec...); err != nil {
+	rec := checkpoint.ChunkRecord{Seq: 1, First: []string{"1"}, Last: last, RowsRead: 10, RowsFailed: 2, Generation: gen}
+	if _, err := pool.Exec(ctx, store.RecordChunkSQL(), checkpoint.RecordChunkArgs("j", rec, 8, 0)...); err != nil {
 		t.Fatal(err)
 	}
 	_, err := pool.Exec(ctx, store.RecordFailedRowsSQL(), "j", last,
@@ -325,7 +329,7 @@ func TestFailedRowsMoveIntoTheCountersWhenTheyNoLongerFail(t *testing.T) {
 	}
 
 	// Key 4 now succeeds and is inserted; key 7 still fails.
-	if err := store.ForgetFailedRows(ctx, pool, "j", last, [][]string{{"7"}}, 1); err != nil {
+	if err := store.ForgetFailedRows(ctx, pool, "j", gen, last, checkpoint.Retried{StillFailing: [][]string{{"7"}}, Inserted: 1}); err != nil {
 		t.Fatal(err)
 	}
 	c, err := store.Counters(ctx, pool, "j")
@@ -349,7 +353,7 @@ func TestFailedRowsMoveIntoTheCountersWhenTheyNoLongerFail(t *testing.T) {
 func TestOperatorRequestsReachTheHeartbeat(t *testing.T) {
 	ctx := t.Context()
 	pool, store := newStore(t, "")
-	createJob(t, pool, store, "j")
+	gen := createJob(t, pool, store, "j")
 
 	state, err := store.SetRate(ctx, pool, "j", 250)
 	if err != nil || state != checkpoint.StateRunning {
@@ -358,7 +362,7 @@ func TestOperatorRequestsReachTheHeartbeat(t *testing.T) {
 	if ok, err := store.RequestPause(ctx, pool, "j"); err != nil || !ok {
 		t.Fatalf("RequestPause of a running job = %v, %v; want true", ok, err)
 	}
-	req, err := store.Heartbeat(ctx, pool, "j")
+	req, err := store.Heartbeat(ctx, pool, "j", gen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +370,7 @@ func TestOperatorRequestsReachTheHeartbeat(t *testing.T) {
 		t.Fatalf("heartbeat read %+v", req)
 	}
 
-	if err := store.SetState(ctx, pool, "j", checkpoint.StatePaused, ""); err != nil {
+	if err := store.SetState(ctx, pool, "j", gen, checkpoint.StatePaused, ""); err != nil {
 		t.Fatal(err)
 	}
 	job, err := store.Job(ctx, pool, "j")
@@ -379,13 +383,13 @@ func TestOperatorRequestsReachTheHeartbeat(t *testing.T) {
 	if ok, err := store.RequestPause(ctx, pool, "j"); err != nil || ok {
 		t.Fatalf("RequestPause of a paused job = %v, %v; want false", ok, err)
 	}
-	if err := store.ClaimJob(ctx, pool, "j", 0, 3, "host", 42); err != nil {
+	if gen, err = store.ClaimJob(ctx, pool, "j", 0, 3, "host", 42); err != nil {
 		t.Fatal(err)
 	}
-	if req, err := store.Heartbeat(ctx, pool, "j"); err != nil || req.Pause {
+	if req, err := store.Heartbeat(ctx, pool, "j", gen); err != nil || req.Pause {
 		t.Fatalf("heartbeat after a new claim = %+v, %v; the old pause request must be gone", req, err)
 	}
-	if err := store.SetState(ctx, pool, "j", checkpoint.StateDone, ""); err != nil {
+	if err := store.SetState(ctx, pool, "j", gen, checkpoint.StateDone, ""); err != nil {
 		t.Fatal(err)
 	}
 	if job, err := store.Job(ctx, pool, "j"); err != nil || job.FinishedAt == nil {
@@ -423,5 +427,203 @@ func TestReadingWritesNothing(t *testing.T) {
 	}
 	if schemas != 0 {
 		t.Fatal("reading created the state schema")
+	}
+}
+
+// fenceFixture is a job, a destination table dst (id int PRIMARY KEY) and
+// a commit of keys through CommitChunkSQL as the runner of a generation.
+type fenceFixture struct {
+	pool  *pgxpool.Pool
+	store *checkpoint.Store
+}
+
+func newFenceFixture(t *testing.T) (*fenceFixture, int64) {
+	t.Helper()
+	pool, store := newStore(t, "")
+	gen := createJob(t, pool, store, "j")
+	if _, err := pool.Exec(t.Context(), "CREATE TABLE dst (id int PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	return &fenceFixture{pool: pool, store: store}, gen
+}
+
+// commit writes ids as chunk seq, ending at its last id, on q.
+func (f *fenceFixture) commit(ctx context.Context, q checkpoint.Querier, gen, seq int64, ids ...int32) error {
+	insert := fmt.Sprintf("INSERT INTO dst (id) SELECT unnest($%d::int[]) ON CONFLICT DO NOTHING", checkpoint.ChunkParams+1)
+	last := []string{fmt.Sprint(ids[len(ids)-1])}
+	rec := checkpoint.ChunkRecord{Seq: seq, First: []string{fmt.Sprint(ids[0])}, Last: last, RowsRead: len(ids), RowsWritten: len(ids), Generation: gen}
+	var inserted int
+	return q.QueryRow(ctx, f.store.CommitChunkSQL(insert), append(checkpoint.CommitChunkArgs("j", rec), ids)...).Scan(&inserted)
+}
+
+// written returns the rows in dst and the chunk rows of job j.
+func (f *fenceFixture) written(t *testing.T) (rows, chunks int) {
+	t.Helper()
+	if err := f.pool.QueryRow(t.Context(), "SELECT (SELECT count(*) FROM dst), (SELECT count(*) FROM backfill.chunks WHERE job = 'j')").Scan(&rows, &chunks); err != nil {
+		t.Fatal(err)
+	}
+	return rows, chunks
+}
+
+// waitForLockWait waits until backend pid waits for a lock.
+func waitForLockWait(t *testing.T, q checkpoint.Querier, pid uint32) {
+	t.Helper()
+	for range 500 {
+		var waiting bool
+		if err := q.QueryRow(t.Context(), "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1", int32(pid)).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("backend %d never waited for a lock", pid)
+}
+
+// TestSupersededGenerationCannotWrite: once a new runner has claimed the
+// job, every write of the runner before it fails as fenced and writes
+// nothing: a chunk commit (neither its rows nor its chunk row), a chunk
+// recorded inside a transaction, the counters of retried failed rows, the
+// heartbeat, the job's final state, and taking the job again.
+func TestSupersededGenerationCannotWrite(t *testing.T) {
+	ctx := t.Context()
+	f, old := newFenceFixture(t)
+	gen, err := f.store.ClaimJob(ctx, f.pool, "j", 0, 2, "host", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gen <= old {
+		t.Fatalf("claim took generation %d after %d; want a higher one", gen, old)
+	}
+	fenced := func(what string, err error) {
+		t.Helper()
+		if !f.store.IsFenced(err) {
+			t.Fatalf("%s as superseded generation %d: %v; want it fenced", what, old, err)
+		}
+	}
+	fenced("commit", f.commit(ctx, f.pool, old, 1, 1, 2, 3))
+	if rows, chunks := f.written(t); rows != 0 || chunks != 0 {
+		t.Fatalf("the fenced commit wrote %d rows and %d chunk rows; want none", rows, chunks)
+	}
+
+	// the isolating path: rows written in a transaction, then the chunk row
+	tx, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO dst VALUES (4), (5)"); err != nil {
+		t.Fatal(err)
+	}
+	rec := checkpoint.ChunkRecord{Seq: 2, First: []string{"4"}, Last: []string{"5"}, RowsRead: 2, Generation: old}
+	_, err = tx.Exec(ctx, f.store.RecordChunkSQL(), checkpoint.RecordChunkArgs("j", rec, 2, 0)...)
+	fenced("record-chunk", err)
+	_ = tx.Rollback(ctx)
+	if rows, chunks := f.written(t); rows != 0 || chunks != 0 {
+		t.Fatalf("the fenced transaction left %d rows and %d chunk rows; want none", rows, chunks)
+	}
+
+	// retried failed rows: a chunk of the new generation with a failed row
+	rec = checkpoint.ChunkRecord{Seq: 3, First: []string{"7"}, Last: []string{"8"}, RowsRead: 2, RowsFailed: 1, Generation: gen}
+	if _, err := f.pool.Exec(ctx, f.store.RecordChunkSQL(), checkpoint.RecordChunkArgs("j", rec, 1, 0)...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(ctx, f.store.RecordFailedRowsSQL(), "j", rec.Last, []string{`["8"]`}, []string{"23514"}, []string{""}, []string{"check"}, []string{`{}`}); err != nil {
+		t.Fatal(err)
+	}
+	fenced("forget failed rows", f.store.ForgetFailedRows(ctx, f.pool, "j", old, rec.Last, checkpoint.Retried{Inserted: 1}))
+	if c, err := f.store.Counters(ctx, f.pool, "j"); err != nil || c.RowsFailed != 1 || c.RowsInserted != 1 {
+		t.Fatalf("counters after a fenced retry of failed rows: %+v, %v; want them unchanged", c, err)
+	}
+
+	if _, err := f.store.Heartbeat(ctx, f.pool, "j", old); !errors.Is(err, checkpoint.ErrFenced) {
+		t.Fatalf("heartbeat as superseded generation: %v; want ErrFenced", err)
+	}
+	if err := f.store.SetState(ctx, f.pool, "j", old, checkpoint.StateDone, ""); !errors.Is(err, checkpoint.ErrFenced) {
+		t.Fatalf("final state as superseded generation: %v; want ErrFenced", err)
+	}
+	if job, err := f.store.Job(ctx, f.pool, "j"); err != nil || job.State != checkpoint.StateRunning {
+		t.Fatalf("job after a fenced final state: %+v, %v; want it running still", job, err)
+	}
+	if _, err := f.store.ReclaimJob(ctx, f.pool, "j", old); !errors.Is(err, checkpoint.ErrFenced) {
+		t.Fatalf("taking the job again as superseded generation: %v; want ErrFenced", err)
+	}
+	if _, err := f.store.Heartbeat(ctx, f.pool, "j", gen); err != nil {
+		t.Fatalf("heartbeat of the current generation: %v", err)
+	}
+	if next, err := f.store.ReclaimJob(ctx, f.pool, "j", gen); err != nil || next != gen+1 {
+		t.Fatalf("taking the job again as its current generation %d: %d, %v; want %d", gen, next, err, gen+1)
+	}
+}
+
+// TestTakeoverWithACommitInFlight: a commit of the old generation that is
+// in flight when a new runner claims the job either finishes first, and
+// the claim waits for it so that the new runner sees it among the
+// committed chunks and its seq as taken; or comes second, waits for the
+// claim, and fails writing nothing.
+func TestTakeoverWithACommitInFlight(t *testing.T) {
+	ctx := t.Context()
+	f, gen := newFenceFixture(t)
+	acquire := func() *pgxpool.Conn {
+		c, err := f.pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Release)
+		return c
+	}
+
+	// 1. The commit has written its chunk row, not yet committed.
+	oldRunner, newRunner := acquire(), acquire()
+	tx, err := oldRunner.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.commit(ctx, tx, gen, 7, 1, 2, 3); err != nil {
+		t.Fatal(err)
+	}
+	claimed := make(chan int64, 1)
+	claimErr := make(chan error, 1)
+	go func() {
+		g, err := f.store.ClaimJob(ctx, newRunner, "j", 0, 2, "host", 2)
+		claimed <- g
+		claimErr <- err
+	}()
+	waitForLockWait(t, f.pool, newRunner.Conn().PgConn().PID())
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next := <-claimed
+	if err := <-claimErr; err != nil {
+		t.Fatal(err)
+	}
+	ranges, maxSeq, err := f.store.Committed(ctx, newRunner, "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ranges) != 1 || maxSeq != 7 {
+		t.Fatalf("after the claim, the new runner reads %d committed ranges and max seq %d; want the chunk in flight, seq 7", len(ranges), maxSeq)
+	}
+
+	// 2. The claim has raised the generation, not yet committed.
+	claim, err := newRunner.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest, err := f.store.ClaimJob(ctx, claim, "j", 0, 2, "host", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed := make(chan error, 1)
+	go func() { committed <- f.commit(ctx, oldRunner, next, 8, 4, 5, 6) }()
+	waitForLockWait(t, f.pool, oldRunner.Conn().PgConn().PID())
+	if err := claim.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-committed; !f.store.IsFenced(err) {
+		t.Fatalf("commit of generation %d that waited for the claim of %d: %v; want it fenced", next, newest, err)
+	}
+	if rows, chunks := f.written(t); rows != 3 || chunks != 1 {
+		t.Fatalf("dst holds %d rows, the checkpoint %d chunks; want only the first commit's 3 rows and 1 chunk", rows, chunks)
 	}
 }

@@ -196,11 +196,11 @@ func status(t *testing.T, dest, job string, extra ...string) backfill.JobStatus 
 
 // counters are the figures that must equal one clean run's.
 type counters struct {
-	RowsRead, RowsInserted, RowsSkipped, RowsFailed, ChunksDone int64
+	RowsRead, RowsInserted, RowsSkipped, RowsFiltered, RowsFailed, ChunksDone int64
 }
 
 func countersOf(s backfill.JobStatus) counters {
-	return counters{s.RowsRead, s.RowsInserted, s.RowsSkipped, s.RowsFailed, s.ChunksDone}
+	return counters{s.RowsRead, s.RowsInserted, s.RowsSkipped, s.RowsFiltered, s.RowsFailed, s.ChunksDone}
 }
 
 func schemaExists(t *testing.T, url, schema string) bool {

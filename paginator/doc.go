@@ -10,19 +10,22 @@
 // checkpoint and back into a query.
 //
 // On resume the paginator is given the ranges already committed. It chains
-// them into runs, has the source sort the runs' start keys (with the key
-// columns' types and collations, as the page queries compare), jumps over
-// each run without reading, and reads only the gaps. A gap's page query is
-// bounded by the key where the next run starts, rather than cut at a row
-// with that key, which may have been deleted since: so each chunk of an
-// interrupted run is redone exactly once, no committed chunk is read again,
-// and no gap row is taken for committed.
+// them into runs, has the source rank the runs' keys (with the key columns'
+// types and collations, as the page queries compare), merges runs that
+// overlap (as older versions could leave them), jumps over each run without
+// reading, and reads only the gaps. A gap's page query is bounded by the key
+// where the next run starts, rather than cut at a row with that key, which
+// may have been deleted since: so each chunk of an interrupted run is redone
+// exactly once, no committed chunk is read again, and no gap row is taken
+// for committed. The rest of a chunk that was split and only partly
+// committed is read again as that chunk, with its seq and its end.
 //
 // With a where predicate the paginator reads in steps: it finds the key
 // chunk-size table rows ahead, ignoring the predicate, and reads the rows
 // up to it that match. However rare the matching rows, no query scans more
 // than a chunk's worth of the table, so none can outlast a statement
-// timeout on every retry.
+// timeout on every retry. A step without a matching row is sent as a chunk
+// without rows, so the checkpoint records the walk through it.
 //
 // The paginator only reads. It never writes to the source.
 package paginator

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,6 +54,12 @@ type ReadColumn struct {
 type Range struct {
 	After []string // nil for the first chunk of the table
 	Last  []string
+	Seq   int64
+	// SplitLast is, for a piece of a chunk that was split in pieces, the
+	// last key of the whole chunk; nil for a whole chunk. When no piece
+	// after this one was committed, the rest of the chunk is read as the
+	// same chunk: same Seq, ending at SplitLast.
+	SplitLast []string
 }
 
 // Config says what to read.
@@ -94,8 +101,14 @@ type Paginator struct {
 	// formats asks for each page column's result format: text for the key
 	// and the columns read AsText, binary for those pgx decodes.
 	formats pgx.QueryResultFormats
-	runs    []committedRun // in key order once ordered is set
+	runs    []committedRun // in key order, not overlapping, once ordered is set
 	ordered bool
+	// rest are the split chunks whose last pieces are not committed, by
+	// the key their last committed piece ends at.
+	rest map[string]splitRest
+	// ranks are the source's key order of the runs' start keys and of the
+	// ends of rest, when there is more than one run.
+	ranks   map[string]int
 	nextSeq int64
 }
 
@@ -106,6 +119,13 @@ type committedRun struct {
 	end   []string
 }
 
+// splitRest is the uncommitted rest of a split chunk: it ends at last and
+// is read as chunk seq.
+type splitRest struct {
+	seq  int64
+	last []string
+}
+
 // New checks cfg and prepares the page queries.
 func New(cfg Config) (*Paginator, error) {
 	if cfg.ChunkSize <= 0 {
@@ -114,7 +134,7 @@ func New(cfg Config) (*Paginator, error) {
 	if len(cfg.Key) == 0 {
 		return nil, fmt.Errorf("paginator for %s: no key columns", cfg.Table.Sanitize())
 	}
-	p := &Paginator{cfg: cfg, runs: chainRanges(cfg.Committed), nextSeq: cfg.NextSeq}
+	p := &Paginator{cfg: cfg, runs: chainRanges(cfg.Committed), rest: splitRests(cfg.Committed), nextSeq: cfg.NextSeq}
 	p.cfg.Committed = nil // a resumed job of 10⁹ rows may have 10⁶ of them; the runs say it all
 	for range cfg.Key {
 		p.formats = append(p.formats, pgx.TextFormatCode)
@@ -136,75 +156,149 @@ func New(cfg Config) (*Paginator, error) {
 }
 
 // chainRanges joins committed ranges that follow one another into runs.
-// The runs are not yet in key order: Go cannot compare keys the way the
-// source does (collations, numeric, composite keys), so orderRuns asks it.
+// Every range ends up in a run, even where ranges overlap (older versions
+// could commit overlapping chunks, two runners at once): two ranges that
+// begin at the same key each lead a chain. The runs are not yet in key
+// order and may overlap: Go cannot compare keys the way the source does
+// (collations, numeric, composite keys), so orderRuns asks it.
 func chainRanges(ranges []Range) []committedRun {
-	if len(ranges) == 0 {
-		return nil
-	}
-	byAfter := make(map[string]Range, len(ranges))
+	byAfter := make(map[string][]int, len(ranges))
 	ends := make(map[string]bool, len(ranges))
-	for _, r := range ranges {
-		byAfter[KeyString(r.After)] = r
+	for i, r := range ranges {
+		byAfter[KeyString(r.After)] = append(byAfter[KeyString(r.After)], i)
 		ends[KeyString(r.Last)] = true
 	}
-	var runs []committedRun
-	for start, r := range byAfter {
-		if ends[start] {
-			continue // r continues another range
-		}
-		end := r.Last
-		// keys only grow along a chain; the bound guards against a corrupt one
-		for range len(ranges) {
-			next, ok := byAfter[KeyString(end)]
-			if !ok {
-				break
+	used := make([]bool, len(ranges))
+	// next takes a range not yet in a run that begins at key
+	next := func(key []string) (int, bool) {
+		k := KeyString(key)
+		for len(byAfter[k]) > 0 {
+			i := byAfter[k][0]
+			byAfter[k] = byAfter[k][1:]
+			if !used[i] {
+				return i, true
 			}
-			end = next.Last
 		}
-		runs = append(runs, committedRun{start: r.After, end: end})
+		return 0, false
+	}
+	chain := func(i int) committedRun {
+		run := committedRun{start: ranges[i].After, end: ranges[i].Last}
+		used[i] = true
+		for {
+			j, ok := next(run.end)
+			if !ok {
+				return run
+			}
+			used[j] = true
+			run.end = ranges[j].Last
+		}
+	}
+	var runs []committedRun
+	// first the chains that no range leads to, then whatever is left: the
+	// second of two ranges beginning at one key, and what follows it
+	for _, leading := range []bool{true, false} {
+		for i, r := range ranges {
+			if !used[i] && (!leading || !ends[KeyString(r.After)]) {
+				runs = append(runs, chain(i))
+			}
+		}
 	}
 	return runs
 }
 
-// orderRuns sorts the committed runs into the source's key order, by
-// asking the source to sort their start keys with the key columns' types
-// and collations: the order the page queries compare keys in.
-func (p *Paginator) orderRuns(ctx context.Context, q Querier) error {
-	if p.ordered {
+// splitRests finds the split chunks whose last pieces were not committed:
+// a piece that ends before its chunk, with no piece of the same chunk
+// beginning where it ends.
+func splitRests(ranges []Range) map[string]splitRest {
+	type start struct {
+		seq   int64
+		after string
+	}
+	split := map[int64]bool{}
+	for _, r := range ranges {
+		if r.SplitLast != nil {
+			split[r.Seq] = true
+		}
+	}
+	if len(split) == 0 {
 		return nil
 	}
-	var atStart []committedRun
-	var rest []committedRun
+	// where the split chunks' ranges begin: their pieces, and the rest
+	// read by an earlier resume
+	begun := map[start]bool{}
+	for _, r := range ranges {
+		if split[r.Seq] {
+			begun[start{r.Seq, KeyString(r.After)}] = true
+		}
+	}
+	rest := map[string]splitRest{}
+	for _, r := range ranges {
+		if r.SplitLast != nil && KeyString(r.SplitLast) != KeyString(r.Last) && !begun[start{r.Seq, KeyString(r.Last)}] {
+			rest[KeyString(r.Last)] = splitRest{seq: r.Seq, last: r.SplitLast}
+		}
+	}
+	return rest
+}
+
+// orderRuns sorts the committed runs into the source's key order and
+// merges those that overlap into runs covering their union, by asking the
+// source to rank their keys with the key columns' types and collations:
+// the order the page queries compare keys in.
+func (p *Paginator) orderRuns(ctx context.Context, q Querier) error {
+	if p.ordered || len(p.runs) < 2 {
+		p.ordered = true
+		return nil
+	}
+	// the keys to rank: every run's start (the table's start ranks 0) and
+	// end, and the end of each split chunk's rest
+	var keys [][]string
 	for _, r := range p.runs {
-		if r.start == nil {
-			atStart = append(atStart, r)
-		} else {
-			rest = append(rest, r)
+		if r.start != nil {
+			keys = append(keys, r.start)
+		}
+		keys = append(keys, r.end)
+	}
+	for _, r := range p.rest {
+		keys = append(keys, r.last)
+	}
+	var ranks []int
+	err := p.retrying(ctx, func() error {
+		var err error
+		ranks, err = p.rankKeys(ctx, q, keys)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	p.ranks = make(map[string]int, len(keys))
+	for i, k := range keys {
+		p.ranks[KeyString(k)] = ranks[i]
+	}
+	rank := func(k []string) int {
+		if k == nil {
+			return 0
+		}
+		return p.ranks[KeyString(k)]
+	}
+	slices.SortStableFunc(p.runs, func(a, b committedRun) int { return rank(a.start) - rank(b.start) })
+	merged := p.runs[:1]
+	for _, r := range p.runs[1:] {
+		last := &merged[len(merged)-1]
+		if rank(r.start) > rank(last.end) {
+			merged = append(merged, r)
+			continue
+		}
+		if rank(r.end) > rank(last.end) {
+			last.end = r.end
 		}
 	}
-	if len(rest) > 1 {
-		var order []int
-		err := p.retrying(ctx, func() error {
-			var err error
-			order, err = p.sortKeys(ctx, q, rest)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		sorted := make([]committedRun, 0, len(rest))
-		for _, i := range order {
-			sorted = append(sorted, rest[i])
-		}
-		rest = sorted
-	}
-	p.runs, p.ordered = append(atStart, rest...), true
+	p.runs, p.ordered = merged, true
 	return nil
 }
 
-// sortKeys returns the indexes of runs in the order of their start keys.
-func (p *Paginator) sortKeys(ctx context.Context, q Querier, runs []committedRun) ([]int, error) {
+// rankKeys returns the rank of each key in the source's key order, from 1;
+// keys the source holds equal share a rank.
+func (p *Paginator) rankKeys(ctx context.Context, q Querier, keys [][]string) ([]int, error) {
 	names := make([]string, len(p.cfg.Key))
 	for i, k := range p.cfg.Key {
 		names[i] = k.Name
@@ -228,9 +322,9 @@ func (p *Paginator) sortKeys(ctx context.Context, q Querier, runs []committedRun
 
 	args := make([]any, len(p.cfg.Key))
 	for i := range p.cfg.Key {
-		part := make([]string, len(runs))
-		for j, r := range runs {
-			part[j] = r.start[i]
+		part := make([]string, len(keys))
+		for j, k := range keys {
+			part[j] = k[i]
 		}
 		args[i] = part
 	}
@@ -238,22 +332,28 @@ func (p *Paginator) sortKeys(ctx context.Context, q Querier, runs []committedRun
 	if err != nil {
 		return nil, fmt.Errorf("order the committed ranges of %s: %w", p.cfg.Table.Sanitize(), err)
 	}
-	order, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (int, error) {
-		var ord int64
-		err := r.Scan(&ord)
-		return int(ord) - 1, err
+	ranks := make([]int, len(keys))
+	var n int
+	var ord, rank int64
+	_, err = pgx.ForEachRow(rows, []any{&ord, &rank}, func() error {
+		if ord < 1 || int(ord) > len(keys) {
+			return fmt.Errorf("position %d of %d keys", ord, len(keys))
+		}
+		ranks[ord-1] = int(rank)
+		n++
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("order the committed ranges of %s: %w", p.cfg.Table.Sanitize(), err)
 	}
-	if len(order) != len(runs) {
-		return nil, fmt.Errorf("order the committed ranges of %s: got %d positions for %d ranges", p.cfg.Table.Sanitize(), len(order), len(runs))
+	if n != len(keys) {
+		return nil, fmt.Errorf("order the committed ranges of %s: got %d ranks for %d keys", p.cfg.Table.Sanitize(), n, len(keys))
 	}
-	return order, nil
+	return ranks, nil
 }
 
-// sortSQL sorts keys given as one text[] parameter per key column and
-// returns each key's position in the input, counting from 1.
+// sortSQL ranks keys given as one text[] parameter per key column: each
+// key's position in the input, counting from 1, and its dense rank.
 func (p *Paginator) sortSQL(collations map[string]string) string {
 	var params, aliases, order []string
 	for i, k := range p.cfg.Key {
@@ -266,8 +366,8 @@ func (p *Paginator) sortSQL(collations map[string]string) string {
 		}
 		order = append(order, o)
 	}
-	return fmt.Sprintf("SELECT u.ord FROM unnest(%s) WITH ORDINALITY AS u(%s, ord) ORDER BY %s",
-		strings.Join(params, ", "), strings.Join(aliases, ", "), strings.Join(order, ", "))
+	return fmt.Sprintf("SELECT u.ord, dense_rank() OVER (ORDER BY %s) FROM unnest(%s) WITH ORDINALITY AS u(%s, ord)",
+		strings.Join(order, ", "), strings.Join(params, ", "), strings.Join(aliases, ", "))
 }
 
 // KeyString makes a map key of a key's text form; "" stands for the start
@@ -464,7 +564,11 @@ func lastKey(ctx context.Context, q Querier, query string, keyParts int) ([]stri
 // them, each gap bounded by the key where the next run starts. The bound is
 // a condition of the page query, not a row that must be found: a row at a
 // run's boundary may have been deleted since, and a gap's read must still
-// stop there rather than run on into committed keys.
+// stop there rather than run on into committed keys. A gap that begins
+// with the rest of a split chunk reads that rest first, as that chunk.
+//
+// A step of a filtered job in which no row matches is sent as a chunk
+// without rows, so that the walk through it can be recorded.
 func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error {
 	if p.cfg.Upper != nil && len(p.cfg.Upper) == 0 {
 		return nil // the table was empty when the job began
@@ -488,13 +592,26 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error
 		if len(runs) > 0 {
 			before = runs[0].start
 		}
+		var restSeq int64 // seqs count from 1
+		if rest, ok := p.rest[KeyString(cursor)]; ok && (before == nil || p.ranks[KeyString(rest.last)] <= p.ranks[KeyString(before)]) {
+			before, restSeq = rest.last, rest.seq
+		}
 		st, err := p.readWithRetry(ctx, q, cursor, before)
 		if err != nil {
 			return err
 		}
-		if st.chunk != nil {
+		c := st.chunk
+		if c == nil && st.next != nil {
+			c = &Chunk{After: cursor, Last: st.next} // a step without a matching row
+		}
+		if c != nil {
+			c.Seq = restSeq
+			if c.Seq == 0 {
+				c.Seq = p.nextSeq
+				p.nextSeq++
+			}
 			select {
-			case out <- st.chunk:
+			case out <- c:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -670,8 +787,6 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 		return nil, nil
 	}
 	c.Last = key
-	c.Seq = p.nextSeq
-	p.nextSeq++
 	return c, nil
 }
 

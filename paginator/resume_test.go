@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -232,6 +233,9 @@ func TestRarePredicateIsReadInBoundedSteps(t *testing.T) {
 	}
 	// each chunk covers its whole step, so it ends where the step ends
 	for _, c := range chunks {
+		if len(c.Rows) == 0 {
+			continue // a step without a matching row (TestEmptyStepsAreSentAsChunks)
+		}
 		if len(c.Rows) != 1 || !slices.Equal(c.Last, c.First) {
 			t.Errorf("chunk (%v, %v] holds keys %v; want one, ending its step", c.After, c.Last, c.Keys)
 		}
@@ -257,5 +261,165 @@ func TestLastKeyOfAFilteredJob(t *testing.T) {
 	last, err = lastKeyWithin(t.Context(), pool, pgx.Identifier{"s"}, keyCols, "costly(id)", 100*time.Millisecond)
 	if err != nil || !slices.Equal(last, key("10000")) {
 		t.Fatalf("last key of a rare predicate after a short search: %v, %v; want the table's, [10000]", last, err)
+	}
+}
+
+// countingQuerier counts the step queries run through it.
+type countingQuerier struct {
+	Querier
+	steps int
+}
+
+func (c *countingQuerier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if strings.Contains(sql, " OFFSET ") {
+		c.steps++
+	}
+	return c.Querier.Query(ctx, sql, args...)
+}
+
+// TestEmptyStepsAreSentAsChunks: a predicate that matches 2 rows of 10000
+// (ids 150 and 9950). Every step is sent as a chunk, those without a
+// matching row with no rows, and together they tile the table; a resume
+// from what a run had committed when it was stopped walks only the steps
+// it had not, not every step since the last matching row.
+func TestEmptyStepsAreSentAsChunks(t *testing.T) {
+	pool := testPool(t,
+		"CREATE TABLE s (id int PRIMARY KEY)",
+		"INSERT INTO s SELECT generate_series(1, 10000)",
+	)
+	cfg := Config{Table: pgx.Identifier{"s"}, Key: []KeyColumn{{"id", "integer"}}, Columns: []ReadColumn{{Name: "id"}},
+		ChunkSize: 100, Upper: key("10000"), Where: "id IN (150, 9950)", NextSeq: 1}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &countingQuerier{Querier: pool}
+	got, chunks := readAll(t, p, q)
+	if want := []string{"150", "9950"}; !slices.Equal(got, want) {
+		t.Fatalf("read %v; want %v", got, want)
+	}
+	var after []string
+	for i, c := range chunks {
+		if !slices.Equal(c.After, after) || c.Seq != int64(i+1) {
+			t.Fatalf("chunk %d is seq %d (%v, %v]; want seq %d after %v: the chunks must tile the table", i, c.Seq, c.After, c.Last, i+1, after)
+		}
+		after = c.Last
+	}
+	if len(chunks) != 100 || !slices.Equal(after, key("10000")) {
+		t.Fatalf("%d chunks ending at %v; want the table's 100 steps, to 10000", len(chunks), after)
+	}
+	walked := q.steps
+
+	// Stopped after 60 steps: 59 of them empty since the match at 150.
+	var committed []Range
+	for _, c := range chunks[:60] {
+		committed = append(committed, Range{After: c.After, Last: c.Last, Seq: c.Seq})
+	}
+	cfg.Committed, cfg.NextSeq = committed, 61
+	p, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.steps = 0
+	got, chunks = readAll(t, p, q)
+	if want := []string{"9950"}; !slices.Equal(got, want) {
+		t.Fatalf("the resume read %v; want %v", got, want)
+	}
+	if len(chunks) != 40 || !slices.Equal(chunks[0].After, key("6000")) || chunks[0].Seq != 61 {
+		t.Fatalf("the resume sent %d chunks, the first (%v, %v] seq %d; want 40 from 6000, from seq 61", len(chunks), chunks[0].After, chunks[0].Last, chunks[0].Seq)
+	}
+	if walked != 100 || q.steps != walked-60 {
+		t.Fatalf("the resume ran %d step queries; the whole run took %d and 60 steps were committed", q.steps, walked)
+	}
+}
+
+// TestResumeReadsTheRestOfASplitChunkAsThatChunk: chunk 2, (100, 200], was
+// split after timeouts and only its first piece, (100, 150], committed
+// before the runner died; chunks 3 and 4 committed. The resume reads the
+// rest, (150, 200], as chunk 2 again, ending where chunk 2 ended, so the
+// job still counts one chunk for it. Where the chunk after a split chunk is
+// not committed either, the rest still ends at the split chunk's end.
+func TestResumeReadsTheRestOfASplitChunkAsThatChunk(t *testing.T) {
+	pool := testPool(t,
+		"CREATE TABLE s (id int PRIMARY KEY)",
+		"INSERT INTO s SELECT generate_series(1, 500)",
+	)
+	for _, c := range []struct {
+		name      string
+		committed []Range
+		want      []Range // the chunks read: ranges, seqs
+	}{
+		{"the next chunk committed", []Range{
+			{After: nil, Last: key("100"), Seq: 1},
+			{After: key("100"), Last: key("150"), Seq: 2, SplitLast: key("200")},
+			{After: key("200"), Last: key("300"), Seq: 3},
+			{After: key("300"), Last: key("400"), Seq: 4},
+		}, []Range{{After: key("150"), Last: key("200"), Seq: 2}, {After: key("400"), Last: key("500"), Seq: 5}}},
+		{"the next chunk not committed", []Range{
+			{After: nil, Last: key("100"), Seq: 1},
+			{After: key("100"), Last: key("125"), Seq: 2, SplitLast: key("200")},
+			{After: key("125"), Last: key("150"), Seq: 2, SplitLast: key("200")},
+			{After: key("300"), Last: key("400"), Seq: 4},
+		}, []Range{{After: key("150"), Last: key("200"), Seq: 2}, {After: key("200"), Last: key("300"), Seq: 5}, {After: key("400"), Last: key("500"), Seq: 6}}},
+		{"the last chunk", []Range{
+			{After: nil, Last: key("400"), Seq: 1},
+			{After: key("400"), Last: key("450"), Seq: 2, SplitLast: key("500")},
+		}, []Range{{After: key("450"), Last: key("500"), Seq: 2}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := New(Config{Table: pgx.Identifier{"s"}, Key: []KeyColumn{{"id", "integer"}}, Columns: []ReadColumn{{Name: "id"}},
+				ChunkSize: 100, Upper: key("500"), Committed: c.committed, NextSeq: 5})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, chunks := readAll(t, p, pool)
+			var got []Range
+			for _, ch := range chunks {
+				got = append(got, Range{After: ch.After, Last: ch.Last, Seq: ch.Seq})
+			}
+			if !slices.EqualFunc(got, c.want, func(a, b Range) bool {
+				return slices.Equal(a.After, b.After) && slices.Equal(a.Last, b.Last) && a.Seq == b.Seq
+			}) {
+				t.Fatalf("read chunks %v; want %v", got, c.want)
+			}
+		})
+	}
+}
+
+// TestOverlappingCommittedRangesAreMerged: older versions could commit
+// chunks that overlap (two runners at once): here (150, 200] inside
+// (100, 300], and two chunks that begin at the same key, (300, 350] and
+// (300, 400]. The resume reads only what no range covers, as runs covering
+// their union, instead of a chunk that ends where a committed one does.
+func TestOverlappingCommittedRangesAreMerged(t *testing.T) {
+	pool := testPool(t,
+		"CREATE TABLE s (id int PRIMARY KEY)",
+		"INSERT INTO s SELECT generate_series(1, 600)",
+	)
+	committed := []Range{
+		{After: nil, Last: key("100"), Seq: 1},
+		{After: key("100"), Last: key("300"), Seq: 2},
+		{After: key("150"), Last: key("200"), Seq: 3},
+		{After: key("300"), Last: key("400"), Seq: 4},
+		{After: key("300"), Last: key("350"), Seq: 5},
+		{After: key("500"), Last: key("600"), Seq: 6},
+	}
+	for _, order := range [][]int{{0, 1, 2, 3, 4, 5}, {5, 4, 3, 2, 1, 0}, {2, 4, 0, 5, 3, 1}} {
+		var shuffled []Range
+		for _, i := range order {
+			shuffled = append(shuffled, committed[i])
+		}
+		p, err := New(Config{Table: pgx.Identifier{"s"}, Key: []KeyColumn{{"id", "integer"}}, Columns: []ReadColumn{{Name: "id"}},
+			ChunkSize: 100, Upper: key("600"), Committed: shuffled, NextSeq: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, chunks := readAll(t, p, pool)
+		if want := ints(401, 500); !slices.Equal(got, want) {
+			t.Fatalf("ranges in order %v: read %v; want only the keys no range covers, %v", order, got, want)
+		}
+		if len(chunks) != 1 || !slices.Equal(chunks[0].After, key("400")) {
+			t.Fatalf("ranges in order %v: read %d chunks; want one after 400", order, len(chunks))
+		}
 	}
 }

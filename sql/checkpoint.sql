@@ -12,21 +12,38 @@ SELECT name, spec, state, rate, workers, rows_estimated, upper_key, started_at,
 FROM {{schema}}.jobs
 ORDER BY started_at, name
 
+-- A new job's runner is its generation 1.
 -- name: job-create
 INSERT INTO {{schema}}.jobs
-    (name, spec, state, rate, workers, rows_estimated, upper_key, runner_host, runner_pid, heartbeat_at, started_at)
-VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, now(), $9)
+    (name, spec, state, rate, workers, rows_estimated, upper_key, runner_host, runner_pid, heartbeat_at, started_at, generation)
+VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, now(), $9, 1)
+RETURNING generation
 
+-- Takes the job for a new runner, which holds the runner lock: raising the
+-- generation fences every commit of the runners before it (see the
+-- migration that added it), and waits for those already in flight.
 -- name: job-claim
 UPDATE {{schema}}.jobs
 SET state = 'running', rate = $2, workers = $3, runner_host = $4, runner_pid = $5,
     heartbeat_at = now(), updated_at = now(), finished_at = NULL, last_error = NULL,
-    pause_requested = false
+    pause_requested = false, generation = generation + 1
 WHERE name = $1
+RETURNING generation
+
+-- Takes the job again for a runner that lost its session and took the
+-- lock again: only if no other runner took it meanwhile ($2 is still the
+-- job's generation). The new generation fences what the runner may still
+-- have had in flight.
+-- name: job-reclaim
+UPDATE {{schema}}.jobs
+SET generation = generation + 1, heartbeat_at = now(), updated_at = now()
+WHERE name = $1 AND generation = $2
+RETURNING generation
 
 -- The heartbeat also reads what an operator asked for since the last one.
+-- It finds no row once a newer runner has taken the job.
 -- name: job-heartbeat
-UPDATE {{schema}}.jobs SET heartbeat_at = now(), updated_at = now() WHERE name = $1
+UPDATE {{schema}}.jobs SET heartbeat_at = now(), updated_at = now() WHERE name = $1 AND generation = $2
 RETURNING rate, pause_requested
 
 -- name: job-set-rate
@@ -36,14 +53,17 @@ RETURNING state
 -- name: job-request-pause
 UPDATE {{schema}}.jobs SET pause_requested = true, updated_at = now() WHERE name = $1 AND state = 'running'
 
+-- A runner records how its run ended only while the job is still its own.
 -- name: job-set-state
 UPDATE {{schema}}.jobs
-SET state = $2, last_error = $3, updated_at = now(), heartbeat_at = NULL, pause_requested = false,
-    finished_at = CASE WHEN $2 = 'done' THEN now() END
-WHERE name = $1
+SET state = $3, last_error = $4, updated_at = now(), heartbeat_at = NULL, pause_requested = false,
+    finished_at = CASE WHEN $3 = 'done' THEN now() END
+WHERE name = $1 AND generation = $2
 
+-- A chunk is counted once however many pieces it committed as; the records
+-- of steps without a matching row are not chunks.
 -- name: job-counters
-SELECT count(DISTINCT seq),
+SELECT count(DISTINCT seq) FILTER (WHERE rows_read > 0),
        coalesce(sum(rows_read), 0),
        coalesce(sum(rows_filtered), 0),
        coalesce(sum(rows_failed), 0),
@@ -54,7 +74,7 @@ FROM {{schema}}.chunks
 WHERE job = $1
 
 -- name: chunk-ranges
-SELECT seq, after_key, last_key FROM {{schema}}.chunks WHERE job = $1
+SELECT seq, after_key, last_key, split_last_key FROM {{schema}}.chunks WHERE job = $1
 
 -- name: try-lock
 SELECT pg_try_advisory_lock(hashtextextended($1, 0))
@@ -74,16 +94,18 @@ SELECT pg_advisory_unlock(hashtextextended($1, 0))
 SELECT pg_advisory_xact_lock(hashtextextended('backfill:migrate', 0))
 
 -- Commits one chunk: {{insert}} is the worker's INSERT … ON CONFLICT DO
--- NOTHING (its parameters start at $10). The chunk's rows and its checkpoint
--- row commit together or not at all, in one round trip.
+-- NOTHING (its parameters start at $12). The chunk's rows and its checkpoint
+-- row commit together or not at all, in one round trip; the chunk row's
+-- trigger fails the statement if generation $10 has been superseded.
 -- name: commit-chunk
 WITH ins AS (
     {{insert}}
     RETURNING 1
 )
 INSERT INTO {{schema}}.chunks
-    (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, count(*), $9 - count(*)
+    (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped,
+     generation, split_last_key)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, count(*), $9 - count(*), $10, $11
 FROM ins
 RETURNING rows_inserted
 
@@ -100,11 +122,13 @@ SELECT EXISTS (
 )
 
 -- Records a chunk written inside a transaction (the isolating path, where
--- rows were bisected): the counts are computed by the caller.
+-- rows were bisected): the counts are computed by the caller. Fenced like
+-- commit-chunk, so a superseded runner's transaction cannot commit.
 -- name: record-chunk
 INSERT INTO {{schema}}.chunks
-    (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped,
+     generation, split_last_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 
 -- name: record-failed-rows
 INSERT INTO {{schema}}.failed_rows (job, key, chunk_last_key, sqlstate, column_name, message, source_row)
@@ -119,8 +143,11 @@ SET sqlstate = excluded.sqlstate, column_name = excluded.column_name, message = 
 SELECT chunk_last_key, key FROM {{schema}}.failed_rows WHERE job = $1 ORDER BY chunk_last_key, key
 
 -- Moves the rows of one chunk that no longer fail ($3: the keys that still
--- do) out of failed_rows and into the chunk's inserted ($4) or skipped
--- counts, in the transaction that wrote them.
+-- do) out of failed_rows and into the chunk's counts, in the transaction
+-- that wrote them: inserted ($4), skipped on a conflict ($5), and filtered
+-- for the rest, which were not written at all (skip_if skips them now, or
+-- the source no longer has them as the job reads it: deleted, or no longer
+-- matching where). Setting generation $6 fires the fence.
 -- name: forget-failed-rows
 WITH gone AS (
     DELETE FROM {{schema}}.failed_rows
@@ -130,7 +157,9 @@ WITH gone AS (
 UPDATE {{schema}}.chunks
 SET rows_failed = rows_failed - (SELECT count(*) FROM gone),
     rows_inserted = rows_inserted + $4,
-    rows_skipped = rows_skipped + (SELECT count(*) FROM gone) - $4
+    rows_skipped = rows_skipped + $5,
+    rows_filtered = rows_filtered + (SELECT count(*) FROM gone) - $4 - $5,
+    generation = $6
 WHERE job = $1 AND last_key = $2
 
 -- Rows read in the last minute, for status's rate and ETA: measured over a

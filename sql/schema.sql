@@ -82,3 +82,48 @@ CREATE TABLE {{schema}}.failed_rows (
 -- `backfill set --rate` changes rate; the runner reads both with its
 -- heartbeat and acts within seconds.
 ALTER TABLE {{schema}}.jobs ADD COLUMN pause_requested boolean NOT NULL DEFAULT false;
+
+-- name: migration-3
+-- Fencing. The runner lock lives on one session, and a runner whose session
+-- died keeps committing until it notices; so every runner also takes a new
+-- generation of its job (job-claim raises it), and every chunk row carries
+-- the generation that wrote it. The trigger checks, inside the statement
+-- that records the chunk (and so before its rows can commit), that this
+-- generation is still the job's, under a FOR KEY SHARE lock on the job row:
+--  * a commit that locked the row first holds the lock until it commits, and
+--    the new runner's UPDATE of generation (a key update, for generation is
+--    in a unique index) waits for it; the new runner reads the committed
+--    ranges and the next seq only after that, so it sees the chunk;
+--  * a commit that comes after the UPDATE (committed or not yet) waits for
+--    it, then finds the row's newest version no longer matching and raises
+--    BF001: the statement, and with it the chunk's rows, is rolled back.
+-- Neither waits for a heartbeat or an operator's UPDATE of other columns:
+-- KEY SHARE conflicts only with key updates, deletes and FOR UPDATE. (A
+-- foreign key from chunks to jobs (name, generation) would check the same
+-- way, but then raising the generation would violate it for every chunk the
+-- older generations committed, or rewrite them all.)
+ALTER TABLE {{schema}}.jobs ADD COLUMN generation bigint NOT NULL DEFAULT 0;
+ALTER TABLE {{schema}}.jobs ADD CONSTRAINT jobs_generation_key UNIQUE (name, generation);
+-- chunks committed before this migration count as generation 0; a writer
+-- must name its generation, so the default goes
+ALTER TABLE {{schema}}.chunks ADD COLUMN generation bigint NOT NULL DEFAULT 0;
+ALTER TABLE {{schema}}.chunks ALTER COLUMN generation DROP DEFAULT;
+-- For a piece of a chunk split after timeouts, the last key of the whole
+-- chunk: a resume that finds only its first pieces reads the rest as the
+-- same chunk (same seq, ending there), so the job counts it once.
+ALTER TABLE {{schema}}.chunks ADD COLUMN split_last_key text[];
+-- A filtered job records the steps it walked without a matching row as
+-- chunks with no rows, so a resume does not walk them again.
+ALTER TABLE {{schema}}.chunks ALTER COLUMN first_key DROP NOT NULL;
+CREATE FUNCTION {{schema}}.fence_chunk() RETURNS trigger LANGUAGE plpgsql AS $fence$
+BEGIN
+    PERFORM 1 FROM {{schema}}.jobs WHERE name = NEW.job AND generation = NEW.generation FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % has a newer runner: generation % is superseded', NEW.job, NEW.generation
+            USING ERRCODE = 'BF001', SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME;
+    END IF;
+    RETURN NEW;
+END
+$fence$;
+CREATE TRIGGER fence BEFORE INSERT OR UPDATE ON {{schema}}.chunks
+    FOR EACH ROW EXECUTE FUNCTION {{schema}}.fence_chunk();

@@ -2,16 +2,19 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
 
 	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/internal/pgtest"
 	"github.com/backfill/backfill/paginator"
+	"github.com/backfill/backfill/retry"
 	"github.com/backfill/backfill/transform"
 	"github.com/backfill/backfill/worker"
 )
@@ -23,6 +26,8 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 type commitFixture struct {
 	db      *pgxpool.Pool
 	store   *checkpoint.Store
+	gen     int64 // the pool's generation of job "j"
+	cfg     worker.Config
 	workers *worker.Pool
 	results []worker.Result
 }
@@ -42,7 +47,8 @@ func newCommitFixture(t *testing.T) *commitFixture {
 	if err := store.Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.CreateJob(ctx, pool, checkpoint.NewJob{Name: "j", Spec: []byte(`{}`), Workers: 1, UpperKey: []string{"3"}}); err != nil {
+	gen, err := store.CreateJob(ctx, pool, checkpoint.NewJob{Name: "j", Spec: []byte(`{}`), Workers: 1, UpperKey: []string{"3"}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pool.Exec(ctx, "CREATE TABLE dst (id bigint PRIMARY KEY, n int)"); err != nil {
@@ -53,13 +59,13 @@ func newCommitFixture(t *testing.T) *commitFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &commitFixture{db: pool, store: store}
-	f.workers, err = worker.New(worker.Config{
-		Job: "j", Table: pgx.Identifier{"dst"}, Transformer: identity, Checkpoint: store, Workers: 1,
+	f := &commitFixture{db: pool, store: store, gen: gen}
+	f.cfg = worker.Config{
+		Job: "j", Table: pgx.Identifier{"dst"}, Transformer: identity, Checkpoint: store, Generation: gen, Workers: 1,
 		Columns: []worker.Column{{Name: "id", Type: "bigint", Cast: "bigint", OID: pgtype.Int8OID}, {Name: "n", Type: "integer", Cast: "integer", OID: pgtype.Int4OID}},
 		OnChunk: func(r worker.Result) { f.results = append(f.results, r) },
-	})
-	if err != nil {
+	}
+	if f.workers, err = worker.New(f.cfg); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -112,7 +118,8 @@ func TestOverlapWithACommittedChunkIsNotTakenForIt(t *testing.T) {
 	ctx := context.Background()
 	f := newCommitFixture(t)
 	// (2, 3] committed: only key 3
-	if _, err := f.db.Exec(ctx, f.store.RecordChunkSQL(), "j", int64(1), []string{"2"}, []string{"3"}, []string{"3"}, 1, 0, 0, 1, 0); err != nil {
+	rec := checkpoint.ChunkRecord{Seq: 1, After: []string{"2"}, First: []string{"3"}, Last: []string{"3"}, RowsRead: 1, Generation: f.gen}
+	if _, err := f.db.Exec(ctx, f.store.RecordChunkSQL(), checkpoint.RecordChunkArgs("j", rec, 1, 0)...); err != nil {
 		t.Fatal(err)
 	}
 	err := f.commit(ctx, threeRows()) // (start, 3]
@@ -125,5 +132,47 @@ func TestOverlapWithACommittedChunkIsNotTakenForIt(t *testing.T) {
 	}
 	if rows != 0 || len(f.results) != 0 {
 		t.Fatalf("dst holds %d rows and %d chunks were reported; want none", rows, len(f.results))
+	}
+}
+
+// TestFencedCommitStopsTheWorkers: after a newer runner has claimed the
+// job, the pool's commits are refused by the fence. A chunk that would have
+// gone through the fast path, and one with a row that fails on its data
+// (bisected, then recorded inside a transaction), both stop the pool with
+// ErrFenced at once: no retry, no bisection taken for a bad row, nothing
+// written, nothing reported.
+func TestFencedCommitStopsTheWorkers(t *testing.T) {
+	ctx := context.Background()
+	f := newCommitFixture(t)
+	if _, err := f.db.Exec(ctx, "ALTER TABLE dst ADD CHECK (n < 25)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.ClaimJob(ctx, f.db, "j", 0, 1, "host", 2); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	cfg := f.cfg
+	cfg.Logger, cfg.Retry = zerolog.New(&logs), retry.Policy{MaxRetries: 3}
+	var err error
+	if f.workers, err = worker.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	clean := &paginator.Chunk{Seq: 1, First: []string{"1"}, Last: []string{"2"},
+		Rows: [][]any{{int64(1), int32(10)}, {int64(2), int32(20)}}, Keys: [][]string{{"1"}, {"2"}}}
+	for name, chunk := range map[string]*paginator.Chunk{"fast path": clean, "isolating path": threeRows()} {
+		err := f.commit(ctx, chunk)
+		if !errors.Is(err, checkpoint.ErrFenced) {
+			t.Fatalf("%s: commit as a superseded generation: %v; want ErrFenced", name, err)
+		}
+	}
+	var rows, failed int
+	if err := f.db.QueryRow(ctx, "SELECT (SELECT count(*) FROM dst), (SELECT count(*) FROM state.failed_rows)").Scan(&rows, &failed); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 0 || failed != 0 || len(f.results) != 0 {
+		t.Fatalf("dst holds %d rows, failed_rows %d, %d chunks reported; want none", rows, failed, len(f.results))
+	}
+	if strings.Contains(logs.String(), "retrying") {
+		t.Fatalf("a fenced commit was retried:\n%s", logs.String())
 	}
 }

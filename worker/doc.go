@@ -10,6 +10,10 @@
 // the cap however many workers run. A worker never waits for a connection:
 // the pool is sized to the worker count.
 //
+// Every commit carries the runner's generation; a commit refused because a
+// newer runner took the job (Checkpoint.IsFenced) wrote nothing, and stops
+// the workers: it is neither a bad row to isolate nor an error to retry.
+//
 // A worker never reads the source and never writes a row outside a chunk's
 // commit statement.
 package worker

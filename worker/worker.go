@@ -61,6 +61,8 @@ type SourceColumn struct {
 type Checkpoint interface {
 	// Schema names the state schema, to tell its errors from the user's.
 	Schema() string
+	// IsFenced tells a commit refused because a newer runner took the job.
+	IsFenced(err error) bool
 	// CommitChunkSQL wraps an INSERT so one statement writes the rows and
 	// the chunk's row.
 	CommitChunkSQL(insert string) string
@@ -103,7 +105,10 @@ type Config struct {
 	OverridingSystemValue bool
 	Transformer           transform.Transformer
 	Checkpoint            Checkpoint
-	Workers               int
+	// Generation is the runner's, from claiming the job: every commit
+	// carries it, and fails once a newer runner has raised it.
+	Generation int64
+	Workers    int
 	// Limiter caps rows per second across all workers; nil means no cap.
 	Limiter      *rate.Limiter
 	DrainTimeout time.Duration
@@ -222,9 +227,9 @@ func (p *Pool) Run(ctx context.Context, db DB, in <-chan *paginator.Chunk) error
 }
 
 // Forget is called, inside the transaction that re-wrote a group of
-// previously failed rows, with the keys that still fail and the rows
-// inserted; it updates the checkpoint to match.
-type Forget func(ctx context.Context, tx pgx.Tx, stillFailing [][]string, inserted int) error
+// previously failed rows, with what became of them; it updates the
+// checkpoint to match.
+type Forget func(ctx context.Context, tx pgx.Tx, r checkpoint.Retried) error
 
 // RetryFailed re-attempts rows recorded as failed that belong to one
 // chunk (chunkLast): c holds those still in the source. Rows that still
@@ -299,6 +304,11 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 				w.p.cfg.OnChunk(res)
 			}
 			return w, nil
+		}
+		if w.p.cfg.Checkpoint.IsFenced(err) {
+			// nothing of the chunk was written, and no attempt of this
+			// runner's can be: stop
+			return w, fmt.Errorf("%w: chunk %d not committed by superseded generation %d: %w", checkpoint.ErrFenced, pc.chunk.Seq, w.p.cfg.Generation, err)
 		}
 		if errors.Is(err, errPanic) {
 			w = w.p.newWorker()
@@ -393,7 +403,8 @@ func (w *worker) attempt(ctx context.Context, db DB, pc piece) (res Result, err 
 	failures := w.transform(pc, &res)
 	if len(failures) == 0 && pc.retried == nil {
 		err = w.writeFast(ctx, db, pc, &res)
-		if retry.Classify(err) != retry.Data {
+		// a fenced commit is refused as a whole, for no row's sake
+		if retry.Classify(err) != retry.Data || w.p.cfg.Checkpoint.IsFenced(err) {
 			return res, err
 		}
 	}
@@ -469,9 +480,14 @@ func (w *worker) record(pc piece, res *Result, written int) checkpoint.ChunkReco
 	if pc.hi > pc.lo {
 		first = pc.chunk.Keys[pc.lo]
 	}
+	var splitLast []string
+	if pc.lo > 0 || pc.hi < len(pc.chunk.Rows) {
+		splitLast = pc.chunk.Last // a piece: a resume reads the rest as this chunk
+	}
 	return checkpoint.ChunkRecord{
 		Seq: pc.chunk.Seq, After: pc.after, First: first, Last: pc.last,
 		RowsRead: res.Read, RowsFiltered: res.Filtered, RowsFailed: res.Failed, RowsWritten: written,
+		Generation: w.p.cfg.Generation, SplitLast: splitLast,
 	}
 }
 
@@ -497,16 +513,15 @@ func (w *worker) writeIsolating(ctx context.Context, db DB, pc piece, res *Resul
 		return err
 	}
 	if pc.retried != nil {
-		still := make([][]string, len(failures))
+		r := checkpoint.Retried{StillFailing: make([][]string, len(failures)), Inserted: res.Inserted, Skipped: res.Skipped}
 		for i, f := range failures {
-			still[i] = pc.chunk.Keys[f.row]
+			r.StillFailing[i] = pc.chunk.Keys[f.row]
 		}
-		if err := pc.retried(ctx, tx, still, res.Inserted); err != nil {
+		if err := pc.retried(ctx, tx, r); err != nil {
 			return err
 		}
 	} else {
-		rec := w.record(pc, res, written)
-		args := []any{w.p.cfg.Job, rec.Seq, rec.After, rec.First, rec.Last, rec.RowsRead, rec.RowsFiltered, rec.RowsFailed, res.Inserted, res.Skipped}
+		args := checkpoint.RecordChunkArgs(w.p.cfg.Job, w.record(pc, res, written), res.Inserted, res.Skipped)
 		if _, err := tx.Exec(ctx, w.p.cfg.Checkpoint.RecordChunkSQL(), args...); err != nil {
 			return fmt.Errorf("record chunk %d: %w", pc.chunk.Seq, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/backfill/backfill/catalog"
 	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/paginator"
+	"github.com/backfill/backfill/retry"
 )
 
 // DefaultVerifyChunks is how many of the job's chunks one comparison
@@ -286,11 +287,14 @@ func verifyPlan(ctx context.Context, src, dst catalog.Querier, spec Spec, upper 
 		ranges[i] = paginator.Range{After: c.After, Last: c.Last}
 		v.next[paginator.KeyString(c.After)] = c.Last // a run is followed from its start
 	}
+	// a digest or count that meets a restart or a timeout is retried, as a
+	// run's reads are: verifying a long range must not fail on one blip
+	policy := retry.Policy{MaxRetries: DefaultMaxRetries, Base: retry.DefaultBase, Cap: retry.DefaultCap}
 	if v.srcPag, err = paginator.New(paginator.Config{Table: s.Name.Identifier(), Key: srcKey, ChunkSize: 1,
-		Where: spec.Where, Upper: v.end, Committed: ranges}); err != nil {
+		Where: spec.Where, Upper: v.end, Committed: ranges, Retry: policy}); err != nil {
 		return nil, err
 	}
-	if v.dstPag, err = paginator.New(paginator.Config{Table: d.Name.Identifier(), Key: dstKey, ChunkSize: 1}); err != nil {
+	if v.dstPag, err = paginator.New(paginator.Config{Table: d.Name.Identifier(), Key: dstKey, ChunkSize: 1, Retry: policy}); err != nil {
 		return nil, err
 	}
 	return v, nil

@@ -61,7 +61,12 @@ func (p *Paginator) Count(ctx context.Context, q Querier, after, last []string, 
 	query := [2]string{p.countStepSQL(false, last != nil), p.countStepSQL(true, last != nil)}
 	var total int64
 	for cursor := after; ; {
-		end, read, matched, err := p.countStep(ctx, q, query[b2i(cursor != nil)], p.keysetArgs(step, cursor, last))
+		var end []string
+		var read, matched int64
+		err := p.retrying(ctx, func() (err error) {
+			end, read, matched, err = p.countStep(ctx, q, query[b2i(cursor != nil)], p.keysetArgs(step, cursor, last))
+			return err
+		})
 		if err != nil {
 			return 0, fmt.Errorf("count rows of %s after key %v up to %v: %w", p.cfg.Table.Sanitize(), cursor, last, err)
 		}

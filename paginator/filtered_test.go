@@ -27,11 +27,15 @@ type insertingBetween struct {
 func (q *insertingBetween) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	isStep := strings.Contains(sql, "OFFSET")
 	if q.afterStp && !isStep {
+		params := args
+		if _, ok := params[0].(pgx.QueryResultFormats); ok {
+			params = params[1:]
+		}
 		cursor := 0
-		if len(args) > 1 && strings.Contains(sql, ") > (") {
-			c, err := strconv.Atoi(args[1].(string))
+		if len(params) > 1 && strings.Contains(sql, ") > (") {
+			c, err := strconv.Atoi(params[1].(string))
 			if err != nil {
-				q.t.Fatalf("cursor %v: %v", args[1], err)
+				q.t.Fatalf("cursor %v: %v", params[1], err)
 			}
 			cursor = c
 		}

@@ -924,13 +924,17 @@ func (p *Paginator) Digest(ctx context.Context, q Querier, columns []string, aft
 	for _, k := range last {
 		args = append(args, k)
 	}
-	rows, err := q.Query(ctx, p.digestSQL(columns, after != nil), args...)
-	if err != nil {
-		return 0, "", fmt.Errorf("digest %s over (%v, %v]: %w", p.cfg.Table.Sanitize(), after, last, err)
-	}
 	var n int64
 	var sum string
-	if _, err := pgx.ForEachRow(rows, []any{&n, &sum}, func() error { return nil }); err != nil {
+	err := p.retrying(ctx, func() error {
+		rows, err := q.Query(ctx, p.digestSQL(columns, after != nil), args...)
+		if err != nil {
+			return err
+		}
+		_, err = pgx.ForEachRow(rows, []any{&n, &sum}, func() error { return nil })
+		return err
+	})
+	if err != nil {
 		return 0, "", fmt.Errorf("digest %s over (%v, %v]: %w", p.cfg.Table.Sanitize(), after, last, err)
 	}
 	return n, sum, nil

@@ -627,3 +627,32 @@ func TestTakeoverWithACommitInFlight(t *testing.T) {
 		t.Fatalf("dst holds %d rows, the checkpoint %d chunks; want only the first commit's 3 rows and 1 chunk", rows, chunks)
 	}
 }
+
+// TestFenceHoldsUnderReplicaRole: session_replication_role = replica, which
+// bulk loads set in the connection string to skip the destination's FK and
+// user triggers, disables ordinary triggers, the fence among them. A
+// superseded generation's commit must still be refused, with nothing written.
+func TestFenceHoldsUnderReplicaRole(t *testing.T) {
+	ctx := t.Context()
+	f, old := newFenceFixture(t)
+	if _, err := f.store.ClaimJob(ctx, f.pool, "j", 0, 2, "host", 2); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := f.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.commit(ctx, conn, old, 1, 1, 2, 3); !f.store.IsFenced(err) {
+		t.Errorf("commit as superseded generation %d under session_replication_role = replica: %v; want it fenced", old, err)
+	}
+	if _, err := conn.Exec(ctx, "RESET session_replication_role"); err != nil {
+		t.Fatal(err)
+	}
+	if rows, chunks := f.written(t); rows != 0 || chunks != 0 {
+		t.Fatalf("the superseded commit wrote %d rows and %d chunk rows; want none", rows, chunks)
+	}
+}

@@ -127,3 +127,9 @@ END
 $fence$;
 CREATE TRIGGER fence BEFORE INSERT OR UPDATE ON {{schema}}.chunks
     FOR EACH ROW EXECUTE FUNCTION {{schema}}.fence_chunk();
+
+-- name: migration-4
+-- session_replication_role = replica (set by bulk loads to skip the
+-- destination's FK and user triggers) disables ordinary triggers, and with
+-- them the fence: it must fire whatever the session's role.
+ALTER TABLE {{schema}}.chunks ENABLE ALWAYS TRIGGER fence;

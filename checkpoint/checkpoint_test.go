@@ -656,3 +656,21 @@ func TestFenceHoldsUnderReplicaRole(t *testing.T) {
 		t.Fatalf("the superseded commit wrote %d rows and %d chunk rows; want none", rows, chunks)
 	}
 }
+
+// TestFenceNamesAnOlderBinary: a runner of a release before the fence (it
+// writes chunk rows without a generation) goes on running while a newer
+// binary migrates the state schema for another job. Its commits must still
+// be refused, but saying what happened, not that a newer runner took its
+// job: nobody did.
+func TestFenceNamesAnOlderBinary(t *testing.T) {
+	ctx := t.Context()
+	f, _ := newFenceFixture(t)
+	_, err := f.pool.Exec(ctx, `INSERT INTO backfill.chunks (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped)
+		VALUES ('j', 1, NULL, '{1}', '{3}', 3, 0, 0, 3, 0)`)
+	if !f.store.IsFenced(err) {
+		t.Fatalf("a chunk row without a generation: %v; want it fenced", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "newer runner") || !strings.Contains(msg, "older") {
+		t.Fatalf("a chunk row without a generation is refused with %q; want it to name an older backfill, not a newer runner", msg)
+	}
+}

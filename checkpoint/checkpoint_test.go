@@ -627,3 +627,50 @@ func TestTakeoverWithACommitInFlight(t *testing.T) {
 		t.Fatalf("dst holds %d rows, the checkpoint %d chunks; want only the first commit's 3 rows and 1 chunk", rows, chunks)
 	}
 }
+
+// TestFenceHoldsUnderReplicaRole: session_replication_role = replica, which
+// bulk loads set in the connection string to skip the destination's FK and
+// user triggers, disables ordinary triggers, the fence among them. A
+// superseded generation's commit must still be refused, with nothing written.
+func TestFenceHoldsUnderReplicaRole(t *testing.T) {
+	ctx := t.Context()
+	f, old := newFenceFixture(t)
+	if _, err := f.store.ClaimJob(ctx, f.pool, "j", 0, 2, "host", 2); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := f.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.commit(ctx, conn, old, 1, 1, 2, 3); !f.store.IsFenced(err) {
+		t.Errorf("commit as superseded generation %d under session_replication_role = replica: %v; want it fenced", old, err)
+	}
+	if _, err := conn.Exec(ctx, "RESET session_replication_role"); err != nil {
+		t.Fatal(err)
+	}
+	if rows, chunks := f.written(t); rows != 0 || chunks != 0 {
+		t.Fatalf("the superseded commit wrote %d rows and %d chunk rows; want none", rows, chunks)
+	}
+}
+
+// TestFenceNamesAnOlderBinary: a runner of a release before the fence (it
+// writes chunk rows without a generation) goes on running while a newer
+// binary migrates the state schema for another job. Its commits must still
+// be refused, but saying what happened, not that a newer runner took its
+// job: nobody did.
+func TestFenceNamesAnOlderBinary(t *testing.T) {
+	ctx := t.Context()
+	f, _ := newFenceFixture(t)
+	_, err := f.pool.Exec(ctx, `INSERT INTO backfill.chunks (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped)
+		VALUES ('j', 1, NULL, '{1}', '{3}', 3, 0, 0, 3, 0)`)
+	if !f.store.IsFenced(err) {
+		t.Fatalf("a chunk row without a generation: %v; want it fenced", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "newer runner") || !strings.Contains(msg, "older") {
+		t.Fatalf("a chunk row without a generation is refused with %q; want it to name an older backfill, not a newer runner", msg)
+	}
+}

@@ -500,3 +500,43 @@ chunk_size: 64
 		t.Fatalf("%d of 500 rows copied exactly", n)
 	}
 }
+
+// TestSpecBareCopyConvertsAsInsertSelect: a spec's bare copy into a column
+// of another built-in type must convert as INSERT … SELECT does (and as a
+// plain copy of the same tables does), not through the transform's Go
+// values: char(4) 'ab' into text is 'ab', real 0.1 into numeric is 0.1,
+// timestamptz infinity into date is infinity. The expected rows are
+// INSERT … SELECT's, written beside by the database itself.
+func TestSpecBareCopyConvertsAsInsertSelect(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	sql(t, db,
+		"CREATE TABLE src (id int PRIMARY KEY, name text, code char(4), ratio real, at timestamptz)",
+		"CREATE TABLE dst (id int PRIMARY KEY, name text, code text, ratio numeric, at date)",
+		"CREATE TABLE want (LIKE dst)",
+		`INSERT INTO src SELECT g, 'n' || g, left('ab', 1 + g % 2), CASE WHEN g % 3 = 0 THEN 1e-40 ELSE 0.1 * g END,
+			CASE WHEN g % 10 = 0 THEN 'infinity' ELSE timestamptz '2024-01-01 23:30:00+00' + g * interval '1 h' END
+		 FROM generate_series(1, 100) g`,
+		"INSERT INTO want SELECT id, upper(name), code, ratio, at FROM src")
+	spec := writeSpec(t, `job: bare
+source:
+  table: src
+dest:
+  table: dst
+columns:
+  id: id
+  name: upper(name)
+  code: code
+  ratio: ratio
+  at: at
+rate: 0
+chunk_size: 32
+`)
+	r := cli(t, "start", "--config", spec, "--source", db)
+	if r.code != 0 {
+		t.Errorf("want exit 0, every row converts as INSERT … SELECT converts it, got %s", r)
+	}
+	if n := queryInt(t, db, `SELECT count(*) FROM want FULL JOIN dst USING (id)
+		WHERE dst IS NULL OR want IS NULL OR (want.name, want.code, want.ratio, want.at) IS DISTINCT FROM (dst.name, dst.code, dst.ratio, dst.at)`); n != 0 {
+		t.Fatalf("%d of 100 rows differ from what INSERT … SELECT writes", n)
+	}
+}

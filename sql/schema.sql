@@ -115,28 +115,10 @@ ALTER TABLE {{schema}}.chunks ADD COLUMN split_last_key text[];
 -- A filtered job records the steps it walked without a matching row as
 -- chunks with no rows, so a resume does not walk them again.
 ALTER TABLE {{schema}}.chunks ALTER COLUMN first_key DROP NOT NULL;
+-- A chunk row without a generation comes from a backfill older than this
+-- migration still running beside the schema: refused as fenced, but saying
+-- so, for no newer runner took its job.
 CREATE FUNCTION {{schema}}.fence_chunk() RETURNS trigger LANGUAGE plpgsql AS $fence$
-BEGIN
-    PERFORM 1 FROM {{schema}}.jobs WHERE name = NEW.job AND generation = NEW.generation FOR KEY SHARE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'job % has a newer runner: generation % is superseded', NEW.job, NEW.generation
-            USING ERRCODE = 'BF001', SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME;
-    END IF;
-    RETURN NEW;
-END
-$fence$;
-CREATE TRIGGER fence BEFORE INSERT OR UPDATE ON {{schema}}.chunks
-    FOR EACH ROW EXECUTE FUNCTION {{schema}}.fence_chunk();
-
--- name: migration-4
--- session_replication_role = replica (set by bulk loads to skip the
--- destination's FK and user triggers) disables ordinary triggers, and with
--- them the fence: it must fire whatever the session's role.
-ALTER TABLE {{schema}}.chunks ENABLE ALWAYS TRIGGER fence;
--- A chunk row without a generation comes from a backfill older than
--- migration 3 still running beside this schema: refused as fenced, but
--- saying so, for no newer runner took its job.
-CREATE OR REPLACE FUNCTION {{schema}}.fence_chunk() RETURNS trigger LANGUAGE plpgsql AS $fence$
 BEGIN
     IF NEW.generation IS NULL THEN
         RAISE EXCEPTION 'job %: a backfill older than state schema version 3 is still writing to it: stop it, then resume the job with this version', NEW.job
@@ -150,3 +132,9 @@ BEGIN
     RETURN NEW;
 END
 $fence$;
+CREATE TRIGGER fence BEFORE INSERT OR UPDATE ON {{schema}}.chunks
+    FOR EACH ROW EXECUTE FUNCTION {{schema}}.fence_chunk();
+-- session_replication_role = replica (set by bulk loads to skip the
+-- destination's FK and user triggers) disables ordinary triggers, and with
+-- them the fence: it must fire whatever the session's role.
+ALTER TABLE {{schema}}.chunks ENABLE ALWAYS TRIGGER fence;

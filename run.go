@@ -232,6 +232,13 @@ func (r *runner) connectControl(ctx context.Context) error {
 // returns ErrJobBusy if another runner holds it. What fn writes carries the
 // runner's generation, so it fails (ErrFenced) if another runner took the
 // job while the lock was gone.
+// migrate brings the state schema up to date on the control connection,
+// retried like any control statement: a deadlock with an older runner
+// still writing beside it (40P01) or a lock timeout must not fail a start.
+func (r *runner) migrate(ctx context.Context) error {
+	return r.withControl(ctx, func(c *pgx.Conn) error { return r.store.Migrate(ctx, c) })
+}
+
 func (r *runner) withControl(ctx context.Context, fn func(*pgx.Conn) error) error {
 	err := fn(r.control)
 	for attempt := 1; err != nil; attempt++ {
@@ -337,7 +344,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		if err != nil {
 			return rep, err
 		}
-		if err := r.store.Migrate(ctx, r.control); err != nil {
+		if err := r.migrate(ctx); err != nil {
 			return rep, err
 		}
 		if r.gen, err = r.store.CreateJob(ctx, r.control, checkpoint.NewJob{
@@ -350,7 +357,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 			Int64("rows_estimated", estimate).Strs("last_key", upper).Bool("follow", j.Follow).Msg("job started")
 	} else {
 		upper, estimate = existing.UpperKey, existing.RowsEstimated
-		if err := r.store.Migrate(ctx, r.control); err != nil {
+		if err := r.migrate(ctx); err != nil {
 			return rep, err
 		}
 		// a new generation before reading the checkpoint: the claim waits

@@ -355,6 +355,25 @@ func copyIsDirect(src, dst pgType) bool {
 	return src.base == dst.base || (src.kind == kindJSON && dst.kind == kindJSON)
 }
 
+// destConverts reports whether a bare copy from src to dst is better left
+// to the destination's assignment, exactly as INSERT … SELECT converts,
+// than converted through Go values: a float4 widened in Go gains digits
+// (0.1 → 0.10000000149011612), a char(n) keeps its padding in text, an
+// infinite timestamptz has no Go date. Any type reads into text; numbers
+// into numbers and times into times have assignment casts. Strings into
+// uuid, bytea, json or numeric have none (INSERT … SELECT refuses them),
+// so those stay the transform's.
+func destConverts(src, dst pgType) bool {
+	number := func(k kind) bool { return k == kindInt || k == kindFloat || k == kindNumeric }
+	switch {
+	case dst.kind == kindText:
+		return true
+	case number(src.kind) && number(dst.kind):
+		return true
+	}
+	return src.kind == kindTime && dst.kind == kindTime
+}
+
 // value turns v into what the worker writes to a column of this type (see
 // the package documentation for the table). It is the single place where
 // expression results, bare copies and Go function results meet the

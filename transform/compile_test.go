@@ -131,12 +131,14 @@ func TestCompileWithoutColumns(t *testing.T) {
 		t.Fatalf("Columns() = %v; want %v", got, want)
 	}
 	dst := make([]any, 4)
-	keep, err := tr.Apply([]any{int32(7), `{"b": 1, "a": 2}`, testUUID, "hello", "x"}, dst)
+	// Every copy here passes the source's text form through: json into
+	// jsonb is text either way, and integer into bigint and uuid into text
+	// are the destination's to convert, as INSERT … SELECT converts.
+	keep, err := tr.Apply([]any{"7", `{"b": 1, "a": 2}`, "123e4567-e89b-12d3-a456-426614174000", "hello", "x"}, dst)
 	if err != nil || !keep {
 		t.Fatalf("Apply = %v, %v", keep, err)
 	}
-	// integer into bigint is converted; json text is copied as is.
-	want := []any{int64(7), `{"b": 1, "a": 2}`, "123e4567-e89b-12d3-a456-426614174000", "hello"}
+	want := []any{"7", `{"b": 1, "a": 2}`, "123e4567-e89b-12d3-a456-426614174000", "hello"}
 	if !reflect.DeepEqual(dst, want) {
 		t.Errorf("dst = %#v; want %#v", dst, want)
 	}
@@ -217,7 +219,7 @@ func TestPassesAndDecodes(t *testing.T) {
 		{Name: "doc", Type: "jsonb"},
 	}
 	spec := Spec{Columns: []Mapping{
-		{"id", "id"},                    // integer to bigint: converted
+		{"id", "id"},                    // integer to bigint: the destination converts
 		{"code", "code"},                // character(6) to character(8): the same type
 		{"flags", "flags"},              // the same type
 		{"span", "span"},                // a type the transform has no Go value for
@@ -230,21 +232,21 @@ func TestPassesAndDecodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	pt := tr.(Passthrough)
-	if got, want := pt.Passes(), []int{-1, 1, 2, 3, 4, -1, 5}; !reflect.DeepEqual(got, want) {
+	if got, want := pt.Passes(), []int{0, 1, 2, 3, 4, -1, 5}; !reflect.DeepEqual(got, want) {
 		t.Errorf("Passes() = %v; want %v", got, want)
 	}
-	if got, want := pt.Decodes(), []string{"id", "email"}; !reflect.DeepEqual(got, want) {
+	if got, want := pt.Decodes(), []string{"email"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("Decodes() = %v; want %v", got, want)
 	}
 	// A passed value arrives in whatever form the engine reads it in (its
 	// text) and leaves untouched.
 	dst := make([]any, len(tr.Columns()))
-	keep, err := tr.Apply([]any{int32(7), "ab", "10101", "[1,5)", "a@b.c", ` {"a": 1, "a": 2} `, "x"}, dst)
+	keep, err := tr.Apply([]any{"7", "ab", "10101", "[1,5)", "a@b.c", ` {"a": 1, "a": 2} `, "x"}, dst)
 	if err != nil || !keep {
 		t.Fatalf("Apply = %v, %v", keep, err)
 	}
 	passed := []any{dst[0], dst[1], dst[2], dst[3], dst[4], dst[6]}
-	if want := []any{int64(7), "ab", "10101", "[1,5)", "a@b.c", ` {"a": 1, "a": 2} `}; !reflect.DeepEqual(passed, want) {
+	if want := []any{"7", "ab", "10101", "[1,5)", "a@b.c", ` {"a": 1, "a": 2} `}; !reflect.DeepEqual(passed, want) {
 		t.Errorf("copied values = %#v; want %#v", passed, want)
 	}
 
@@ -258,5 +260,32 @@ func TestPassesAndDecodes(t *testing.T) {
 	}
 	if got := ip.Decodes(); len(got) != 0 {
 		t.Errorf("Identity Decodes() = %v; want none", got)
+	}
+}
+
+// TestCopyConvertedByTheDestinationOnlyWhenNotDecoded: a bare copy into
+// another type is left to the destination only while the copy gets the
+// column's text form; once an expression reads the column it arrives
+// decoded, and the copy converts the Go value instead.
+func TestCopyConvertedByTheDestinationOnlyWhenNotDecoded(t *testing.T) {
+	source := []Column{{Name: "n", Type: "integer"}, {Name: "r", Type: "real"}}
+	dest := []Column{{Name: "n", Type: "bigint"}, {Name: "r", Type: "numeric"}, {Name: "twice", Type: "bigint"}}
+	tr, err := Compile(Spec{Columns: []Mapping{{"n", "n"}, {"r", "r"}, {"twice", "n * 2"}}}, source, dest, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt := tr.(Passthrough)
+	if got, want := pt.Passes(), []int{-1, 1, -1}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Passes() = %v; want %v", got, want)
+	}
+	if got, want := pt.Decodes(), []string{"n"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Decodes() = %v; want %v", got, want)
+	}
+	dst := make([]any, 3)
+	if keep, err := tr.Apply([]any{int32(21), "0.1"}, dst); err != nil || !keep {
+		t.Fatalf("Apply = %v, %v", keep, err)
+	}
+	if want := []any{int64(21), "0.1", int64(42)}; !reflect.DeepEqual(dst, want) {
+		t.Errorf("dst = %#v; want %#v", dst, want)
 	}
 }

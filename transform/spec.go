@@ -166,6 +166,7 @@ func Compile(spec Spec, source, dest []Column, opts Options) (Transformer, error
 				errs = append(errs, fmt.Errorf("%s: source column %q of type %s cannot be written to %s; %s", what, o.expr, st.name, d.typ.name, d.typ.hint()))
 				continue
 			}
+			o.byDest = !o.direct && destConverts(st, d.typ)
 			t.add(o)
 			continue
 		}
@@ -201,6 +202,19 @@ func Compile(spec Spec, source, dest []Column, opts Options) (Transformer, error
 	errs = append(errs, checkNotNull(dest, t.columns)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	// A copy the destination converts gets the source's text form, so no
+	// one else may need that column decoded: an expression reading it, or
+	// a copy converting it in Go, takes it back to the Go conversion.
+	for _, o := range t.outputs {
+		if o.program == nil && !o.direct && !o.byDest {
+			reads[o.from] = true
+		}
+	}
+	for i := range t.outputs {
+		if o := &t.outputs[i]; o.byDest && reads[o.from] {
+			o.byDest = false
+		}
 	}
 	for i, r := range reads {
 		if r {
@@ -258,6 +272,9 @@ type output struct {
 	from     int
 	fromType pgType
 	direct   bool // the copy needs no conversion
+	// byDest: the copy's conversion is the destination's, as INSERT …
+	// SELECT converts: the value travels as its text form, never decoded.
+	byDest bool
 }
 
 func (t *compiled) add(o output) {
@@ -277,7 +294,7 @@ func (t *compiled) Passes() []int {
 	passes := make([]int, len(t.outputs))
 	for i, o := range t.outputs {
 		passes[i] = -1
-		if o.program == nil && o.direct {
+		if o.program == nil && (o.direct || o.byDest) {
 			passes[i] = o.from
 		}
 	}
@@ -286,7 +303,9 @@ func (t *compiled) Passes() []int {
 
 // Decodes names the source columns that expressions read and those that a
 // bare copy converts to another type, in source order.
-func (t *compiled) Decodes() []string { return t.sourcesRead(func(o output) bool { return !o.direct }) }
+func (t *compiled) Decodes() []string {
+	return t.sourcesRead(func(o output) bool { return !o.direct && !o.byDest })
+}
 
 // sourcesRead names, in source order, the source columns that expressions
 // read and those copied by the bare copies that copied selects.
@@ -351,7 +370,7 @@ func (s *state) load(inputs []input, src []any) error {
 func (o *output) eval(st *state, src []any) (any, error) {
 	if o.program == nil {
 		v := src[o.from]
-		if o.direct && (v != nil || !o.dest.notNull) {
+		if (o.direct || o.byDest) && (v != nil || !o.dest.notNull) {
 			return v, nil
 		}
 		return o.dest.put(o.fromType.rawValue(v))

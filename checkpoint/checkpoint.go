@@ -491,8 +491,12 @@ func (s *Store) FailedRows(ctx context.Context, q Querier, job string) ([]Failed
 // fail, and of the others, those inserted and those skipped on a conflict.
 // The rest were not written at all and count as filtered.
 type Retried struct {
-	StillFailing      [][]string
-	Inserted, Skipped int
+	StillFailing [][]string
+	// Inserted, Skipped and Filtered count the rows read again that the
+	// destination took, already had, or the transform now skips. A row
+	// not read again (deleted, or excluded by the job's where) is one a
+	// clean run would not read: it leaves rows_read too.
+	Inserted, Skipped, Filtered int
 }
 
 // ForgetFailedRows moves the rows of the chunk ending at chunkLast that no
@@ -509,7 +513,7 @@ func (s *Store) ForgetFailedRows(ctx context.Context, tx Querier, job string, ge
 		}
 		keys[i] = string(b)
 	}
-	tag, err := tx.Exec(ctx, s.stmts.Get("forget-failed-rows"), job, chunkLast, keys, r.Inserted, r.Skipped, gen)
+	tag, err := tx.Exec(ctx, s.stmts.Get("forget-failed-rows"), job, chunkLast, keys, r.Inserted, r.Skipped, gen, r.Filtered)
 	if err != nil {
 		return fmt.Errorf("update failed rows of job %q: %w", job, err)
 	}

@@ -158,7 +158,8 @@ UPDATE {{schema}}.chunks
 SET rows_failed = rows_failed - (SELECT count(*) FROM gone),
     rows_inserted = rows_inserted + $4,
     rows_skipped = rows_skipped + $5,
-    rows_filtered = rows_filtered + (SELECT count(*) FROM gone) - $4 - $5,
+    rows_filtered = rows_filtered + $7,
+    rows_read = rows_read - ((SELECT count(*) FROM gone) - $4 - $5 - $7),
     generation = $6
 WHERE job = $1 AND last_key = $2
 

@@ -513,7 +513,7 @@ func (w *worker) writeIsolating(ctx context.Context, db DB, pc piece, res *Resul
 		return err
 	}
 	if pc.retried != nil {
-		r := checkpoint.Retried{StillFailing: make([][]string, len(failures)), Inserted: res.Inserted, Skipped: res.Skipped}
+		r := checkpoint.Retried{StillFailing: make([][]string, len(failures)), Inserted: res.Inserted, Skipped: res.Skipped, Filtered: res.Filtered}
 		for i, f := range failures {
 			r.StillFailing[i] = pc.chunk.Keys[f.row]
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,11 +107,20 @@ func mustSucceed(t *testing.T, args ...string) result {
 	return r
 }
 
-func connect(t *testing.T, url string) *pgx.Conn {
+func connect(t *testing.T, url string) *pgx.Conn { return connectWith(t, url, nil) }
+
+// connectWith connects with the given session settings beside the
+// database's defaults.
+func connectWith(t *testing.T, url string, settings map[string]string) *pgx.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps.Copy(cfg.RuntimeParams, settings)
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}

@@ -71,21 +71,7 @@ func databaseWithDefaults(t *testing.T, defaults map[string]string) string {
 // normalConn connects with normalSession's settings.
 func normalConn(t *testing.T, url string) *pgx.Conn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cfg, err := pgx.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range normalSession {
-		cfg.RuntimeParams[k] = v
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
+	return connectWith(t, url, normalSession)
 }
 
 // normalSQL runs statements under normalSession, so that their literals

@@ -9,11 +9,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/rs/zerolog"
 
 	"github.com/backfill/backfill/catalog"
 	"github.com/backfill/backfill/paginator"
+	"github.com/backfill/backfill/retry"
 	"github.com/backfill/backfill/transform"
 	"github.com/backfill/backfill/worker"
 )
@@ -239,6 +241,9 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 	if len(errs) > 0 {
 		return nil, refused(errs...)
 	}
+	if err := p.checkStatements(ctx, src, dst, j.Where); err != nil {
+		return nil, err
+	}
 	p.spec = Spec{
 		Source: RedactURL(j.SourceURL), Dest: RedactURL(j.DestURL),
 		From: p.source.Name.String(), To: p.dest.Name.String(),
@@ -403,4 +408,45 @@ func tryApply(t transform.Transformer, row, dst []any) (err error) {
 	}()
 	_, err = t.Apply(row, dst)
 	return err
+}
+
+// checkStatements has each database plan, without running, the statements
+// the job will send it: a page of the source and a chunk's insert into the
+// destination. What the catalog checks cannot see is refused here, before
+// the job's row exists, naming the table: a destination column with no
+// assignment cast from what is written to it (text into integer, 42804), a
+// key type without the comparison operators keyset paging needs (hstore's
+// are #<=# and so on, 42883), a where predicate that does not compile.
+func (p *plan) checkStatements(ctx context.Context, src, dst catalog.Querier, where string) error {
+	pag, err := paginator.New(paginator.Config{
+		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: 1, Where: where,
+		Upper: make([]string, len(p.key)),
+	})
+	if err != nil {
+		return err
+	}
+	page := pag.SQL().NextPage // after a key and up to one: every comparison
+	if err := explain(ctx, src, page, 1+2*len(p.key)); err != nil {
+		names := make([]string, len(p.key))
+		for i, k := range p.key {
+			names[i] = k.Name
+		}
+		return refused(fmt.Errorf("source %s cannot be read in key order (%s): %w", p.source.Name, strings.Join(names, ", "), err))
+	}
+	insert := worker.InsertSQL(p.dest.Name.Identifier(), p.write, p.overriding, 1)
+	if err := explain(ctx, dst, insert, len(p.write)); err != nil {
+		return refused(fmt.Errorf("destination %s cannot take the rows the job writes: %w", p.dest.Name, err))
+	}
+	return nil
+}
+
+// explain plans statement with params NULL parameters, running nothing.
+func explain(ctx context.Context, q catalog.Querier, statement string, params int) error {
+	var line string
+	err := q.QueryRow(ctx, "EXPLAIN "+statement, make([]any, params)...).Scan(&line)
+	var pgErr *pgconn.PgError
+	if kind := retry.Classify(err); errors.As(err, &pgErr) && kind != retry.Transient && kind != retry.Timeout {
+		return err
+	}
+	return nil // a lost connection or a timeout here is the run's to retry
 }

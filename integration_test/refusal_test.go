@@ -21,6 +21,7 @@ func TestRefusals(t *testing.T) {
 		"CREATE TABLE dst_nounique (id bigint, email text, v text)",
 		"CREATE TABLE dst_required (id bigint PRIMARY KEY, v text, extra text NOT NULL)",
 		"CREATE TABLE disjoint (a int PRIMARY KEY, b text)",
+		"CREATE TABLE dst_int_email (id bigint PRIMARY KEY, email integer, v text)",
 		`CREATE TABLE "Victim" (id int)`,
 	)
 	base := []string{"start", "--source", db, "--rate", "0"}
@@ -42,6 +43,10 @@ func TestRefusals(t *testing.T) {
 		{"unwritten NOT NULL column", []string{"--job", "r10", "--from", "src", "--to", "dst_required"}, 1, []string{`"extra"`, "NOT NULL"}},
 		{"no common column", []string{"--job", "r11", "--from", "src", "--to", "disjoint"}, 1, []string{"share no column"}},
 		{"same table", []string{"--job", "r12", "--from", "src", "--to", "public.src"}, 1, []string{"same table"}},
+		// text into integer has no assignment cast: refused before the job
+		// exists, not at its first chunk
+		{"destination type without assignment", []string{"--job", "r19", "--from", "src", "--to", "dst_int_email"}, 1, []string{`"dst_int_email"`, `"email"`, "integer"}},
+		{"where that does not compile", []string{"--job", "r20", "--from", "src", "--to", "dst", "--where", "no_such_column > 0"}, 1, []string{`"src"`, "no_such_column"}},
 		{"injection in a table name", []string{"--job", "r13", "--from", `src; DROP TABLE "Victim"`, "--to", "dst"}, 2, []string{"source table name", "DROP TABLE"}},
 		{"quoted injection is just a name", []string{"--job", "r14", "--from", `"src; DROP TABLE ""Victim"""`, "--to", "dst"}, 1, []string{`does not exist`}},
 		{"zero chunk size", []string{"--job", "r15", "--from", "src", "--to", "dst", "--chunk-size", "0"}, 2, []string{"--chunk-size"}},

@@ -116,3 +116,25 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyWithoutComparisonOperatorsIsRefused: hstore has a unique btree
+// index but no < or > (its operators are #<# and the like), so keyset
+// pages cannot compare it. Refused before the job exists, naming the key.
+func TestKeyWithoutComparisonOperatorsIsRefused(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	if !queryBool(t, db, "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'hstore')") {
+		t.Skip("the hstore extension is not installed on this server")
+	}
+	sql(t, db,
+		"CREATE EXTENSION hstore",
+		"CREATE TABLE src (k hstore PRIMARY KEY, v text)",
+		"INSERT INTO src SELECT hstore('n', g::text), 'v' FROM generate_series(1, 10) g",
+		"CREATE TABLE dst (LIKE src INCLUDING ALL)")
+	r := cli(t, "start", "--source", db, "--job", "h", "--from", "src", "--to", "dst", "--rate", "0")
+	if r.code != 1 || !strings.Contains(r.stderr, `"src"`) || !strings.Contains(r.stderr, "key order (k)") {
+		t.Fatalf("want exit 1 naming the table and its key, got %s", r)
+	}
+	if schemaExists(t, db, "backfill") {
+		t.Fatal("a refused job created the state schema")
+	}
+}

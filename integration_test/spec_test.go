@@ -140,3 +140,19 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestResumeWithASpecWithoutChunkSize: the same spec file serves start and
+// resume; without chunk_size it means the default on both, and resume
+// takes it as the stored spec instead of refusing "--chunk-size 0", a flag
+// resume does not have.
+func TestResumeWithASpecWithoutChunkSize(t *testing.T) {
+	db := itemsDatabase(t, 5000)
+	spec := writeSpec(t, "job: nochunk\nsource:\n  table: src\ndest:\n  table: dst\nrate: 0\n")
+	mustSucceed(t, "start", "--config", spec, "--source", db)
+	sql(t, db, undoEveryThirdChunk("nochunk", "dst", "d.id", "(%[1]s)[1]::bigint")...)
+	mustSucceed(t, "resume", "--config", spec, "--source", db)
+	assertSameRows(t, db, "src", db, "dst")
+	if s := status(t, db, "nochunk"); s.State != "done" || s.RowsInserted != 5000 || s.ChunksDone != 5 {
+		t.Fatalf("after resume with the spec file: %+v", s)
+	}
+}

@@ -119,6 +119,11 @@ func jobFromFlags(c *cli.Context, mode backfill.Mode) (backfill.Job, *jobspec.Fi
 	j.Where = s.strOf("where", f.Source.Where)
 	j.Follow = pick(s, "follow", f.Follow, c.Bool)
 	j.ChunkSize = pick(s, "chunk-size", f.ChunkSize, c.Int)
+	if mode == backfill.ModeResume && f.ChunkSize == nil {
+		// resume has no --chunk-size: a spec file without chunk_size means
+		// what it meant to start, the default
+		j.ChunkSize = backfill.DefaultChunkSize
+	}
 	if j.ChunkSize < 1 {
 		return j, spec, usagef("--chunk-size %d: must be a positive number of rows", j.ChunkSize)
 	}

@@ -67,7 +67,7 @@ func parseBlocks(file, body string, into map[string]string) error {
 		if _, dup := into[name]; dup {
 			return fmt.Errorf("%s: statement %q defined twice", file, name)
 		}
-		into[name] = strings.TrimSpace(text.String())
+		into[name] = withoutTrailingComments(text.String())
 		text.Reset()
 		return nil
 	}
@@ -84,6 +84,21 @@ func parseBlocks(file, body string, into map[string]string) error {
 		}
 	}
 	return flush()
+}
+
+// withoutTrailingComments trims a block's text and drops the comment lines
+// at its end: they stand before the next "-- name:" line and speak of the
+// next statement, not of this one (dry-run prints statements as they are).
+func withoutTrailingComments(block string) string {
+	lines := strings.Split(strings.TrimSpace(block), "\n")
+	for len(lines) > 0 {
+		last := strings.TrimSpace(lines[len(lines)-1])
+		if last != "" && !strings.HasPrefix(last, "--") {
+			break
+		}
+		lines = lines[:len(lines)-1]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // Get returns the named statement. A missing name is a programming error.

@@ -54,3 +54,26 @@ func TestParseBlocksRejectsDuplicates(t *testing.T) {
 		t.Fatalf("duplicate block: %v", err)
 	}
 }
+
+// TestNoStatementEndsWithTheNextOnesComment: the comment before a "-- name:"
+// line speaks of the statement it heads; dry-run printed it at the end of
+// the statement before.
+func TestNoStatementEndsWithTheNextOnesComment(t *testing.T) {
+	into := map[string]string{}
+	if err := parseBlocks("x.sql", "-- name: a\nSELECT 1\n-- About b.\n\n-- name: b\n-- Inside b.\nSELECT 2 -- two\n", into); err != nil {
+		t.Fatal(err)
+	}
+	if into["a"] != "SELECT 1" || into["b"] != "-- Inside b.\nSELECT 2 -- two" {
+		t.Fatalf("blocks: %q", into)
+	}
+	all, err := raw()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, q := range all {
+		lines := strings.Split(q, "\n")
+		if last := strings.TrimSpace(lines[len(lines)-1]); strings.HasPrefix(last, "--") {
+			t.Errorf("statement %q ends with a comment line: %q", name, last)
+		}
+	}
+}

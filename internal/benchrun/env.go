@@ -50,14 +50,13 @@ type bench struct {
 	ours    []uint32             // backend pids of conns, not counted as a run's sessions
 	jobs    int
 	goals   []goal
-	singles map[string]time.Duration // the single statement's median, by group
 }
 
 func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 	cleanupCtx := func() (context.Context, context.CancelFunc) {
 		return context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	}
-	b := &bench{cfg: cfg, out: out, conns: map[string]*pgx.Conn{}, singles: map[string]time.Duration{}}
+	b := &bench{cfg: cfg, out: out, conns: map[string]*pgx.Conn{}}
 	if b.tmp, err = os.MkdirTemp("", "backfill-bench-"); err != nil {
 		return fmt.Errorf("create temporary directory: %w", err)
 	}
@@ -169,8 +168,16 @@ func (b *bench) setup(ctx context.Context) error {
 
 func (b *bench) url(db string) string { return b.cluster.URL(db) }
 
+// connect opens the driver's own connection to db. Its statements (the
+// table's generation, VACUUM, CHECKPOINT, the SQL methods) are bounded by
+// -timeout on the server's side, as the children are on ours.
 func (b *bench) connect(ctx context.Context, db string) error {
-	conn, err := pgx.Connect(ctx, b.url(db))
+	cfg, err := pgx.ParseConfig(b.url(db))
+	if err != nil {
+		return fmt.Errorf("parse the URL of %s: %w", db, err)
+	}
+	cfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(b.cfg.timeout.Milliseconds(), 10)
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", db, err)
 	}

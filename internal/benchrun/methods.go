@@ -258,8 +258,7 @@ func (b *bench) methodsGroup(ctx context.Context) error {
 	b.section(fmt.Sprintf("Copy methods: %s rows, %s", thousands(b.cfg.rows), b.roundsText()),
 		"Same database unless marked cross-db (two databases of the same server). × single is the single "+
 			"statement's median time over the method's: above 1 is faster.")
-	single := medianWall(got[methodSingle])
-	b.singles[groupMethods] = single
+	single := got[methodSingle]
 	t := newResultTable()
 	for _, m := range ms {
 		if m.key == methodPgcopydb && b.cfg.pgcopydb == "" {
@@ -285,14 +284,13 @@ func (b *bench) stageGroup(ctx context.Context) error {
 	}
 	b.section(fmt.Sprintf("Stage path: the destination already holds every 100th row (%s rows, %s)", thousands(b.cfg.rows), b.roundsText()),
 		"Every chunk's key range holds destination rows, so no chunk may be copied straight into the table.")
-	single := medianWall(got[methodSingle])
+	single := got[methodSingle]
 	t := newResultTable()
 	t.add(ms[0].label, got[methodSingle], single, false)
 	t.add(ms[1].label, got[methodBackfill], single, true)
 	t.print(b.out)
 	if len(got[methodBackfill]) > 0 {
-		r := ratio(single, medianWall(got[methodBackfill]))
-		b.goal("stage path (every chunk's range holds rows) vs the single statement", "≥ 0.80×", fmt.Sprintf("%.2f×", r), r >= 0.8)
+		b.ratioGoal("stage path (every chunk's range holds rows) vs the single statement", 0.8, single, got[methodBackfill])
 	}
 	return nil
 }
@@ -317,7 +315,7 @@ func (b *bench) chunksGroup(ctx context.Context) error {
 		return err
 	}
 	b.section(fmt.Sprintf("Chunk-size sensitivity: same database, --rate 0, %s rows, %s", thousands(b.cfg.rows), b.roundsText()), "")
-	single := medianWall(got[methodSingle])
+	single := got[methodSingle]
 	t := newResultTable()
 	for i, m := range ms {
 		t.add(m.label, got[m.key], single, i > 0)

@@ -64,6 +64,7 @@ type config struct {
 	rateSeconds  int
 	backfill     string // the built command
 	pgcopydb     string // "" when not installed
+	perf         string // "" when not installed: the profile group then reads the server by pg_stat_statements alone
 	goTool       string
 	profileDir   string
 	timeout      time.Duration
@@ -142,6 +143,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	// Absent pgcopydb is a row of the report, not an error.
 	if p, err := exec.LookPath("pgcopydb"); err == nil {
 		c.pgcopydb = p
+	}
+	if p, err := exec.LookPath("perf"); err == nil {
+		c.perf = p
 	}
 	return c, nil
 }

@@ -34,6 +34,9 @@ BEGIN
 	END LOOP;
 END $$`
 
+// singleStatement is the reference every ratio is taken against.
+const singleStatement = "INSERT INTO public.d SELECT * FROM public.s ON CONFLICT DO NOTHING"
+
 // copyMethod is one way of moving the source table into a destination.
 type copyMethod struct {
 	key   string
@@ -207,7 +210,7 @@ func runChild(c *child) (usage, error) {
 func (b *bench) methods() []copyMethod {
 	all := []copyMethod{
 		{key: methodSingle, label: "single INSERT … SELECT … ON CONFLICT DO NOTHING", dest: sameDest,
-			run: sqlMethod("INSERT INTO public.d SELECT * FROM public.s ON CONFLICT DO NOTHING")},
+			run: sqlMethod(singleStatement)},
 		{key: methodPLpgSQL, label: "PL/pgSQL keyset loop, COMMIT every 1,000", dest: sameDest,
 			run: sqlMethod("CALL public.keyset_copy(1000)")},
 		{key: methodPsql, label: `psql \copy to pstdout | psql \copy from pstdin`, dest: sameDest, run: psqlPipe},
@@ -275,7 +278,7 @@ func (b *bench) methodsGroup(ctx context.Context) error {
 func (b *bench) stageGroup(ctx context.Context) error {
 	ms := []copyMethod{
 		{key: methodSingle, label: "single INSERT … SELECT … ON CONFLICT DO NOTHING", dest: sameDest, prefill: true,
-			run: sqlMethod("INSERT INTO public.d SELECT * FROM public.s ON CONFLICT DO NOTHING")},
+			run: sqlMethod(singleStatement)},
 		{key: methodBackfill, label: "backfill start --rate 0", dest: sameDest, prefill: true, run: backfillStart()},
 	}
 	got, err := b.alternate(ctx, ms, b.cfg.rows)
@@ -297,7 +300,7 @@ func (b *bench) stageGroup(ctx context.Context) error {
 
 func (b *bench) chunksGroup(ctx context.Context) error {
 	ms := []copyMethod{{key: methodSingle, label: "single INSERT … SELECT (reference)", dest: sameDest,
-		run: sqlMethod("INSERT INTO public.d SELECT * FROM public.s ON CONFLICT DO NOTHING")}}
+		run: sqlMethod(singleStatement)}}
 	for _, size := range b.cfg.chunkSizes {
 		m := copyMethod{key: "chunk-" + size, dest: sameDest}
 		if size == "default" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,7 +10,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/backfill/backfill"
 )
@@ -49,6 +53,7 @@ func (b *bench) profileGroup(ctx context.Context) error {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
 	testBin, cpuProfile, blockProfile := filepath.Join(dir, "backfill.test"), filepath.Join(dir, "cpu.pprof"), filepath.Join(dir, "block.pprof")
+	perfData := filepath.Join(dir, "server.perf.data")
 	progress("  building the in-process benchmark")
 	bctx, cancel := context.WithTimeout(ctx, b.cfg.timeout)
 	defer cancel()
@@ -82,9 +87,13 @@ func (b *bench) profileGroup(ctx context.Context) error {
 	var stdout tail
 	stdout.max = 16 << 10
 	c.cmd.Stdout = &stdout
+	perf, perfErr := b.startPerf(rctx, perfData)
 	began := time.Now()
 	u, err := runChild(c)
 	u.wall = time.Since(began)
+	if perf != nil {
+		perfErr = stopPerf(perf)
+	}
 	if err != nil {
 		return fmt.Errorf("%w\n%s", err, stdout.String())
 	}
@@ -124,7 +133,132 @@ func (b *bench) profileGroup(ctx context.Context) error {
 	if err := b.waitSummary(ctx, testBin, blockProfile, runTime); err != nil {
 		return err
 	}
-	return b.statementSummary(ctx)
+	if err := b.statementSummary(ctx); err != nil {
+		return err
+	}
+	b.perfSummary(ctx, "the copy's backends", perfData, perfErr)
+	if perfErr == nil {
+		singleData := filepath.Join(dir, "single.perf.data")
+		b.perfSummary(ctx, "the single INSERT … SELECT, for comparison", singleData, b.perfSingle(ctx, singleData))
+	}
+	return nil
+}
+
+// perfSingle samples the server while the single statement copies the
+// table within the source database, on a connection opened after perf
+// attached (perf follows only backends forked from then on).
+func (b *bench) perfSingle(ctx context.Context, out string) error {
+	if err := b.reset(ctx, sameDest, nil); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.timeout)
+	defer cancel()
+	perf, err := b.startPerf(ctx, out)
+	if err != nil {
+		return err
+	}
+	err = b.singleOnFreshSession(ctx)
+	if perr := stopPerf(perf); err == nil {
+		err = perr
+	}
+	return err
+}
+
+func (b *bench) singleOnFreshSession(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, b.url(sameDest.db))
+	if err != nil {
+		return fmt.Errorf("connect for the single statement: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, singleStatement); err != nil {
+		return fmt.Errorf("%s: %w", singleStatement, err)
+	}
+	return nil
+}
+
+// startPerf samples the server's CPU by function while the profiled copy
+// runs: perf attached to the postmaster follows the backends it forks from
+// then on (the copy's sessions), not the server's other processes. Without
+// perf, or when it cannot attach, it returns why, for the report.
+func (b *bench) startPerf(ctx context.Context, out string) (*child, error) {
+	if b.cfg.perf == "" {
+		return nil, errors.New("perf not installed (apt-get install linux-perf)")
+	}
+	pid, err := b.postmasterPID()
+	if err != nil {
+		return nil, err
+	}
+	c := newChild(ctx, b.cfg.perf, "record", "-F", "499", "-g", "-p", strconv.Itoa(pid), "-o", out)
+	if err := c.cmd.Start(); err != nil {
+		return nil, c.failed(err)
+	}
+	// perf says nothing when it has attached; a backend forked before
+	// then would not be followed.
+	t := time.NewTimer(perfAttach)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		c.kill()
+		_ = c.cmd.Wait()
+		return nil, ctx.Err()
+	case <-t.C:
+	}
+	return c, nil
+}
+
+// perfAttach is how long perf is given to attach to the postmaster.
+const perfAttach = time.Second
+
+// stopPerf asks perf to finish writing its samples, as Ctrl-C would.
+func stopPerf(c *child) error {
+	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		c.kill()
+	}
+	if err := c.cmd.Wait(); err != nil {
+		if code, _ := exitCode(err); code != 0 && code != exitInterrupted && code != -1 {
+			return c.failed(err)
+		}
+	}
+	return nil
+}
+
+// perfSummary prints the server's hottest functions, by their own time and
+// with their callees. Static functions of a stripped postgres show as
+// addresses and are left out; their time still counts in their callers'.
+func (b *bench) perfSummary(ctx context.Context, what, data string, perfErr error) {
+	if perfErr != nil {
+		fmt.Fprintf(b.out, "Server CPU by function, %s: not measured: %v.\n\n", what, perfErr)
+		return
+	}
+	report := func(children string, limit int) (string, error) {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		c := newChild(pctx, b.cfg.perf, "report", "-i", data, children, "--sort", "sym", "--stdio", "-g", "none", "--percent-limit", "0.5")
+		out, err := c.cmd.Output()
+		if err != nil {
+			return "", c.failed(err)
+		}
+		var keep []string
+		for _, line := range strings.Split(string(out), "\n") {
+			if t := strings.TrimSpace(line); t == "" || strings.HasPrefix(t, "#") || strings.Contains(t, "] 0x") {
+				continue
+			}
+			if keep = append(keep, line); len(keep) == limit {
+				break
+			}
+		}
+		return strings.Join(keep, "\n"), nil
+	}
+	self, err := report("--no-children", 25)
+	if err == nil {
+		var inclusive string
+		if inclusive, err = report("--children", 40); err == nil {
+			fmt.Fprintf(b.out, "Server CPU by function, %s (perf record -F 499 -g; `perf report -i %s`):\n\n"+
+				"Own time, top 25 at 0.5%% or more:\n\n```\n%s\n```\n\nWith callees (children, self), top 40:\n\n```\n%s\n```\n\n", what, data, self, inclusive)
+			return
+		}
+	}
+	fmt.Fprintf(b.out, "Server CPU by function, %s: perf report failed: %v.\n\n", what, err)
 }
 
 // loadStatStatements restarts the server with pg_stat_statements loaded

@@ -2,7 +2,7 @@
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all test build bench lint demo clean
+.PHONY: all test build bench microbench lint demo clean
 
 all: build
 
@@ -18,8 +18,23 @@ test:
 build:
 	$(GO) build -o bin/backfill ./cmd/backfill
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+# Issue 9's instrument (BENCHMARKS.md says what it measures): copy methods
+# side by side on a throwaway server, Markdown on stdout, then the
+# micro-benchmarks. BENCHFLAGS goes to the driver, for example
+#   make bench BENCHFLAGS='-rows 200000 -rounds 1 -groups methods'
+#   make bench BENCHFLAGS='-groups memory,rate,profile'
+BENCHFLAGS ?=
+bench: build
+	$(GO) build -o bin/benchrun ./internal/benchrun
+	bin/benchrun -backfill bin/backfill -go $(GO) $(BENCHFLAGS)
+	$(MAKE) --no-print-directory microbench
+
+# Micro-benchmarks with allocations: page read, chunk write, argument
+# encoding, transform, key encoding, and the in-process copies. -p 1: one
+# package at a time, or two benchmark binaries share the two cores.
+# BenchmarkRateCap waits 30 s for a figure the driver's rate group measures.
+microbench:
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem -skip '^BenchmarkRateCap$$' ./paginator ./worker ./transform .
 
 lint:
 	@unformatted="$$(gofmt -l .)"; \

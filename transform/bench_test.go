@@ -3,6 +3,8 @@ package transform
 import (
 	"fmt"
 	"testing"
+
+	"github.com/backfill/backfill/internal/benchdata"
 )
 
 // benchSpec is a five-column mapping with a bare copy, string functions, a
@@ -63,9 +65,7 @@ func benchRows(n int, score func(int) any) [][]any {
 	return rows
 }
 
-// BenchmarkApply measures one row per op. rows/s is per core: it divides
-// rows by the process's CPU time where the platform reports it (GC
-// included), so other load on the machine does not count against it.
+// BenchmarkApply measures one row per op (see benchApply).
 func BenchmarkApply(b *testing.B) {
 	issueMapping := Spec{Columns: append(benchSpec.Columns[:4:4], Mapping{"region", `payload?.region ?? "unknown"`}), SkipIf: benchSpec.SkipIf}
 	for _, c := range []struct {
@@ -84,20 +84,51 @@ func BenchmarkApply(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			rows := benchRows(1024, c.score)
-			dst := make([]any, len(tr.Columns()))
-			b.ReportAllocs()
-			cpu := cpuTime()
-			i := 0
-			for b.Loop() {
-				if _, err := tr.Apply(rows[i&1023], dst); err != nil {
-					b.Fatal(err)
-				}
-				i++
-			}
-			if used := cpuTime() - cpu; used > 0 {
-				b.ReportMetric(float64(b.N)/used.Seconds(), "rows/s")
-			}
+			benchApply(b, tr, benchRows(benchRowCount, c.score))
 		})
+	}
+}
+
+// BenchmarkIdentity is the straight copy's transform, one row of the
+// benchmark table (internal/benchdata) per op: what every row of a
+// `--rate 0` copy without a mapping goes through.
+func BenchmarkIdentity(b *testing.B) {
+	var cols []Column
+	for _, c := range benchdata.Columns {
+		cols = append(cols, Column{Name: c.Name, Type: c.Type, OID: c.OID})
+	}
+	tr, err := Identity(cols, cols)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rows := make([][]any, benchRowCount)
+	for i := range rows {
+		rows[i] = benchdata.Row(int64(i + 1))
+	}
+	benchApply(b, tr, rows)
+}
+
+// benchRowCount rows are cycled through by a mask: a power of two.
+const benchRowCount = 1024
+
+// benchApply applies tr to one of rows per op. rows/s is per core: it
+// divides rows by the process's CPU time where the platform reports it
+// (GC included), so other load on the machine does not count against it.
+func benchApply(b *testing.B, tr Transformer, rows [][]any) {
+	if len(rows) != benchRowCount {
+		b.Fatalf("%d rows, want %d", len(rows), benchRowCount)
+	}
+	dst := make([]any, len(tr.Columns()))
+	b.ReportAllocs()
+	cpu := cpuTime()
+	i := 0
+	for b.Loop() {
+		if _, err := tr.Apply(rows[i&(benchRowCount-1)], dst); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	if used := cpuTime() - cpu; used > 0 {
+		b.ReportMetric(float64(b.N)/used.Seconds(), "rows/s")
 	}
 }

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+func TestParseStat(t *testing.T) {
+	// The command name may hold spaces and parentheses: fields count from
+	// the last ')'.
+	line := "4242 (post gres) x) S 4000 4242 4242 0 -1 4194304 1000 0 0 0 123 45 6 7 20 0 1 0 100 1000 100 18446744073709551615"
+	got, err := parseStat(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := statFields{ppid: 4000, utime: 123, stime: 45, cutime: 6, cstime: 7}
+	if got != want {
+		t.Fatalf("parseStat = %+v, want %+v", got, want)
+	}
+	if _, err := parseStat("4242 (short) S 1 2"); err == nil {
+		t.Fatal("a short line parsed")
+	}
+}
+
+// TestServerCPUOfThisProcess reads our own process as a "postmaster": its
+// count must be at least its own CPU time as /proc reports it.
+func TestServerCPUOfThisProcess(t *testing.T) {
+	self, err := procStat(os.Getpid())
+	if err != nil {
+		t.Skipf("no /proc here: %v", err)
+	}
+	got, err := serverCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if own := time.Duration(self.utime+self.stime) * time.Second / userHZ; got < own {
+		t.Fatalf("serverCPU = %v, less than the process's own %v", got, own)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []time.Duration
+		want time.Duration
+	}{
+		{nil, 0},
+		{[]time.Duration{3}, 3},
+		{[]time.Duration{5, 1, 3}, 3},
+		{[]time.Duration{4, 1, 3, 2}, 2},
+	} {
+		in := append([]time.Duration(nil), c.in...)
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+		for i := range in {
+			if in[i] != c.in[i] {
+				t.Fatalf("median reordered its input: %v", c.in)
+			}
+		}
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1000000: "1,000,000", -12345: "-12,345"} {
+		if got := thousands(n); got != want {
+			t.Errorf("thousands(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestPickList(t *testing.T) {
+	known := []string{"a", "b", "c"}
+	got, err := pickList("-x", "c, a", known)
+	if err != nil || len(got) != 2 || got[0] != "a" || got[1] != "c" {
+		t.Fatalf("pickList(c, a) = %v, %v; want [a c]", got, err)
+	}
+	if got, _ := pickList("-x", "all", known); len(got) != 3 {
+		t.Fatalf("pickList(all) = %v", got)
+	}
+	if _, err := pickList("-x", "a,z", known); err == nil {
+		t.Fatal("an unknown name was accepted")
+	}
+}
+
+func TestBenchTime(t *testing.T) {
+	out := "goos: linux\nBenchmarkCrossDatabaseCopy-2   \t       1\t16305948890 ns/op\t         5.244 cpu-µs/row\nPASS\n"
+	got, err := benchTime(out)
+	if err != nil || got != 16305948890*time.Nanosecond {
+		t.Fatalf("benchTime = %v, %v", got, err)
+	}
+	if _, err := benchTime("PASS\n"); err == nil {
+		t.Fatal("no result line, no error")
+	}
+}
+
+func TestFocusSeconds(t *testing.T) {
+	if got := focusSeconds("Showing nodes accounting for 12290.5ms, 26.95% of 45598.67ms total"); got != 12.2905 {
+		t.Fatalf("focusSeconds = %v", got)
+	}
+	if got := focusSeconds("Showing top 0 nodes out of 0"); got != 0 {
+		t.Fatalf("focusSeconds of an empty focus = %v", got)
+	}
+}
+
+func TestFocusShare(t *testing.T) {
+	top := "Active filters:\n   focus=readRows\nShowing nodes accounting for 390ms, 38.61% of 1010ms total\n      flat  flat%"
+	if got := focusShare(top); got != "38.61%" {
+		t.Fatalf("focusShare = %q", got)
+	}
+	if got := focusShare("Showing top 0 nodes"); got != "0%" {
+		t.Fatalf("focusShare of an empty focus = %q", got)
+	}
+}

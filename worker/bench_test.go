@@ -26,7 +26,7 @@ func benchColumns() ([]transform.Column, []worker.Column) {
 	var wc []worker.Column
 	for _, c := range benchdata.Columns {
 		tc = append(tc, transform.Column{Name: c.Name, Type: c.Type, OID: c.OID})
-		wc = append(wc, worker.Column{Name: c.Name, Type: c.Type, OID: c.OID, AsText: c.Text, JSON: c.OID == pgtype.JSONBOID})
+		wc = append(wc, worker.Column{Name: c.Name, Type: c.Type, Cast: c.Type, OID: c.OID, AsText: c.Text, JSON: c.OID == pgtype.JSONBOID})
 	}
 	return tc, wc
 }
@@ -66,7 +66,8 @@ func BenchmarkWriteChunk(b *testing.B) {
 	if err := store.Migrate(ctx, pool); err != nil {
 		b.Fatal(err)
 	}
-	if err := store.CreateJob(ctx, pool, checkpoint.NewJob{Name: "j", Spec: []byte(`{}`), Workers: 1, UpperKey: []string{"1"}}); err != nil {
+	gen, err := store.CreateJob(ctx, pool, checkpoint.NewJob{Name: "j", Spec: []byte(`{}`), Workers: 1, UpperKey: []string{"1"}})
+	if err != nil {
 		b.Fatal(err)
 	}
 	if err := benchdata.Create(ctx, pool, pgx.Identifier{"public", "d"}); err != nil {
@@ -78,7 +79,7 @@ func BenchmarkWriteChunk(b *testing.B) {
 		b.Fatal(err)
 	}
 	workers, err := worker.New(worker.Config{Job: "j", Table: pgx.Identifier{"public", "d"}, Columns: wc,
-		Transformer: identity, Checkpoint: store, Workers: 1})
+		Transformer: identity, Checkpoint: store, Generation: gen, Workers: 1})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -102,7 +102,15 @@ type DryRunStatements struct {
 	// ChunkEnd, for a job with a where predicate, finds the key where each
 	// chunk's scan ends; the page queries then read up to it.
 	ChunkEnd string `json:"chunk_end,omitempty"`
-	Insert   string `json:"insert"`
+	// CopyToStage copies a chunk into the worker's temporary stage, from
+	// which Insert writes it to the destination and records it.
+	CopyToStage string `json:"copy_to_stage"`
+	Insert      string `json:"insert"`
+	// CopyDirect copies a chunk straight into the destination when its key
+	// range holds no row there.
+	CopyDirect string `json:"copy_direct,omitempty"`
+	// WritePath says which of these a chunk takes, and why.
+	WritePath string `json:"write_path"`
 }
 
 // DryRun rehearses a job: every check of Run, estimates, and a sample
@@ -244,12 +252,14 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 	}
 	pool, err := worker.New(worker.Config{
 		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write, SourceColumns: p.sourceColumns,
-		OverridingSystemValue: p.overriding, Transformer: p.transformer, Checkpoint: store, Workers: 1,
+		OverridingSystemValue: p.overriding, DirectCopy: p.direct, RangeKey: p.rangeKey, Transformer: p.transformer,
+		Checkpoint: store, Workers: 1,
 	})
 	if err != nil {
 		return err
 	}
-	rep.SQL = DryRunStatements{Insert: pool.SQL()}
+	ws := pool.SQL()
+	rep.SQL = DryRunStatements{CopyToStage: ws.CopyToStage, Insert: ws.Insert, CopyDirect: ws.CopyDirect, WritePath: p.writePath}
 	st := pag.SQL()
 	rep.SQL.FirstPage, rep.SQL.NextPage, rep.SQL.ChunkEnd = st.FirstPage, st.NextPage, st.Step
 	rep.Preview.Columns = p.transformer.Columns()

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/rs/zerolog"
@@ -16,6 +17,7 @@ import (
 	"github.com/backfill/backfill/catalog"
 	"github.com/backfill/backfill/paginator"
 	"github.com/backfill/backfill/retry"
+	bfsql "github.com/backfill/backfill/sql"
 	"github.com/backfill/backfill/transform"
 	"github.com/backfill/backfill/worker"
 )
@@ -83,6 +85,13 @@ type plan struct {
 	write         []worker.Column
 	transformer   transform.Transformer
 	overriding    bool
+	// direct: a chunk whose key range the destination holds no row in may
+	// be copied straight into it (see worker.Config.DirectCopy), probed by
+	// rangeKey when not empty. writePath says which path, and why, for the
+	// log and the dry run.
+	direct    bool
+	rangeKey  []worker.KeyPart
+	writePath string
 }
 
 // goValued reports whether values of the type are Go values to the
@@ -212,6 +221,7 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 	if err != nil {
 		return nil, err
 	}
+	raw := rawColumns(sourceCols, passes, decoded, written, p.dest, sendsBinary(src))
 	for i, name := range written {
 		c := p.dest.Column(name)
 		if c == nil || c.Generated {
@@ -219,11 +229,14 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 			continue
 		}
 		w := worker.Column{
-			Name: c.Name, Type: c.Type, Cast: c.CastType, OID: c.OID,
+			Name: c.Name, Type: c.Type, Cast: c.CastType, CastOID: c.CastOID, OID: c.OID,
 			AsText: !goValued(c.OID),
 			JSON:   c.OID == pgtype.JSONOID || c.OID == pgtype.JSONBOID,
 		}
-		if s := passes[i]; s >= 0 && !decoded[s] {
+		switch s := passes[i]; {
+		case s >= 0 && raw[s]:
+			w.AsText = false // the source's bytes, of the same cast type
+		case s >= 0 && !decoded[s]:
 			w.AsText, w.Cast = true, passthroughCast(sourceCols[s], *c)
 		}
 		p.write = append(p.write, w)
@@ -235,12 +248,13 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 		}
 	}
 	for i, c := range sourceCols {
-		p.read = append(p.read, paginator.ReadColumn{Name: c.Name, AsText: !decoded[i] || !goValued(c.OID), StoredText: c.CastOID == pgtype.XMLOID})
-		p.sourceColumns = append(p.sourceColumns, worker.SourceColumn{Name: c.Name, JSON: c.OID == pgtype.JSONOID || c.OID == pgtype.JSONBOID})
+		p.read = append(p.read, paginator.ReadColumn{Name: c.Name, Raw: raw[i], AsText: !raw[i] && (!decoded[i] || !goValued(c.OID)), StoredText: c.CastOID == pgtype.XMLOID})
+		p.sourceColumns = append(p.sourceColumns, worker.SourceColumn{Name: c.Name, JSON: c.OID == pgtype.JSONOID || c.OID == pgtype.JSONBOID, OID: c.CastOID})
 	}
 	if len(errs) > 0 {
 		return nil, refused(errs...)
 	}
+	p.chooseWritePath(sourceCols, passes, raw)
 	if err := p.checkStatements(ctx, src, dst, j.Where); err != nil {
 		return nil, err
 	}
@@ -433,8 +447,27 @@ func (p *plan) checkStatements(ctx context.Context, src, dst catalog.Querier, wh
 		}
 		return refused(fmt.Errorf("source %s cannot be read in key order (%s): %w", p.source.Name, strings.Join(names, ", "), err))
 	}
-	insert := worker.InsertSQL(p.dest.Name.Identifier(), p.write, p.overriding, 1)
-	if err := explain(ctx, dst, insert, len(p.write)); err != nil {
+	var role, database string
+	var mayStage bool
+	err = dst.QueryRow(ctx, bfsql.Static("catalog-may-create-temp")).Scan(&role, &database, &mayStage)
+	if err != nil {
+		return fmt.Errorf("read the destination role's privileges: %w", err)
+	}
+	if !mayStage {
+		return refused(fmt.Errorf("destination role %s may not create temporary tables in database %s, and each worker stages its chunks in one: "+
+			"GRANT TEMPORARY ON DATABASE %s TO %s", pgx.Identifier{role}.Sanitize(), pgx.Identifier{database}.Sanitize(),
+			pgx.Identifier{database}.Sanitize(), pgx.Identifier{role}.Sanitize()))
+	}
+	if p.rangeKey != nil {
+		// the probe needs SELECT on the key, which writing does not
+		probe := worker.RangeProbeSQL(p.dest.Name.Identifier(), p.rangeKey)[1]
+		if err := explain(ctx, dst, probe, 2*len(p.rangeKey)); err != nil {
+			p.rangeKey = nil
+			p.writePath = directPath(fmt.Sprintf("the key ranges cannot be probed (%v), so each chunk tries the COPY", err))
+		}
+	}
+	insert := worker.CheckSQL(p.dest.Name.Identifier(), p.write, p.overriding)
+	if err := explain(ctx, dst, insert, 0); err != nil {
 		return refused(fmt.Errorf("destination %s cannot take the rows the job writes: %w", p.dest.Name, err))
 	}
 	return nil

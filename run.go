@@ -354,7 +354,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 			return rep, err
 		}
 		r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Strs("key", p.spec.Key).
-			Int64("rows_estimated", estimate).Strs("last_key", upper).Bool("follow", j.Follow).Msg("job started")
+			Int64("rows_estimated", estimate).Strs("last_key", upper).Bool("follow", j.Follow).Str("write_path", p.writePath).Msg("job started")
 	} else {
 		upper, estimate = existing.UpperKey, existing.RowsEstimated
 		if err := r.migrate(ctx); err != nil {
@@ -400,7 +400,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 				Msg("job taken again after the control connection was lost")
 		case existing != nil:
 			r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Int64("chunks_done", before.ChunksDone).
-				Int64("rows_done", before.RowsRead).Int64("rows_failed", before.RowsFailed).Str("was", existing.State).Msg("job resumed")
+				Int64("rows_done", before.RowsRead).Int64("rows_failed", before.RowsFailed).Str("was", existing.State).Str("write_path", p.writePath).Msg("job resumed")
 		}
 		if tracker == nil {
 			tracker = progress.New(estimate, before.RowsRead, j.Now)
@@ -461,7 +461,8 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 	}
 	pool, err := worker.New(worker.Config{
 		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write, SourceColumns: p.sourceColumns,
-		OverridingSystemValue: p.overriding, Transformer: p.transformer, Checkpoint: r.store, Generation: r.gen,
+		OverridingSystemValue: p.overriding, DirectCopy: p.direct, RangeKey: p.rangeKey, Transformer: p.transformer,
+		Checkpoint: r.store, Generation: r.gen,
 		Workers: j.Workers, Limiter: limiter, DrainTimeout: j.DrainTimeout, Retry: r.retry,
 		MaxFailedRows: max(j.MaxFailedRows, 0), FailedRowsBefore: before.RowsFailed, Logger: r.log,
 		OnChunk: func(res worker.Result) {
@@ -549,9 +550,9 @@ func (r *runner) retryFailed(ctx context.Context, pag *paginator.Paginator, pool
 			return err
 		}
 		var still int
-		res, err := pool.RetryFailed(ctx, r.dst, rows, g.ChunkLast, func(ctx context.Context, tx pgx.Tx, retried checkpoint.Retried) error {
+		res, err := pool.RetryFailed(ctx, r.dst, rows, g.ChunkLast, func(ctx context.Context, conn *pgx.Conn, retried checkpoint.Retried) error {
 			still = len(retried.StillFailing)
-			return r.store.ForgetFailedRows(ctx, tx, r.job.Name, r.gen, g.ChunkLast, retried)
+			return r.store.ForgetFailedRows(ctx, conn, r.job.Name, r.gen, g.ChunkLast, retried)
 		})
 		if err != nil {
 			return fmt.Errorf("retry failed rows of the chunk ending at %v: %w", g.ChunkLast, err)

@@ -33,6 +33,10 @@ type Column struct {
 	CastType string
 	CastOID  uint32
 	IsArray  bool
+	// BinaryTravels: the cast type's binary form means the same in every
+	// database (a built-in type, see catalog-columns), so a value can be
+	// passed from one to another in it, undecoded.
+	BinaryTravels bool
 	// Generated columns cannot be written; IdentityAlways columns need
 	// OVERRIDING SYSTEM VALUE to be written.
 	Generated      bool
@@ -51,11 +55,16 @@ type UniqueIndex struct {
 
 // Table is a table as the catalog describes it.
 type Table struct {
-	Name    TableName // resolved: schema and name as stored
-	OID     uint32
-	Kind    string // pg_class.relkind
-	Columns []Column
-	Unique  []UniqueIndex
+	Name TableName // resolved: schema and name as stored
+	OID  uint32
+	Kind string // pg_class.relkind
+	// RowSecurity and HasRules tell what COPY into the table would not
+	// honour as INSERT does: COPY refuses a table with row-level security
+	// enabled, and ignores its rules.
+	RowSecurity bool
+	HasRules    bool
+	Columns     []Column
+	Unique      []UniqueIndex
 }
 
 // ErrNotFound is returned (wrapped) when a table does not exist.
@@ -67,7 +76,7 @@ var ErrNotFound = errors.New("does not exist")
 func Load(ctx context.Context, q Querier, name TableName) (*Table, error) {
 	t := &Table{}
 	var kind byte
-	err := q.QueryRow(ctx, bfsql.Static("catalog-resolve"), name.String()).Scan(&t.OID, &t.Name.Schema, &t.Name.Name, &kind)
+	err := q.QueryRow(ctx, bfsql.Static("catalog-resolve"), name.String()).Scan(&t.OID, &t.Name.Schema, &t.Name.Name, &kind, &t.RowSecurity, &t.HasRules)
 	if errors.Is(err, pgx.ErrNoRows) || isInvalidSchema(err) {
 		return nil, fmt.Errorf("table %s %w (check the name, its schema and the search_path; quote mixed-case names)", name, ErrNotFound)
 	}
@@ -82,7 +91,7 @@ func Load(ctx context.Context, q Querier, name TableName) (*Table, error) {
 	}
 	t.Columns, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Column, error) {
 		var c Column
-		err := row.Scan(&c.Name, &c.Type, &c.OID, &c.CastType, &c.CastOID, &c.NotNull, &c.HasDefault, &c.IsArray, &c.Generated, &c.IdentityAlways)
+		err := row.Scan(&c.Name, &c.Type, &c.OID, &c.CastType, &c.CastOID, &c.NotNull, &c.HasDefault, &c.IsArray, &c.Generated, &c.IdentityAlways, &c.BinaryTravels)
 		return c, err
 	})
 	if err != nil {

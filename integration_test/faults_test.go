@@ -220,6 +220,16 @@ func TestLeastPrivilege(t *testing.T) {
 	if r := cli(t, "start", "--source", asRunner, "--job", "nopriv", "--from", "dst", "--to", "src"); r.code != 1 || !strings.Contains(r.stderr, "permission denied") {
 		t.Fatalf("reading a table without SELECT must fail clearly, got %s", r)
 	}
+	// the workers' stages are temporary tables: without the privilege the
+	// job is refused, naming it, before anything is written
+	sql(t, db, `REVOKE TEMPORARY ON DATABASE "`+dbname+`" FROM PUBLIC`, "TRUNCATE dst")
+	r := cli(t, "start", "--source", asRunner, "--job", "notemp", "--from", "src", "--to", "dst", "--rate", "0")
+	if r.code == 0 || !strings.Contains(r.stderr, "GRANT TEMPORARY ON DATABASE") {
+		t.Fatalf("a role that may not create temporary tables must be refused clearly, got %s", r)
+	}
+	if n := queryString(t, db, "SELECT count(*) FROM dst"); n != "0" {
+		t.Fatalf("the refused job wrote %s rows", n)
+	}
 }
 
 // TestKillTenTimes is the SIGKILL invariant at scale: ten kills at random

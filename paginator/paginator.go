@@ -48,6 +48,10 @@ type ReadColumn struct {
 	// XML declaration that names version 1.0 and nothing else, which the
 	// cast keeps as stored.
 	StoredText bool
+	// Raw reads the column in its binary form and keeps the bytes, a
+	// *Raw, undecoded: for a value passed through to a destination column
+	// of the same built-in type, whose binary form means the same there.
+	Raw bool
 }
 
 // Range is a committed chunk's key range (After, Last].
@@ -101,8 +105,10 @@ type Paginator struct {
 	// formats asks for each page column's result format: text for the key
 	// and the columns read AsText, binary for those pgx decodes.
 	formats pgx.QueryResultFormats
-	runs    []committedRun // in key order, not overlapping, once ordered is set
-	ordered bool
+	// rawWidth counts the columns read Raw.
+	rawWidth int
+	runs     []committedRun // in key order, not overlapping, once ordered is set
+	ordered  bool
 	// rest are the split chunks whose last pieces are not committed, by
 	// the key their last committed piece ends at.
 	rest map[string]splitRest
@@ -143,6 +149,9 @@ func New(cfg Config) (*Paginator, error) {
 		f := int16(pgx.BinaryFormatCode)
 		if c.AsText {
 			f = pgx.TextFormatCode
+		}
+		if c.Raw {
+			p.rawWidth++
 		}
 		p.formats = append(p.formats, f)
 	}
@@ -762,21 +771,19 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 	}
 	defer rows.Close()
 	nk := len(p.cfg.Key)
+	store := newRowStore(p.cfg.ChunkSize, len(p.cfg.Columns), p.rawWidth)
 	c := &Chunk{After: cursor, Rows: make([][]any, 0, p.cfg.ChunkSize), Keys: make([][]string, 0, p.cfg.ChunkSize)}
 	var key []string
 	for rows.Next() {
-		vals, err := p.values(rows)
-		if err != nil {
+		var vals []any
+		vals, key = store.row(nk)
+		if err := p.values(rows, store, key, vals); err != nil {
 			return nil, fmt.Errorf("decode row of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
-		}
-		key = make([]string, nk)
-		for i := range key {
-			key[i], _ = vals[i].(string)
 		}
 		if c.First == nil {
 			c.First = key
 		}
-		c.Rows = append(c.Rows, vals[nk:])
+		c.Rows = append(c.Rows, vals)
 		c.Keys = append(c.Keys, key)
 	}
 	rows.Close()
@@ -790,34 +797,46 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 	return c, nil
 }
 
-// values returns a page row's values: the text of those asked for as text
-// (the key, the columns read AsText), the others decoded as pgx.Rows.Values
-// decodes them. Values is not used because it would decode every column,
-// those read as text too. A connection that uses the simple protocol gets
-// every column as text, which decodes as well.
-func (p *Paginator) values(rows pgx.Rows) ([]any, error) {
+// values fills a page row's key and values: the text of those asked for as
+// text (the key, the columns read AsText), the bytes of those read Raw,
+// the others decoded as pgx.Rows.Values decodes them. Values is not used
+// because it would decode every column. A connection that uses the simple
+// protocol gets every column as text, which decodes as well; the plan
+// reads no column Raw over one.
+func (p *Paginator) values(rows pgx.Rows, store *rowStore, key []string, vals []any) error {
 	raw := rows.RawValues()
 	fields := rows.FieldDescriptions()
-	vals := make([]any, len(raw))
+	nk := len(key)
 	for i, b := range raw {
+		if i < nk {
+			key[i] = string(b)
+			continue
+		}
+		v := &vals[i-nk]
 		switch fd := fields[i]; {
 		case b == nil:
+			*v = nil
+		case p.cfg.Columns[i-nk].Raw:
+			if fd.Format != pgx.BinaryFormatCode {
+				return fmt.Errorf("column %q: came in text form, not the binary form it was asked in", fd.Name)
+			}
+			*v = store.raw(b)
 		case p.formats[i] == pgx.TextFormatCode:
-			vals[i] = string(b)
+			*v = string(b)
 		default:
 			m := rows.Conn().TypeMap()
 			t, ok := m.TypeForOID(fd.DataTypeOID)
 			if !ok {
-				return nil, fmt.Errorf("column %q: no decoder for type OID %d", fd.Name, fd.DataTypeOID)
+				return fmt.Errorf("column %q: no decoder for type OID %d", fd.Name, fd.DataTypeOID)
 			}
-			v, err := t.Codec.DecodeValue(m, fd.DataTypeOID, fd.Format, b)
+			dv, err := t.Codec.DecodeValue(m, fd.DataTypeOID, fd.Format, b)
 			if err != nil {
-				return nil, fmt.Errorf("column %q: %w", fd.Name, err)
+				return fmt.Errorf("column %q: %w", fd.Name, err)
 			}
-			vals[i] = v
+			*v = dv
 		}
 	}
-	return vals, nil
+	return nil
 }
 
 // byKeysSQL selects the rows whose keys are given as one text[] parameter

@@ -2,7 +2,7 @@
 -- as values, never spliced in.
 
 -- name: catalog-resolve
-SELECT c.oid, n.nspname, c.relname, c.relkind
+SELECT c.oid, n.nspname, c.relname, c.relkind, c.relrowsecurity, c.relhasrules
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = to_regclass($1)
@@ -25,7 +25,8 @@ SELECT a.attname,
        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
        t.typcategory = 'A',
        a.attgenerated <> '',
-       a.attidentity = 'a'
+       a.attidentity = 'a',
+       travels.ok
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 CROSS JOIN LATERAL (
@@ -39,6 +40,19 @@ CROSS JOIN LATERAL (
     )
     SELECT chain.oid FROM chain WHERE chain.typtype <> 'd'
 ) base
+-- Whether the base type's binary form means the same in any database: a
+-- built-in base, range or multirange type with send and receive functions
+-- whose element type (of an array, a name, a point) is one too. Not the
+-- reg* types, whose binary form is an OID that names another object, or
+-- nothing, in another database; not xml, whose stored text is read
+-- through a cast (see the paginator).
+CROSS JOIN LATERAL (
+    SELECT bool_and(bt.oid < 16384 AND bt.typtype IN ('b', 'r', 'm') AND bt.typsend::oid <> 0
+                    AND bt.typreceive::oid <> 0 AND bt.typname !~ '^reg' AND bt.oid <> 'xml'::regtype)
+    FROM pg_type bt
+    WHERE bt.oid = base.oid
+       OR bt.oid = (SELECT e.typelem FROM pg_type e WHERE e.oid = base.oid AND e.typelem <> 0)
+) travels (ok)
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 
@@ -75,3 +89,8 @@ WHERE a.attrelid = to_regclass($1) AND a.attname = ANY ($2::text[])
 -- PostgreSQL 14): the planner's row estimate is only a guess from its size.
 -- name: catalog-never-analyzed
 SELECT reltuples < 0 FROM pg_class WHERE oid = $1
+
+-- Whether the role may create temporary tables here, as each worker's
+-- stage is one.
+-- name: catalog-may-create-temp
+SELECT current_user, current_database(), has_database_privilege(current_database(), 'TEMPORARY')

@@ -26,7 +26,7 @@ func benchColumns() ([]transform.Column, []worker.Column) {
 	var wc []worker.Column
 	for _, c := range benchdata.Columns {
 		tc = append(tc, transform.Column{Name: c.Name, Type: c.Type, OID: c.OID})
-		wc = append(wc, worker.Column{Name: c.Name, Type: c.Type, Cast: c.Type, OID: c.OID, AsText: c.Text, JSON: c.OID == pgtype.JSONBOID})
+		wc = append(wc, worker.Column{Name: c.Name, Type: c.Type, Cast: c.Type, CastOID: c.OID, OID: c.OID, AsText: c.Text, JSON: c.OID == pgtype.JSONBOID})
 	}
 	return tc, wc
 }

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -62,7 +63,7 @@ func newCommitFixture(t *testing.T) *commitFixture {
 	f := &commitFixture{db: pool, store: store, gen: gen}
 	f.cfg = worker.Config{
 		Job: "j", Table: pgx.Identifier{"dst"}, Transformer: identity, Checkpoint: store, Generation: gen, Workers: 1,
-		Columns: []worker.Column{{Name: "id", Type: "bigint", Cast: "bigint", OID: pgtype.Int8OID}, {Name: "n", Type: "integer", Cast: "integer", OID: pgtype.Int4OID}},
+		Columns: []worker.Column{{Name: "id", Type: "bigint", Cast: "bigint", CastOID: pgtype.Int8OID, OID: pgtype.Int8OID}, {Name: "n", Type: "integer", Cast: "integer", CastOID: pgtype.Int4OID, OID: pgtype.Int4OID}},
 		OnChunk: func(r worker.Result) { f.results = append(f.results, r) },
 	}
 	if f.workers, err = worker.New(f.cfg); err != nil {
@@ -91,22 +92,19 @@ func threeRows() *paginator.Chunk {
 // done once, and its rows are not written twice.
 func TestRecommitOfACommittedChunkIsRecognised(t *testing.T) {
 	ctx := context.Background()
-	f := newCommitFixture(t)
-	chunk := threeRows()
-	for attempt := range 2 {
-		if err := f.commit(ctx, chunk); err != nil {
-			t.Fatalf("attempt %d: %v", attempt+1, err)
+	for name, path := range map[string]func(*worker.Config){"stage": func(*worker.Config) {}, "direct, probed": direct(true), "direct": direct(false)} {
+		f := newCommitFixture(t)
+		f.reconfigure(t, path)
+		chunk := threeRows()
+		for attempt := range 2 {
+			if err := f.commit(ctx, chunk); err != nil {
+				t.Fatalf("%s: attempt %d: %v", name, attempt+1, err)
+			}
 		}
-	}
-	if len(f.results) != 1 || f.results[0].Inserted != 3 {
-		t.Fatalf("results %+v: want one commit of 3 rows", f.results)
-	}
-	c, err := f.store.Counters(ctx, f.db, "j")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.ChunksDone != 1 || c.RowsInserted != 3 || c.RowsSkipped != 0 {
-		t.Fatalf("counters %+v after a repeated commit", c)
+		if len(f.results) != 1 || f.results[0].Inserted != 3 {
+			t.Fatalf("%s: results %+v: want one commit of 3 rows", name, f.results)
+		}
+		f.checkCounts(t, 1, 3, 0, 0, 3)
 	}
 }
 
@@ -153,16 +151,19 @@ func TestFencedCommitStopsTheWorkers(t *testing.T) {
 	var logs strings.Builder
 	cfg := f.cfg
 	cfg.Logger, cfg.Retry = zerolog.New(&logs), retry.Policy{MaxRetries: 3}
-	var err error
-	if f.workers, err = worker.New(cfg); err != nil {
-		t.Fatal(err)
-	}
 	clean := &paginator.Chunk{Seq: 1, First: []string{"1"}, Last: []string{"2"},
 		Rows: [][]any{{int64(1), int32(10)}, {int64(2), int32(20)}}, Keys: [][]string{{"1"}, {"2"}}}
-	for name, chunk := range map[string]*paginator.Chunk{"fast path": clean, "isolating path": threeRows()} {
-		err := f.commit(ctx, chunk)
-		if !errors.Is(err, checkpoint.ErrFenced) {
-			t.Fatalf("%s: commit as a superseded generation: %v; want ErrFenced", name, err)
+	for _, directCopy := range []bool{false, true} {
+		cfg.DirectCopy = directCopy
+		var err error
+		if f.workers, err = worker.New(cfg); err != nil {
+			t.Fatal(err)
+		}
+		for name, chunk := range map[string]*paginator.Chunk{"fast path": clean, "isolating path": threeRows()} {
+			err := f.commit(ctx, chunk)
+			if !errors.Is(err, checkpoint.ErrFenced) {
+				t.Fatalf("%s (direct COPY %v): commit as a superseded generation: %v; want ErrFenced", name, directCopy, err)
+			}
 		}
 	}
 	var rows, failed int
@@ -175,4 +176,134 @@ func TestFencedCommitStopsTheWorkers(t *testing.T) {
 	if strings.Contains(logs.String(), "retrying") {
 		t.Fatalf("a fenced commit was retried:\n%s", logs.String())
 	}
+}
+
+// reconfigure rebuilds the fixture's pool with a changed configuration.
+func (f *commitFixture) reconfigure(t *testing.T, change func(*worker.Config)) {
+	t.Helper()
+	change(&f.cfg)
+	var err error
+	if f.workers, err = worker.New(f.cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// direct lets the pool copy chunks straight into dst, probing ranges by
+// its key when probe is set.
+func direct(probe bool) func(*worker.Config) {
+	return func(cfg *worker.Config) {
+		cfg.DirectCopy, cfg.RangeKey = true, nil
+		if probe {
+			cfg.RangeKey = []worker.KeyPart{{Name: "id", Cast: "bigint"}}
+		}
+	}
+}
+
+// checkCounts checks the job's counters and dst's rows.
+func (f *commitFixture) checkCounts(t *testing.T, chunks, inserted, skipped, failed int64, dstRows int) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := f.store.Counters(ctx, f.db, "j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows int
+	if err := f.db.QueryRow(ctx, "SELECT count(*) FROM dst").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if c.ChunksDone != chunks || c.RowsInserted != inserted || c.RowsSkipped != skipped || c.RowsFailed != failed || rows != dstRows {
+		t.Fatalf("counters %+v, dst %d rows; want %d chunks, %d inserted, %d skipped, %d failed, %d rows",
+			c, rows, chunks, inserted, skipped, failed, dstRows)
+	}
+}
+
+// TestDirectCopyIntoAnEmptyRange: a chunk whose range holds no row goes
+// straight into the table, and is recorded in the same transaction.
+func TestDirectCopyIntoAnEmptyRange(t *testing.T) {
+	for _, probe := range []bool{true, false} {
+		f := newCommitFixture(t)
+		f.reconfigure(t, direct(probe))
+		if err := f.commit(context.Background(), threeRows()); err != nil {
+			t.Fatal(err)
+		}
+		if len(f.results) != 1 || f.results[0].Path != worker.PathDirect || f.results[0].Inserted != 3 {
+			t.Fatalf("probe %v: results %+v; want one direct commit of 3 rows", probe, f.results)
+		}
+		f.checkCounts(t, 1, 3, 0, 0, 3)
+	}
+}
+
+// TestDirectCopyMeetsARowInItsRange: a row the destination already holds
+// in the chunk's range sends the chunk through the stage, whether the
+// probe sees it or the COPY fails on it; the counts are those of INSERT …
+// ON CONFLICT DO NOTHING.
+func TestDirectCopyMeetsARowInItsRange(t *testing.T) {
+	for _, probe := range []bool{true, false} {
+		f := newCommitFixture(t)
+		f.reconfigure(t, direct(probe))
+		if _, err := f.db.Exec(context.Background(), "INSERT INTO dst VALUES (2, -2)"); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.commit(context.Background(), threeRows()); err != nil {
+			t.Fatal(err)
+		}
+		if len(f.results) != 1 || f.results[0].Path != worker.PathStage || f.results[0].Inserted != 2 || f.results[0].Skipped != 1 {
+			t.Fatalf("probe %v: results %+v; want one staged commit, 2 inserted, 1 skipped", probe, f.results)
+		}
+		f.checkCounts(t, 1, 2, 1, 0, 3)
+		var n int
+		if err := f.db.QueryRow(context.Background(), "SELECT n FROM dst WHERE id = 2").Scan(&n); err != nil || n != -2 {
+			t.Fatalf("the row already there has n = %d (%v); want it untouched, -2", n, err)
+		}
+	}
+}
+
+// TestDirectCopyRestsAfterRepeatedFallbacks: when direct COPYs keep
+// failing (a destination full of rows, no probe), the next chunks go
+// through the stage without trying, and say so once.
+func TestDirectCopyRestsAfterRepeatedFallbacks(t *testing.T) {
+	ctx := context.Background()
+	f := newCommitFixture(t)
+	var logs strings.Builder
+	f.reconfigure(t, func(cfg *worker.Config) {
+		direct(false)(cfg)
+		cfg.Logger = zerolog.New(&logs).Level(zerolog.DebugLevel)
+	})
+	if _, err := f.db.Exec(ctx, "INSERT INTO dst SELECT g, 0 FROM generate_series(1, 6) g"); err != nil {
+		t.Fatal(err)
+	}
+	in := make(chan *paginator.Chunk, 6)
+	for k := int64(1); k <= 6; k++ {
+		c := &paginator.Chunk{Seq: k, First: []string{fmt.Sprint(k)}, Last: []string{fmt.Sprint(k)},
+			Rows: [][]any{{k, int32(k)}}, Keys: [][]string{{fmt.Sprint(k)}}}
+		if k > 1 {
+			c.After = []string{fmt.Sprint(k - 1)}
+		}
+		in <- c
+	}
+	close(in)
+	if err := f.workers.Run(ctx, f.db, in); err != nil {
+		t.Fatal(err)
+	}
+	if tried, rested := strings.Count(logs.String(), "direct COPY failed"), strings.Count(logs.String(), "the next chunks go through the stage"); tried != 3 || rested != 1 {
+		t.Fatalf("%d direct COPYs failed, %d rests announced; want 3 and 1:\n%s", tried, rested, logs.String())
+	}
+	f.checkCounts(t, 6, 0, 6, 0, 6)
+}
+
+// TestDirectCopyOfAPoisonRow: a row the table refuses fails the COPY; the
+// chunk goes through the stage, which isolates the row.
+func TestDirectCopyOfAPoisonRow(t *testing.T) {
+	f := newCommitFixture(t)
+	f.reconfigure(t, direct(true))
+	if _, err := f.db.Exec(context.Background(), "ALTER TABLE dst ADD CHECK (n < 25)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.commit(context.Background(), threeRows()); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.results) != 1 || f.results[0].Path != worker.PathIsolated || f.results[0].Failed != 1 {
+		t.Fatalf("results %+v; want one isolated commit with 1 failed row", f.results)
+	}
+	f.checkCounts(t, 1, 2, 0, 1, 2)
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,13 +9,13 @@ import (
 	"reflect"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
@@ -41,20 +42,31 @@ type Column struct {
 	// assignment takes it: the unconstrained form of a type (bpchar, not
 	// character(8)), which never cuts a value as an explicit cast to a
 	// typmod does.
-	Cast string
-	OID  uint32
+	Cast    string
+	CastOID uint32
+	OID     uint32
 	// AsText sends the value as its text form, cast from text to Cast: for
-	// values passed through untouched from the source, json/jsonb, arrays
-	// (which unnest would flatten) and the types pgx cannot send as an
-	// array.
+	// values passed through as the source's text, json/jsonb (whose
+	// decoding would lose their exact text), and the types pgx has no
+	// binary form for. The other values go in Cast's binary form: the
+	// source's own bytes for a value passed through raw
+	// (*paginator.Raw), a Go value encoded by pgx.
 	AsText bool
 	JSON   bool
+}
+
+// KeyPart is a destination column that holds a part of the source's key,
+// passed through unchanged.
+type KeyPart struct {
+	Name string
+	Cast string
 }
 
 // SourceColumn names a source column, for the copy of a failed row.
 type SourceColumn struct {
 	Name string
-	JSON bool // the value is JSON text
+	JSON bool   // the value is JSON text
+	OID  uint32 // the type of its binary form, when it comes raw
 }
 
 // Checkpoint supplies the statements that record chunks and failed rows.
@@ -63,8 +75,8 @@ type Checkpoint interface {
 	Schema() string
 	// IsFenced tells a commit refused because a newer runner took the job.
 	IsFenced(err error) bool
-	// CommitChunkSQL wraps an INSERT so one statement writes the rows and
-	// the chunk's row.
+	// CommitChunkSQL wraps an INSERT without parameters so one statement
+	// writes the rows and the chunk's row.
 	CommitChunkSQL(insert string) string
 	// RecordChunkSQL records a chunk inside a transaction that wrote its rows.
 	RecordChunkSQL() string
@@ -74,10 +86,10 @@ type Checkpoint interface {
 	RecordFailedRowsSQL() string
 }
 
-// DB is the destination pool.
+// DB is the destination pool. Each worker holds one of its connections,
+// where its stage lives, for as long as the connection works.
 type DB interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	Begin(ctx context.Context) (pgx.Tx, error)
+	Acquire(ctx context.Context) (*pgxpool.Conn, error)
 }
 
 // Result is what one chunk (or one piece of a split chunk) did.
@@ -89,7 +101,17 @@ type Result struct {
 	Inserted int
 	Skipped  int
 	Last     []string
+	// Path is how the rows were written: PathDirect, PathStage or
+	// PathIsolated (bisected for failing rows).
+	Path string
 }
+
+// The write paths of Result.Path.
+const (
+	PathDirect   = "direct"
+	PathStage    = "stage"
+	PathIsolated = "isolated"
+)
 
 // Config says how to write.
 type Config struct {
@@ -103,8 +125,17 @@ type Config struct {
 	// OverridingSystemValue writes values into GENERATED ALWAYS identity
 	// columns, which a copy must preserve.
 	OverridingSystemValue bool
-	Transformer           transform.Transformer
-	Checkpoint            Checkpoint
+	// DirectCopy lets a chunk whose key range holds no destination row be
+	// copied straight into the table: every column goes in binary, and the
+	// table honours COPY as it does INSERT (no rules, no row-level
+	// security). A chunk whose COPY fails goes through the stage.
+	DirectCopy bool
+	// RangeKey names the destination columns that hold the source's key,
+	// under a unique index, for probing a chunk's range before a direct
+	// COPY; without it every chunk tries the COPY.
+	RangeKey    []KeyPart
+	Transformer transform.Transformer
+	Checkpoint  Checkpoint
 	// Generation is the runner's, from claiming the job: every commit
 	// carries it, and fails once a newer runner has raised it.
 	Generation int64
@@ -125,11 +156,30 @@ type Config struct {
 
 // Pool is a set of workers.
 type Pool struct {
-	cfg       Config
-	commitSQL string // fast path: rows and chunk row in one statement
-	insertSQL string // slow path: the rows alone, counting inserts
-	failed    atomic.Int64
+	cfg    Config
+	sql    statements
+	failed atomic.Int64
+	direct directPolicy
 }
+
+// directPolicy keeps chunks off the direct COPY for a while after several
+// in a row fell back to the stage: a destination that already holds rows
+// would otherwise have each chunk copied twice.
+type directPolicy struct {
+	fallbacks atomic.Int32 // direct COPYs that failed since the last that did not
+	stageFor  atomic.Int64 // chunks still to go through the stage
+	// noProbe is set once a range probe failed on other than a lost
+	// connection (a privilege revoked while the job runs): the chunks then
+	// try the COPY without it.
+	noProbe atomic.Bool
+}
+
+const (
+	// fallbacksBeforeRest direct COPYs failing in a row keep the next
+	// restChunks chunks on the stage.
+	fallbacksBeforeRest = 3
+	restChunks          = 100
+)
 
 // New checks cfg and builds the statements.
 func New(cfg Config) (*Pool, error) {
@@ -143,46 +193,35 @@ func New(cfg Config) (*Pool, error) {
 		if c.Cast == "" {
 			return nil, fmt.Errorf("destination column %q has no type to cast its values to", c.Name)
 		}
+		if !c.AsText && c.CastOID == 0 {
+			return nil, fmt.Errorf("destination column %q has no type OID to encode its values for", c.Name)
+		}
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
 	}
-	p := &Pool{
-		cfg:       cfg,
-		commitSQL: cfg.Checkpoint.CommitChunkSQL(InsertSQL(cfg.Table, cfg.Columns, cfg.OverridingSystemValue, checkpoint.ChunkParams+1)),
-		insertSQL: "WITH ins AS (" + InsertSQL(cfg.Table, cfg.Columns, cfg.OverridingSystemValue, 1) + " RETURNING 1) SELECT count(*) FROM ins",
-	}
+	p := &Pool{cfg: cfg, sql: buildStatements(cfg, cfg.Checkpoint.CommitChunkSQL)}
 	p.failed.Store(cfg.FailedRowsBefore)
 	return p, nil
 }
 
-// SQL returns the statement that commits a chunk.
-func (p *Pool) SQL() string { return p.commitSQL }
+// Statements are the statements that write a chunk.
+type Statements struct {
+	CopyToStage string
+	// Insert inserts the stage into the destination and records the chunk.
+	Insert string
+	// CopyDirect copies a chunk straight into the destination, when the
+	// job may (Config.DirectCopy); empty otherwise.
+	CopyDirect string
+}
 
-// InsertSQL builds the chunk's INSERT; its array parameters start at $first.
-func InsertSQL(table pgx.Identifier, cols []Column, overriding bool, first int) string {
-	names := make([]string, len(cols))
-	sel := make([]string, len(cols))
-	arrays := make([]string, len(cols))
-	aliases := make([]string, len(cols))
-	for i, c := range cols {
-		names[i] = pgx.Identifier{c.Name}.Sanitize()
-		aliases[i] = fmt.Sprintf("c%d", i+1)
-		if c.AsText {
-			arrays[i] = fmt.Sprintf("$%d::text[]", first+i)
-			sel[i] = aliases[i] + "::" + c.Cast
-		} else {
-			arrays[i] = fmt.Sprintf("$%d::%s[]", first+i, c.Cast)
-			sel[i] = aliases[i]
-		}
+// SQL returns the statements that write a chunk.
+func (p *Pool) SQL() Statements {
+	st := Statements{CopyToStage: p.sql.copyStage, Insert: p.sql.commit}
+	if p.cfg.DirectCopy {
+		st.CopyDirect = p.sql.copyDest
 	}
-	override := ""
-	if overriding {
-		override = " OVERRIDING SYSTEM VALUE"
-	}
-	return fmt.Sprintf("INSERT INTO %s (%s)%s SELECT %s FROM unnest(%s) AS u(%s) ON CONFLICT DO NOTHING",
-		table.Sanitize(), strings.Join(names, ", "), override, strings.Join(sel, ", "),
-		strings.Join(arrays, ", "), strings.Join(aliases, ", "))
+	return st
 }
 
 // Run starts cfg.Workers workers that take chunks from in until it is closed
@@ -199,6 +238,7 @@ func (p *Pool) Run(ctx context.Context, db DB, in <-chan *paginator.Chunk) error
 	for range p.cfg.Workers {
 		g.Go(func() error {
 			w := p.newWorker()
+			defer func() { w.release() }()
 			for {
 				select {
 				case <-gctx.Done():
@@ -226,10 +266,10 @@ func (p *Pool) Run(ctx context.Context, db DB, in <-chan *paginator.Chunk) error
 	return g.Wait()
 }
 
-// Forget is called, inside the transaction that re-wrote a group of
-// previously failed rows, with what became of them; it updates the
-// checkpoint to match.
-type Forget func(ctx context.Context, tx pgx.Tx, r checkpoint.Retried) error
+// Forget is called, inside the transaction open on conn that re-wrote a
+// group of previously failed rows, with what became of them; it updates
+// the checkpoint to match.
+type Forget func(ctx context.Context, conn *pgx.Conn, r checkpoint.Retried) error
 
 // RetryFailed re-attempts rows recorded as failed that belong to one
 // chunk (chunkLast): c holds those still in the source. Rows that still
@@ -238,7 +278,8 @@ type Forget func(ctx context.Context, tx pgx.Tx, r checkpoint.Retried) error
 func (p *Pool) RetryFailed(ctx context.Context, db DB, c *paginator.Chunk, chunkLast []string, forget Forget) (Result, error) {
 	var res Result
 	pc := piece{chunk: c, lo: 0, hi: len(c.Rows), last: chunkLast, retried: forget, result: &res}
-	_, err := p.newWorker().commit(ctx, db, pc)
+	w, err := p.newWorker().commit(ctx, db, pc)
+	w.release()
 	return res, err
 }
 
@@ -266,17 +307,68 @@ func (pc piece) split() (piece, piece) {
 }
 
 type worker struct {
-	p     *Pool
-	dst   []any
-	cols  [][]any // column-major transformed values of the rows that survived
-	rows  []int   // rows[i] is the chunk row of position i in cols
-	types *pgtype.Map
+	p    *Pool
+	conn *pgxpool.Conn // nil until needed, and after it broke
+	dst  []any
+	cols [][]any // column-major transformed values of the rows that survived
+	rows []int   // rows[i] is the chunk row of position i in cols
+	// copy is the COPY stream of the rows in cols; numbered is the same
+	// with the rows numbered, built when rows are isolated
+	copy, numbered []byte
+	types          *pgtype.Map
 }
 
 func (p *Pool) newWorker() *worker {
 	n := len(p.cfg.Columns)
 	return &worker{p: p, dst: make([]any, n), cols: make([][]any, n), types: pgtype.NewMap()}
 }
+
+// connect gives the worker a connection with its stage.
+func (w *worker) connect(ctx context.Context, db DB) error {
+	if w.conn != nil {
+		return nil
+	}
+	conn, err := db.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("connect a worker to %s: %w", w.p.cfg.Table.Sanitize(), err)
+	}
+	if _, err := conn.Exec(ctx, w.p.sql.stage); err != nil {
+		conn.Release()
+		return fmt.Errorf("create the worker's stage for %s: %w", w.p.cfg.Table.Sanitize(), err)
+	}
+	w.conn = conn
+	return nil
+}
+
+// release returns the connection, which the pool closes if it is broken or
+// inside a transaction.
+func (w *worker) release() {
+	if w.conn != nil {
+		w.conn.Release()
+		w.conn = nil
+	}
+}
+
+// rollback ends the transaction an attempt left open; a connection that
+// cannot is given up.
+func (w *worker) rollback(ctx context.Context) {
+	if w.conn == nil {
+		return
+	}
+	if pc := w.conn.Conn().PgConn(); !pc.IsClosed() && pc.TxStatus() != 'I' {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+		defer cancel()
+		if _, err := w.conn.Exec(ctx, "ROLLBACK"); err != nil {
+			pc.Close(ctx) //nolint:errcheck // giving it up
+		}
+	}
+	if w.conn.Conn().IsClosed() {
+		w.release()
+	}
+}
+
+// rollbackTimeout bounds the ROLLBACK after a failed attempt.
+const rollbackTimeout = 5 * time.Second
 
 // failure is one row that could not be written.
 type failure struct {
@@ -311,6 +403,7 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 			return w, fmt.Errorf("%w: chunk %d not committed by superseded generation %d: %w", checkpoint.ErrFenced, pc.chunk.Seq, w.p.cfg.Generation, err)
 		}
 		if errors.Is(err, errPanic) {
+			w.release()
 			w = w.p.newWorker()
 		}
 		if alreadyCommitted(err, w.p.cfg.Checkpoint.Schema()) {
@@ -375,8 +468,12 @@ func alreadyCommitted(err error, stateSchema string) bool {
 // committed; a committed chunk that begins later leaves pc's first rows
 // unwritten, and taking pc for done would lose them.
 func (w *worker) sameRangeCommitted(ctx context.Context, db DB, pc piece) (bool, error) {
+	if err := w.connect(ctx, db); err != nil {
+		return false, err
+	}
 	var after []string
-	if err := db.QueryRow(ctx, w.p.cfg.Checkpoint.ChunkAfterSQL(), w.p.cfg.Job, pc.last).Scan(&after); err != nil {
+	if err := w.conn.QueryRow(ctx, w.p.cfg.Checkpoint.ChunkAfterSQL(), w.p.cfg.Job, pc.last).Scan(&after); err != nil {
+		w.rollback(ctx)
 		return false, fmt.Errorf("read the committed chunk that ends at key %v: %w", pc.last, err)
 	}
 	return slices.Equal(after, pc.after), nil
@@ -401,14 +498,19 @@ func (w *worker) attempt(ctx context.Context, db DB, pc piece) (res Result, err 
 	}()
 	res = Result{Seq: pc.chunk.Seq, Read: pc.hi - pc.lo, Last: pc.last}
 	failures := w.transform(pc, &res)
+	if err := w.connect(ctx, db); err != nil {
+		return res, err
+	}
+	defer w.rollback(ctx)
 	if len(failures) == 0 && pc.retried == nil {
-		err = w.writeFast(ctx, db, pc, &res)
+		err = w.writeFast(ctx, pc, &res)
 		// a fenced commit is refused as a whole, for no row's sake
 		if retry.Classify(err) != retry.Data || w.p.cfg.Checkpoint.IsFenced(err) {
 			return res, err
 		}
+		w.rollback(ctx)
 	}
-	return res, w.writeIsolating(ctx, db, pc, &res, failures)
+	return res, w.writeIsolating(ctx, pc, &res, failures)
 }
 
 // transform fills w.cols with the piece's rows that transform cleanly and
@@ -418,6 +520,7 @@ func (w *worker) transform(pc piece, res *Result) []failure {
 		w.cols[i] = w.cols[i][:0] // the previous statement has returned
 	}
 	w.rows = w.rows[:0]
+	w.copy = append(w.copy[:0], copyHeader...)
 	res.Filtered = 0
 	var failures []failure
 	for r := pc.lo; r < pc.hi; r++ {
@@ -425,11 +528,21 @@ func (w *worker) transform(pc piece, res *Result) []failure {
 		if err == nil && keep {
 			err = w.toWireForm()
 		}
+		if err == nil && keep {
+			mark := len(w.copy)
+			if w.copy, err = w.appendRow(w.copy, w.dst, -1); err != nil {
+				w.copy = w.copy[:mark]
+			}
+		}
 		if err != nil {
 			f := failure{row: r, message: err.Error()}
 			var re *transform.RowError
-			if errors.As(err, &re) {
+			var ce *rowError
+			switch {
+			case errors.As(err, &re):
 				f.column = re.Column
+			case errors.As(err, &ce):
+				f.column = ce.column
 			}
 			failures = append(failures, f)
 			continue
@@ -443,6 +556,7 @@ func (w *worker) transform(pc piece, res *Result) []failure {
 		}
 		w.rows = append(w.rows, r)
 	}
+	w.copy = append(w.copy, copyTrailer...)
 	return failures
 }
 
@@ -461,14 +575,189 @@ func (w *worker) toWireForm() error {
 	return nil
 }
 
-// writeFast writes the piece and its checkpoint row in one statement.
-func (w *worker) writeFast(ctx context.Context, db DB, pc piece, res *Result) error {
-	written := len(w.rows)
-	args := checkpoint.CommitChunkArgs(w.p.cfg.Job, w.record(pc, res, written))
-	for _, a := range w.cols {
-		args = append(args, a)
+// writeFast writes the piece and its checkpoint row in one transaction:
+// straight into the destination when its key range is empty and the job
+// may, through the stage otherwise.
+func (w *worker) writeFast(ctx context.Context, pc piece, res *Result) error {
+	if w.p.cfg.DirectCopy && w.p.direct.try() {
+		done, err := w.writeDirect(ctx, pc, res)
+		if done || err != nil {
+			return err
+		}
+		w.rollback(ctx)
 	}
-	if err := db.QueryRow(ctx, w.p.commitSQL, args...).Scan(&res.Inserted); err != nil {
+	return w.writeStaged(ctx, pc, res)
+}
+
+// try says whether a chunk may try the direct COPY.
+func (d *directPolicy) try() bool {
+	for {
+		n := d.stageFor.Load()
+		if n <= 0 {
+			return true
+		}
+		if d.stageFor.CompareAndSwap(n, n-1) {
+			return false
+		}
+	}
+}
+
+// fellBack counts a direct COPY that failed, and says whether the chunks
+// now keep to the stage for a while.
+func (d *directPolicy) fellBack() bool {
+	if d.fallbacks.Add(1) < fallbacksBeforeRest {
+		return false
+	}
+	d.fallbacks.Store(0)
+	d.stageFor.Store(restChunks)
+	return true
+}
+
+// writeDirect copies the piece straight into the destination and records
+// it, in one transaction, when the destination holds no row in its key
+// range. done is false, with a nil error, when the piece must go through
+// the stage instead: the range holds rows, or the COPY failed on one of
+// them (a row written meanwhile, a unique index the range probe cannot
+// see, a value the column refuses). The transaction is then left for the
+// caller to roll back; nothing of it commits.
+func (w *worker) writeDirect(ctx context.Context, pc piece, res *Result) (done bool, err error) {
+	conn := w.conn.Conn()
+	if err := w.beginProbing(ctx, pc); err != nil {
+		if errors.Is(err, errRangeHoldsRows) {
+			return false, nil
+		}
+		return false, err
+	}
+	tag, err := conn.PgConn().CopyFrom(ctx, bytes.NewReader(w.copy), w.p.sql.copyDest)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if kind := retry.Classify(err); !errors.As(err, &pgErr) || kind == retry.Transient || kind == retry.Timeout {
+			return false, fmt.Errorf("copy chunk %d (keys %v..%v) into %s: %w", pc.chunk.Seq, pc.after, pc.last, w.p.cfg.Table.Sanitize(), err)
+		}
+		rest := w.p.direct.fellBack()
+		log := w.p.cfg.Logger.Debug()
+		if rest {
+			log = w.p.cfg.Logger.Info().Int("chunks", restChunks)
+		}
+		log.Int64("seq", pc.chunk.Seq).Str("sqlstate", pgErr.Code).Str("error", pgErr.Message).
+			Msg(map[bool]string{false: "direct COPY failed: writing the chunk through the stage",
+				true: "direct COPY failed several times in a row: the next chunks go through the stage"}[rest])
+		return false, nil
+	}
+	w.p.direct.fallbacks.Store(0)
+	res.Path = PathDirect
+	written := len(w.rows)
+	res.Inserted = int(tag.RowsAffected()) // a trigger may skip rows
+	res.Skipped = written - res.Inserted
+	args := checkpoint.RecordChunkArgs(w.p.cfg.Job, w.record(pc, res, written), res.Inserted, res.Skipped)
+	if err := w.commitWith(ctx, nil, w.p.cfg.Checkpoint.RecordChunkSQL(), args); err != nil {
+		return false, fmt.Errorf("record chunk %d (keys %v..%v) copied into %s: %w", pc.chunk.Seq, pc.after, pc.last, w.p.cfg.Table.Sanitize(), err)
+	}
+	return true, nil
+}
+
+// errRangeHoldsRows: the destination holds a row in the chunk's range.
+var errRangeHoldsRows = errors.New("the destination holds rows in the chunk's key range")
+
+// beginProbing begins the chunk's transaction and, when the job can,
+// probes the destination for a row in the chunk's key range, in the same
+// round trip.
+func (w *worker) beginProbing(ctx context.Context, pc piece) error {
+	probe := w.p.sql.probe[b2i(pc.after != nil)]
+	if probe == "" || w.p.direct.noProbe.Load() {
+		return w.begin(ctx)
+	}
+	var args []any
+	for _, part := range pc.after {
+		args = append(args, part)
+	}
+	for _, part := range pc.last {
+		args = append(args, part)
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(probe, args...)
+	br := w.conn.SendBatch(ctx, b)
+	_, err := br.Exec()
+	var holds bool
+	if err == nil {
+		err = br.QueryRow().Scan(&holds)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	var pgErr *pgconn.PgError
+	switch kind := retry.Classify(err); {
+	case err != nil && errors.As(err, &pgErr) && kind != retry.Transient && kind != retry.Timeout:
+		if !w.p.direct.noProbe.Swap(true) {
+			w.p.cfg.Logger.Warn().Err(err).Msg("probing chunks' key ranges failed: chunks try the direct COPY without a probe")
+		}
+		return errRangeHoldsRows // this chunk through the stage: its transaction has failed
+	case err != nil:
+		return fmt.Errorf("probe the key range of chunk %d in %s: %w", pc.chunk.Seq, w.p.cfg.Table.Sanitize(), err)
+	case holds:
+		return errRangeHoldsRows
+	}
+	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (w *worker) begin(ctx context.Context) error {
+	if _, err := w.conn.Exec(ctx, "BEGIN"); err != nil {
+		return fmt.Errorf("begin a transaction on %s: %w", w.p.cfg.Table.Sanitize(), err)
+	}
+	return nil
+}
+
+// commitWith runs one last statement of the transaction, scanning its row
+// into dest unless dest is nil, and commits, in one round trip.
+func (w *worker) commitWith(ctx context.Context, dest *int, sql string, args []any) error {
+	b := &pgx.Batch{}
+	b.Queue(sql, args...)
+	b.Queue("COMMIT")
+	br := w.conn.SendBatch(ctx, b)
+	var err error
+	if dest != nil {
+		err = br.QueryRow().Scan(dest)
+	} else {
+		_, err = br.Exec()
+	}
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// copyIn sends a COPY stream.
+func (w *worker) copyIn(ctx context.Context, conn *pgx.Conn, sql string, data []byte, seq int64) error {
+	if _, err := conn.PgConn().CopyFrom(ctx, bytes.NewReader(data), sql); err != nil {
+		return fmt.Errorf("copy chunk %d into the stage: %w", seq, err)
+	}
+	return nil
+}
+
+// writeStaged copies the piece into the stage, then inserts it into the
+// destination and records the chunk in one statement, and commits.
+func (w *worker) writeStaged(ctx context.Context, pc piece, res *Result) error {
+	if err := w.begin(ctx); err != nil {
+		return err
+	}
+	if err := w.copyIn(ctx, w.conn.Conn(), w.p.sql.copyStage, w.copy, pc.chunk.Seq); err != nil {
+		return err
+	}
+	written := len(w.rows)
+	res.Path = PathStage
+	args := checkpoint.CommitChunkArgs(w.p.cfg.Job, w.record(pc, res, written))
+	if err := w.commitWith(ctx, &res.Inserted, w.p.sql.commit, args); err != nil {
 		return fmt.Errorf("write chunk %d (keys %v..%v) to %s: %w", pc.chunk.Seq, pc.after, pc.last, w.p.cfg.Table.Sanitize(), err)
 	}
 	res.Skipped = written - res.Inserted
@@ -495,21 +784,21 @@ func (w *worker) record(pc piece, res *Result, written int) checkpoint.ChunkReco
 // under savepoints until each row that fails on its data stands alone:
 // O(k log n) statements for k bad rows among n. The good rows, the failed
 // rows' records and the checkpoint row commit together.
-func (w *worker) writeIsolating(ctx context.Context, db DB, pc piece, res *Result, failures []failure) error {
-	tx, err := db.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin isolating chunk %d: %w", pc.chunk.Seq, err)
+func (w *worker) writeIsolating(ctx context.Context, pc piece, res *Result, failures []failure) error {
+	if err := w.begin(ctx); err != nil {
+		return fmt.Errorf("isolating chunk %d: %w", pc.chunk.Seq, err)
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
-	failures, err = w.isolate(ctx, tx, pc, res, failures)
+	conn := w.conn.Conn()
+	failures, err := w.isolate(ctx, conn, pc, res, failures)
 	if err != nil {
 		return err
 	}
 	res.Failed = len(failures)
+	res.Path = PathIsolated
 	written := len(w.rows)
 	res.Skipped = written - res.Inserted - countWrittenFailures(failures, w.rows)
 
-	if err := w.recordFailures(ctx, tx, pc, failures); err != nil {
+	if err := w.recordFailures(ctx, conn, pc, failures); err != nil {
 		return err
 	}
 	if pc.retried != nil {
@@ -517,17 +806,17 @@ func (w *worker) writeIsolating(ctx context.Context, db DB, pc piece, res *Resul
 		for i, f := range failures {
 			r.StillFailing[i] = pc.chunk.Keys[f.row]
 		}
-		if err := pc.retried(ctx, tx, r); err != nil {
+		if err := pc.retried(ctx, conn, r); err != nil {
 			return err
+		}
+		if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+			return fmt.Errorf("commit chunk %d: %w", pc.chunk.Seq, err)
 		}
 	} else {
 		args := checkpoint.RecordChunkArgs(w.p.cfg.Job, w.record(pc, res, written), res.Inserted, res.Skipped)
-		if _, err := tx.Exec(ctx, w.p.cfg.Checkpoint.RecordChunkSQL(), args...); err != nil {
+		if err := w.commitWith(ctx, nil, w.p.cfg.Checkpoint.RecordChunkSQL(), args); err != nil {
 			return fmt.Errorf("record chunk %d: %w", pc.chunk.Seq, err)
 		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit chunk %d: %w", pc.chunk.Seq, err)
 	}
 	if len(failures) > 0 {
 		w.p.cfg.Logger.Warn().Int64("seq", pc.chunk.Seq).Int("failed_rows", len(failures)).
@@ -539,35 +828,53 @@ func (w *worker) writeIsolating(ctx context.Context, db DB, pc piece, res *Resul
 	return nil
 }
 
-// isolate inserts the transformed rows in tx, bisecting under savepoints
-// until each row that fails on its data stands alone, and returns the
-// failures (those given plus those found). res.Inserted counts the rows
-// written.
-func (w *worker) isolate(ctx context.Context, tx pgx.Tx, pc piece, res *Result, failures []failure) ([]failure, error) {
+// isolate copies the transformed rows into the stage, numbered, and
+// inserts them from it inside the transaction open on conn, bisecting
+// under savepoints until each row that fails on its data stands alone. It
+// returns the failures (those given plus those found); res.Inserted counts
+// the rows written.
+func (w *worker) isolate(ctx context.Context, conn *pgx.Conn, pc piece, res *Result, failures []failure) ([]failure, error) {
 	res.Inserted = 0
+	if len(w.rows) > 0 {
+		data, err := w.copyRows(0, len(w.rows))
+		if err != nil {
+			return nil, fmt.Errorf("chunk %d: %w", pc.chunk.Seq, err)
+		}
+		if err := w.copyIn(ctx, conn, w.p.sql.copyRows, data, pc.chunk.Seq); err != nil {
+			return nil, err
+		}
+	}
 	var bisect func(lo, hi int) error
 	bisect = func(lo, hi int) error {
 		if lo >= hi {
 			return nil
 		}
-		if _, err := tx.Exec(ctx, "SAVEPOINT bisect"); err != nil {
+		b := &pgx.Batch{}
+		b.Queue("SAVEPOINT bisect")
+		b.Queue(w.p.sql.insertRange, lo, hi)
+		b.Queue("RELEASE SAVEPOINT bisect")
+		br := conn.SendBatch(ctx, b)
+		var n int
+		_, err := br.Exec()
+		if err != nil {
+			br.Close() //nolint:errcheck // err says it
 			return fmt.Errorf("savepoint in chunk %d: %w", pc.chunk.Seq, err)
 		}
-		args := make([]any, len(w.cols))
-		for i, col := range w.cols {
-			args[i] = col[lo:hi]
+		err = br.QueryRow().Scan(&n)
+		if err == nil {
+			_, err = br.Exec()
 		}
-		var n int
-		err := tx.QueryRow(ctx, w.p.insertSQL, args...).Scan(&n)
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
 		if err == nil {
 			res.Inserted += n
-			_, err = tx.Exec(ctx, "RELEASE SAVEPOINT bisect")
-			return err
+			return nil
 		}
 		if retry.Classify(err) != retry.Data {
 			return fmt.Errorf("write rows of chunk %d: %w", pc.chunk.Seq, err)
 		}
-		if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT bisect"); rerr != nil {
+		if _, rerr := conn.Exec(ctx, "ROLLBACK TO SAVEPOINT bisect"); rerr != nil {
 			return fmt.Errorf("roll back to savepoint in chunk %d: %w", pc.chunk.Seq, rerr)
 		}
 		if hi-lo == 1 {
@@ -626,11 +933,18 @@ func (p *Pool) Rehearse(ctx context.Context, tx pgx.Tx, c *paginator.Chunk, prev
 	for r := 0; r < min(previewRows, len(w.rows)); r++ {
 		row := make([]any, len(w.cols))
 		for i := range w.cols {
-			row[i] = w.cols[i][r]
+			row[i] = w.readable(p.cfg.Columns[i].CastOID, w.cols[i][r])
 		}
 		reh.Preview = append(reh.Preview, row)
 	}
-	failures, err := w.isolate(ctx, tx, pc, &reh.Result, failures)
+	// the stage lives in tx, and is emptied for each chunk the dry run's
+	// one transaction rehearses
+	for _, sql := range []string{p.sql.stage, p.sql.clearStage} {
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			return reh, fmt.Errorf("prepare the stage for chunk %d: %w", c.Seq, err)
+		}
+	}
+	failures, err := w.isolate(ctx, tx.Conn(), pc, &reh.Result, failures)
 	if err != nil {
 		return reh, err
 	}
@@ -640,6 +954,22 @@ func (p *Pool) Rehearse(ctx context.Context, tx pgx.Tx, c *paginator.Chunk, prev
 		reh.Failures = append(reh.Failures, Failure{Key: c.Keys[f.row], SQLState: f.sqlstate, Column: f.column, Message: f.message})
 	}
 	return reh, nil
+}
+
+// readable decodes a value passed through raw, for a person to read: a
+// failed row's copy, a dry run's preview. Bytes it cannot decode stay
+// bytes.
+func (w *worker) readable(oid uint32, v any) any {
+	raw, ok := v.(*paginator.Raw)
+	if !ok {
+		return v
+	}
+	if t, ok := w.types.TypeForOID(oid); ok {
+		if dv, err := t.Codec.DecodeValue(w.types, oid, pgtype.BinaryFormatCode, *raw); err == nil {
+			return dv
+		}
+	}
+	return []byte(*raw)
 }
 
 // countWrittenFailures counts failures among rows offered to the INSERT (as
@@ -659,7 +989,7 @@ func countWrittenFailures(failures []failure, offered []int) int {
 }
 
 // recordFailures inserts the failed rows of a piece.
-func (w *worker) recordFailures(ctx context.Context, tx pgx.Tx, pc piece, failures []failure) error {
+func (w *worker) recordFailures(ctx context.Context, conn *pgx.Conn, pc piece, failures []failure) error {
 	if len(failures) == 0 {
 		return nil
 	}
@@ -680,7 +1010,7 @@ func (w *worker) recordFailures(ctx context.Context, tx pgx.Tx, pc piece, failur
 		messages[i] = f.message
 		sources[i] = w.sourceJSON(pc.chunk.Rows[f.row])
 	}
-	if _, err := tx.Exec(ctx, w.p.cfg.Checkpoint.RecordFailedRowsSQL(), w.p.cfg.Job, pc.last, keys, states, columns, messages, sources); err != nil {
+	if _, err := conn.Exec(ctx, w.p.cfg.Checkpoint.RecordFailedRowsSQL(), w.p.cfg.Job, pc.last, keys, states, columns, messages, sources); err != nil {
 		return fmt.Errorf("record %d failed rows of chunk %d: %w", len(failures), pc.chunk.Seq, err)
 	}
 	return nil
@@ -695,6 +1025,7 @@ func (w *worker) sourceJSON(row []any) string {
 			break
 		}
 		c := w.p.cfg.SourceColumns[i]
+		v = w.readable(c.OID, v)
 		switch x := v.(type) {
 		case string:
 			if c.JSON && json.Valid([]byte(x)) {

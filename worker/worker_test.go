@@ -23,15 +23,18 @@ func TestInsertSQL(t *testing.T) {
 		{Name: "code", Type: "character(8)", Cast: "bpchar", OID: pgtype.BPCharOID},
 		{Name: "flags", Type: "bit(5)", Cast: `"bit"`, OID: pgtype.BitOID, AsText: true},
 	}
-	got := InsertSQL(pgx.Identifier{"sales", "Order Items"}, cols, true, 10)
+	got := InsertSQL(pgx.Identifier{"sales", "Order Items"}, cols, true, "pg_temp.stage", "bf_row < $1")
 	want := `INSERT INTO "sales"."Order Items" ("id", "Odd ""name""", "doc", "tags", "code", "flags") OVERRIDING SYSTEM VALUE ` +
-		`SELECT c1, c2, c3::jsonb, c4::bpchar[], c5, c6::"bit" FROM unnest($10::bigint[], $11::text[], $12::text[], $13::text[], $14::bpchar[], $15::text[]) ` +
-		`AS u(c1, c2, c3, c4, c5, c6) ON CONFLICT DO NOTHING`
+		`SELECT c1, c2, c3::jsonb, c4::bpchar[], c5, c6::"bit" FROM pg_temp.stage WHERE bf_row < $1 ON CONFLICT DO NOTHING`
 	if got != want {
 		t.Fatalf("InsertSQL:\n got %s\nwant %s", got, want)
 	}
-	if plain := InsertSQL(pgx.Identifier{"t"}, cols[:1], false, 1); strings.Contains(plain, "OVERRIDING") {
-		t.Fatalf("OVERRIDING without identity columns: %s", plain)
+	if plain := InsertSQL(pgx.Identifier{"t"}, cols[:1], false, "s", ""); strings.Contains(plain, "OVERRIDING") || strings.Contains(plain, "WHERE") {
+		t.Fatalf("OVERRIDING without identity columns, or WHERE without a condition: %s", plain)
+	}
+	check := CheckSQL(pgx.Identifier{"t"}, cols[4:], false)
+	if want := `INSERT INTO "t" ("code", "flags") SELECT c1, c2::"bit" FROM (SELECT NULL::bpchar AS c1, NULL::text AS c2) AS s ON CONFLICT DO NOTHING`; check != want {
+		t.Fatalf("CheckSQL:\n got %s\nwant %s", check, want)
 	}
 }
 

@@ -468,7 +468,7 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 		OnChunk: func(res worker.Result) {
 			onChunk(res)
 			r.log.Debug().Int64("seq", res.Seq).Int("read", res.Read).Int("inserted", res.Inserted).
-				Int("skipped", res.Skipped).Int("filtered", res.Filtered).Int("failed", res.Failed).
+				Int("skipped", res.Skipped).Int("filtered", res.Filtered).Int("failed", res.Failed).Str("path", res.Path).
 				Strs("last_key", res.Last).Msg("chunk committed")
 		},
 	})

@@ -9,6 +9,13 @@
 // text, timestamptz, numeric, composite keys) round-trips exactly through the
 // checkpoint and back into a query.
 //
+// Values come as the plan asks for each column: raw (the bytes of the
+// type's binary form, undecoded, for a value the transform only moves to a
+// column of the same built-in type), as the type's text form, or decoded
+// into the Go values the transform reads. A chunk's rows share a few
+// allocations: a page of a straight copy costs about one allocation a row,
+// its key's text.
+//
 // On resume the paginator is given the ranges already committed. It chains
 // them into runs, has the source rank the runs' keys (with the key columns'
 // types and collations, as the page queries compare), merges runs that

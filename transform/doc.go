@@ -39,7 +39,8 @@
 // text. When the two columns have the same type (their typmods may differ:
 // the destination applies its own, failing a value that does not fit) the
 // value is not even decoded: Passes and Decodes tell the engine, which
-// reads it as its text form and has the destination read that, so it
+// moves it as the source sent it (its binary form for a built-in type, its
+// text form for the others) and has the destination read that, so it
 // arrives exactly as the source holds it. Identity passes every column so.
 // Only the json columns that expressions read are decoded, once per row.
 //

@@ -42,8 +42,10 @@ type PartialReader interface {
 
 // A Passthrough is a Transformer that copies some source values to
 // destination columns untouched, so they need never be decoded: the engine
-// reads each such column as its text form and lets the destination parse
-// it, and no value is changed on the way by a decode and an encode.
+// reads each such column as the source sends it (in its binary form when
+// both columns have one built-in type, as its text form otherwise) and
+// lets the destination read that, and no value is changed on the way by a
+// decode and an encode.
 // Identity and Compile's transformers are.
 type Passthrough interface {
 	Transformer

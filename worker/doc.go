@@ -1,10 +1,32 @@
 // Package worker takes chunks from the paginator's channel, transforms their
-// rows and writes each chunk to the destination in one round trip.
+// rows and writes each chunk to the destination in one transaction that
+// also records it in the checkpoint.
 //
-// The write is a single statement: INSERT … SELECT FROM unnest($n::type[], …)
-// ON CONFLICT DO NOTHING, wrapped by the checkpoint in a CTE that records the
-// chunk in the same statement. A chunk is therefore written and recorded, or
-// neither, and writing it again after a crash cannot duplicate a row.
+// Each worker holds a destination connection with a temporary stage table
+// (ON COMMIT DELETE ROWS) shaped like the columns it writes. A chunk is
+// written one of two ways:
+//
+//   - Straight into the table, when the job allows it (every column in its
+//     binary form, a table without rules or row-level security) and the
+//     chunk's key range holds no destination row (one probe of the key's
+//     unique index, pipelined with BEGIN): one binary COPY into the table,
+//     then the chunk's checkpoint row and COMMIT, pipelined. A COPY that
+//     fails on a row (the application wrote one in the range meanwhile,
+//     another unique index, a value a column refuses) is rolled back and the
+//     chunk goes the other way; after several such failures in a row the
+//     chunks keep to the stage for a while.
+//   - Through the stage: one binary COPY into it, then one statement that
+//     inserts it into the table ON CONFLICT DO NOTHING and records the chunk
+//     (a CTE), and COMMIT, pipelined.
+//
+// Either way a chunk is written and recorded, or neither, and writing it
+// again after a crash cannot duplicate a row. Values travel as the source
+// sent them where their binary form means the same on both sides (built-in
+// types), as their text form into a text column of the stage, cast by the
+// INSERT, where it does not (enums, composites, extension types), and as
+// Go values encoded by pgx where a transform computed them. A row that fails
+// on its data is isolated by bisecting the staged rows under savepoints and
+// recorded in failed_rows with the chunk.
 //
 // Workers share one token bucket, so the job's rows per second stay under
 // the cap however many workers run. A worker never waits for a connection:
@@ -15,5 +37,5 @@
 // the workers: it is neither a bad row to isolate nor an error to retry.
 //
 // A worker never reads the source and never writes a row outside a chunk's
-// commit statement.
+// transaction.
 package worker

@@ -579,6 +579,16 @@ func (w *worker) toWireForm() error {
 // straight into the destination when its key range is empty and the job
 // may, through the stage otherwise.
 func (w *worker) writeFast(ctx context.Context, pc piece, res *Result) error {
+	if len(w.rows) == 0 {
+		// a step without a matching row, or a chunk all filtered: only its
+		// record
+		res.Path = PathStage
+		args := checkpoint.RecordChunkArgs(w.p.cfg.Job, w.record(pc, res, 0), 0, 0)
+		if _, err := w.conn.Exec(ctx, w.p.cfg.Checkpoint.RecordChunkSQL(), args...); err != nil {
+			return fmt.Errorf("record chunk %d (keys %v..%v), which writes no row: %w", pc.chunk.Seq, pc.after, pc.last, err)
+		}
+		return nil
+	}
 	if w.p.cfg.DirectCopy && w.p.direct.try() {
 		done, err := w.writeDirect(ctx, pc, res)
 		if done || err != nil {
@@ -1082,4 +1092,19 @@ func (w *worker) textForm(col Column, v any) (any, error) {
 		return s.String(), nil
 	}
 	return nil, fmt.Errorf("%w for a %T in a %s column", errNoTextForm, v, col.Type)
+}
+
+// CopyStreamBuilder returns what a worker does to a chunk before it
+// writes it: transform it and build its COPY stream, whose size it
+// returns. For measuring the client's cost of a chunk without a server;
+// the builder is one worker's, for one goroutine.
+func (p *Pool) CopyStreamBuilder() func(c *paginator.Chunk) (int, error) {
+	w := p.newWorker()
+	return func(c *paginator.Chunk) (int, error) {
+		var res Result
+		if failures := w.transform(piece{chunk: c, lo: 0, hi: len(c.Rows)}, &res); len(failures) > 0 {
+			return 0, fmt.Errorf("chunk %d: %d rows failed, the first: %s", c.Seq, len(failures), failures[0].message)
+		}
+		return len(w.copy), nil
+	}
 }

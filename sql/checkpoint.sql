@@ -73,8 +73,36 @@ SELECT count(DISTINCT seq) FILTER (WHERE rows_read > 0),
 FROM {{schema}}.chunks
 WHERE job = $1
 
+-- Every committed range, for verify, which walks them chunk by chunk. A
+-- resume reads chunk-bounds instead.
 -- name: chunk-ranges
 SELECT seq, after_key, last_key, split_last_key FROM {{schema}}.chunks WHERE job = $1
+
+-- The bounds of the committed ranges: each key where more chunks begin
+-- (after_key) than end (last_key), or fewer, and by how many; NULL is the
+-- start of the table. Inside a run of chained chunks each key ends one and
+-- begins the next, so a run of any length leaves only its two ends: a
+-- resume holds these, not a row per chunk. Keys are summed by equal text,
+-- which needs no key order; the source ranks the bounds and sweeps them
+-- into runs. One pass over the job's rows with a hash or sort aggregate:
+-- no walk from chunk to chunk, so no index beyond the primary key.
+-- name: chunk-bounds
+SELECT b.key, sum(b.delta)
+FROM {{schema}}.chunks AS c
+CROSS JOIN LATERAL (VALUES (c.after_key, 1), (c.last_key, -1)) AS b (key, delta)
+WHERE c.job = $1
+GROUP BY b.key
+HAVING sum(b.delta) <> 0
+
+-- Every piece of the chunks that were split, and the rest a resume read of
+-- one as the same seq: what finding the rests of split chunks needs. Few
+-- rows, for a chunk is split only after repeated timeouts.
+-- name: chunk-split-pieces
+SELECT seq, after_key, last_key, split_last_key FROM {{schema}}.chunks
+WHERE job = $1 AND seq IN (SELECT seq FROM {{schema}}.chunks WHERE job = $1 AND split_last_key IS NOT NULL)
+
+-- name: chunk-max-seq
+SELECT coalesce(max(seq), 0) FROM {{schema}}.chunks WHERE job = $1
 
 -- name: try-lock
 SELECT pg_try_advisory_lock(hashtextextended($1, 0))

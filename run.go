@@ -430,13 +430,12 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limiter *rate.Limiter, onChunk func(worker.Result)) (*paginator.Paginator, *worker.Pool, checkpoint.Counters, error) {
 	j := r.job
 	var (
-		committed []checkpoint.Range
-		maxSeq    int64
-		before    checkpoint.Counters
+		resume checkpoint.Resume
+		before checkpoint.Counters
 	)
 	err := r.withControl(ctx, func(c *pgx.Conn) error {
 		var err error
-		if committed, maxSeq, err = r.store.Committed(ctx, c, j.Name); err != nil {
+		if resume, err = r.store.ResumeState(ctx, c, j.Name); err != nil {
 			return err
 		}
 		before, err = r.store.Counters(ctx, c, j.Name)
@@ -445,13 +444,10 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 	if err != nil {
 		return nil, nil, before, err
 	}
-	ranges := make([]paginator.Range, len(committed))
-	for i, c := range committed {
-		ranges[i] = paginator.Range{After: c.After, Last: c.Last, Seq: c.Seq, SplitLast: c.SplitLast}
-	}
+	bounds, split := resumeBounds(resume)
 	pag, err := paginator.New(paginator.Config{
 		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.ChunkSize,
-		Upper: upper, Where: j.Where, Committed: ranges, NextSeq: maxSeq + 1, Retry: r.retry,
+		Upper: upper, Where: j.Where, Bounds: bounds, Split: split, NextSeq: resume.MaxSeq + 1, Retry: r.retry,
 		OnRetry: func(err error, attempt int) {
 			r.log.Warn().Err(err).Int("attempt", attempt).Msg("retrying source read")
 		},

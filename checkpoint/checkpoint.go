@@ -339,29 +339,78 @@ type Range struct {
 	SplitLast []string
 }
 
-// Committed returns the key ranges of the job's committed chunks and the
-// highest sequence id used. A runner reads them after ClaimJob, so that no
-// commit of an earlier runner can follow.
+// Committed returns the key ranges of the job's committed chunks, every
+// one, and the highest sequence id used. A resume reads ResumeState
+// instead, which does not hold a range per chunk.
 func (s *Store) Committed(ctx context.Context, q Querier, name string) ([]Range, int64, error) {
-	rows, err := q.Query(ctx, s.stmts.Get("chunk-ranges"), name)
-	if err != nil {
-		return nil, 0, fmt.Errorf("read committed chunks of job %q: %w", name, err)
-	}
-	defer rows.Close()
-	var out []Range
+	out, err := s.ranges(ctx, q, "chunk-ranges", name)
 	var maxSeq int64
-	for rows.Next() {
-		var r Range
-		if err := rows.Scan(&r.Seq, &r.After, &r.Last, &r.SplitLast); err != nil {
-			return nil, 0, fmt.Errorf("read committed chunks of job %q: %w", name, err)
-		}
+	for _, r := range out {
 		maxSeq = max(maxSeq, r.Seq)
+	}
+	return out, maxSeq, err
+}
+
+// ranges reads committed ranges with the named statement.
+func (s *Store) ranges(ctx context.Context, q Querier, stmt, name string) ([]Range, error) {
+	rows, err := q.Query(ctx, s.stmts.Get(stmt), name)
+	if err != nil {
+		return nil, fmt.Errorf("read committed chunks of job %q: %w", name, err)
+	}
+	var out []Range
+	var r Range
+	_, err = pgx.ForEachRow(rows, []any{&r.Seq, &r.After, &r.Last, &r.SplitLast}, func() error {
 		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read committed chunks of job %q: %w", name, err)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("read committed chunks of job %q: %w", name, err)
+	return out, nil
+}
+
+// Bound is a key where the coverage of the committed chunks changes:
+// Delta more chunks begin after Key than end at it (negative: fewer).
+type Bound struct {
+	Key   []string // nil: the start of the table
+	Delta int64
+}
+
+// Resume is what a resume needs of the committed chunks: the bounds of
+// the runs they chain into, every piece of the chunks that were split,
+// and the highest sequence id used. However many chunks a job committed,
+// it holds about two bounds for each gap between them.
+type Resume struct {
+	Bounds []Bound
+	Split  []Range
+	MaxSeq int64
+}
+
+// ResumeState reads what a resume needs of the job's committed chunks
+// without reading every chunk: the destination sums their bounds. A
+// runner reads it after ClaimJob, so that no commit of an earlier runner
+// can follow.
+func (s *Store) ResumeState(ctx context.Context, q Querier, name string) (Resume, error) {
+	var res Resume
+	rows, err := q.Query(ctx, s.stmts.Get("chunk-bounds"), name)
+	if err != nil {
+		return res, fmt.Errorf("read the bounds of job %q's committed chunks: %w", name, err)
 	}
-	return out, maxSeq, nil
+	var b Bound
+	_, err = pgx.ForEachRow(rows, []any{&b.Key, &b.Delta}, func() error {
+		res.Bounds = append(res.Bounds, b)
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("read the bounds of job %q's committed chunks: %w", name, err)
+	}
+	if res.Split, err = s.ranges(ctx, q, "chunk-split-pieces", name); err != nil {
+		return res, err
+	}
+	if err := q.QueryRow(ctx, s.stmts.Get("chunk-max-seq"), name).Scan(&res.MaxSeq); err != nil {
+		return res, fmt.Errorf("read the last seq of job %q: %w", name, err)
+	}
+	return res, nil
 }
 
 func (s *Store) lockKey(job string) string { return "backfill:" + s.schema + ":" + job }

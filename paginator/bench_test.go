@@ -91,10 +91,11 @@ func BenchmarkKeyString(b *testing.B) {
 	}
 }
 
-// BenchmarkNewWithCommitted is the in-memory side of resuming: New chains
-// the committed ranges of a job into runs. B/op is what a resume over that
-// many chunks holds (while chaining) beyond a fresh run; divide by the
-// ranges for bytes per committed chunk.
+// BenchmarkNewWithCommitted: New given every committed range of a job, as
+// verify gives them, sums their bounds in memory. B/op is what that holds
+// beyond a fresh run; divide by the ranges for bytes per committed chunk. A
+// resume holds none of it: the checkpoint sums the bounds on the
+// destination (chunk-bounds) and New is given those.
 func BenchmarkNewWithCommitted(b *testing.B) {
 	for _, n := range []int{10_000, 100_000} {
 		b.Run(strconv.Itoa(n)+"_ranges", func(b *testing.B) {

@@ -16,13 +16,17 @@
 // allocations: a page of a straight copy costs about one allocation a row,
 // its key's text.
 //
-// On resume the paginator is given the ranges already committed. It chains
-// them into runs, has the source rank the runs' keys (with the key columns'
-// types and collations, as the page queries compare), merges runs that
-// overlap (as older versions could leave them), jumps over each run without
-// reading, and reads only the gaps. A gap's page query is bounded by the key
-// where the next run starts, rather than cut at a row with that key, which
-// may have been deleted since: so each chunk of an interrupted run is redone
+// On resume the paginator is given the bounds of the ranges already
+// committed: the keys where more ranges begin than end or the reverse, and
+// by how many, which the checkpoint sums on the destination without
+// holding every range (a run of a million chained chunks is two bounds).
+// It has the source rank the bounds' keys (with the key columns' types and
+// collations, as the page queries compare), sweeps them in that order into
+// runs, merging runs that overlap (as older versions could leave them),
+// jumps over each run without reading, and reads only the gaps. A gap's
+// page query is bounded by the key where the next run starts, rather than
+// cut at a row with that key, which may have been deleted since: so each
+// chunk of an interrupted run is redone
 // exactly once, no committed chunk is read again, and no gap row is taken
 // for committed. The rest of a chunk that was split and only partly
 // committed is read again as that chunk, with its seq and its end.

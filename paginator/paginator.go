@@ -66,6 +66,21 @@ type Range struct {
 	SplitLast []string
 }
 
+// Bound is a key where the coverage of the committed ranges changes:
+// Delta more ranges begin after Key than end at it (negative: fewer). A
+// key where as many begin as end is inside a run, or no range's edge, and
+// is no bound. Bounds are all a resume needs to find the runs, however
+// many ranges chain between them: ranked in the source's key order, the
+// running sum of the deltas is how many ranges cover the keys after each
+// bound, and the runs are where it is above zero. Unlike the runs
+// themselves, they are found without following chains from range to range,
+// so without comparing keys: the destination, which cannot compare them as
+// the source does, sums them by equal text.
+type Bound struct {
+	Key   []string // nil: the start of the table
+	Delta int64
+}
+
 // Config says what to read.
 type Config struct {
 	Table     pgx.Identifier
@@ -77,8 +92,17 @@ type Config struct {
 	Upper []string
 	// Where is an optional SQL predicate over the source row.
 	Where string
-	// Committed are the ranges a previous run already committed.
+	// Committed are the ranges a previous run already committed, every
+	// one: for a caller that holds them anyway (verify walks them chunk by
+	// chunk). A resume gives Bounds and Split instead, which the
+	// checkpoint finds in SQL without reading every range into memory.
 	Committed []Range
+	// Bounds are the keys where the committed ranges' coverage changes
+	// (see Bound): the committed runs lie between them.
+	Bounds []Bound
+	// Split are the committed ranges of the chunks that were split in
+	// pieces, every piece of them (see Range.SplitLast).
+	Split []Range
 	// NextSeq is the sequence id of the first chunk emitted.
 	NextSeq int64
 	// Retry is how transient read errors are retried.
@@ -107,8 +131,11 @@ type Paginator struct {
 	formats pgx.QueryResultFormats
 	// rawWidth counts the columns read Raw.
 	rawWidth int
-	runs     []committedRun // in key order, not overlapping, once ordered is set
-	ordered  bool
+	// bounds are where the committed ranges' coverage changes; orderRuns
+	// turns them into runs.
+	bounds  []Bound
+	runs    []committedRun // in key order, not overlapping, once ordered is set
+	ordered bool
 	// rest are the split chunks whose last pieces are not committed, by
 	// the key their last committed piece ends at.
 	rest map[string]splitRest
@@ -118,8 +145,8 @@ type Paginator struct {
 	nextSeq int64
 }
 
-// committedRun is a chain of committed ranges, each starting where the
-// previous one ends: every key in (start, end] is committed.
+// committedRun is a run of committed ranges, which together cover every
+// key in (start, end].
 type committedRun struct {
 	start []string // nil at the start of the table
 	end   []string
@@ -140,8 +167,16 @@ func New(cfg Config) (*Paginator, error) {
 	if len(cfg.Key) == 0 {
 		return nil, fmt.Errorf("paginator for %s: no key columns", cfg.Table.Sanitize())
 	}
-	p := &Paginator{cfg: cfg, runs: chainRanges(cfg.Committed), rest: splitRests(cfg.Committed), nextSeq: cfg.NextSeq}
-	p.cfg.Committed = nil // a resumed job of 10⁹ rows may have 10⁶ of them; the runs say it all
+	if cfg.Committed != nil && (cfg.Bounds != nil || cfg.Split != nil) {
+		return nil, fmt.Errorf("paginator for %s: committed ranges given both as ranges and as bounds", cfg.Table.Sanitize())
+	}
+	bounds, split := cfg.Bounds, cfg.Split
+	if cfg.Committed != nil {
+		bounds, split = rangeBounds(cfg.Committed), cfg.Committed
+	}
+	p := &Paginator{cfg: cfg, bounds: bounds, rest: splitRests(split), nextSeq: cfg.NextSeq}
+	// a resumed job of 10⁹ rows may have 10⁶ ranges; the bounds say it all
+	p.cfg.Committed, p.cfg.Bounds, p.cfg.Split = nil, nil, nil
 	for range cfg.Key {
 		p.formats = append(p.formats, pgx.TextFormatCode)
 	}
@@ -164,55 +199,30 @@ func New(cfg Config) (*Paginator, error) {
 	return p, nil
 }
 
-// chainRanges joins committed ranges that follow one another into runs.
-// Every range ends up in a run, even where ranges overlap (older versions
-// could commit overlapping chunks, two runners at once): two ranges that
-// begin at the same key each lead a chain. The runs are not yet in key
-// order and may overlap: Go cannot compare keys the way the source does
-// (collations, numeric, composite keys), so orderRuns asks it.
-func chainRanges(ranges []Range) []committedRun {
-	byAfter := make(map[string][]int, len(ranges))
-	ends := make(map[string]bool, len(ranges))
-	for i, r := range ranges {
-		byAfter[KeyString(r.After)] = append(byAfter[KeyString(r.After)], i)
-		ends[KeyString(r.Last)] = true
-	}
-	used := make([]bool, len(ranges))
-	// next takes a range not yet in a run that begins at key
-	next := func(key []string) (int, bool) {
+// rangeBounds finds the bounds of committed ranges (see Bound), in the
+// order their keys first appear. Every range counts, even where ranges
+// overlap (older versions could commit overlapping chunks, two runners at
+// once) or two begin at the same key: the runs orderRuns finds between the
+// bounds cover their union. The checkpoint's chunk-bounds statement sums
+// the same way over the chunk rows.
+func rangeBounds(ranges []Range) []Bound {
+	at := make(map[string]int, len(ranges)/8)
+	var bounds []Bound
+	add := func(key []string, delta int64) {
 		k := KeyString(key)
-		for len(byAfter[k]) > 0 {
-			i := byAfter[k][0]
-			byAfter[k] = byAfter[k][1:]
-			if !used[i] {
-				return i, true
-			}
+		i, ok := at[k]
+		if !ok {
+			i = len(bounds)
+			at[k] = i
+			bounds = append(bounds, Bound{Key: key})
 		}
-		return 0, false
+		bounds[i].Delta += delta
 	}
-	chain := func(i int) committedRun {
-		run := committedRun{start: ranges[i].After, end: ranges[i].Last}
-		used[i] = true
-		for {
-			j, ok := next(run.end)
-			if !ok {
-				return run
-			}
-			used[j] = true
-			run.end = ranges[j].Last
-		}
+	for _, r := range ranges {
+		add(r.After, 1)
+		add(r.Last, -1)
 	}
-	var runs []committedRun
-	// first the chains that no range leads to, then whatever is left: the
-	// second of two ranges beginning at one key, and what follows it
-	for _, leading := range []bool{true, false} {
-		for i, r := range ranges {
-			if !used[i] && (!leading || !ends[KeyString(r.After)]) {
-				runs = append(runs, chain(i))
-			}
-		}
-	}
-	return runs
+	return slices.DeleteFunc(bounds, func(b Bound) bool { return b.Delta == 0 })
 }
 
 // splitRests finds the split chunks whose last pieces were not committed:
@@ -249,23 +259,38 @@ func splitRests(ranges []Range) map[string]splitRest {
 	return rest
 }
 
-// orderRuns sorts the committed runs into the source's key order and
-// merges those that overlap into runs covering their union, by asking the
-// source to rank their keys with the key columns' types and collations:
-// the order the page queries compare keys in.
+// orderRuns finds the committed runs, in the source's key order and not
+// overlapping, from the bounds: it has the source rank their keys with the
+// key columns' types and collations, the order the page queries compare
+// keys in, and sweeps them in that order, summing their deltas. A run
+// begins where the sum rises above zero and ends where it falls back to
+// it, so runs that overlap or touch come out merged into one covering
+// their union. Keys the source holds equal sum together.
 func (p *Paginator) orderRuns(ctx context.Context, q Querier) error {
-	if p.ordered || len(p.runs) < 2 {
-		p.ordered = true
+	if p.ordered {
 		return nil
 	}
-	// the keys to rank: every run's start (the table's start ranks 0) and
-	// end, and the end of each split chunk's rest
-	var keys [][]string
-	for _, r := range p.runs {
-		if r.start != nil {
-			keys = append(keys, r.start)
+	p.ordered = true
+	switch len(p.bounds) {
+	case 0:
+		return nil
+	case 2: // one run: nothing to order, and no gap after it to bound a rest
+		first, last := p.bounds[0], p.bounds[1]
+		if first.Delta < 0 {
+			first, last = last, first
 		}
-		keys = append(keys, r.end)
+		if first.Delta > 0 && first.Delta+last.Delta == 0 {
+			p.runs, p.bounds = []committedRun{{start: first.Key, end: last.Key}}, nil
+			return nil
+		}
+	}
+	// the keys to rank: every bound's (the table's start ranks 0), and the
+	// end of each split chunk's rest
+	var keys [][]string
+	for _, b := range p.bounds {
+		if b.Key != nil {
+			keys = append(keys, b.Key)
+		}
 	}
 	for _, r := range p.rest {
 		keys = append(keys, r.last)
@@ -289,19 +314,38 @@ func (p *Paginator) orderRuns(ctx context.Context, q Querier) error {
 		}
 		return p.ranks[KeyString(k)]
 	}
-	slices.SortStableFunc(p.runs, func(a, b committedRun) int { return rank(a.start) - rank(b.start) })
-	merged := p.runs[:1]
-	for _, r := range p.runs[1:] {
-		last := &merged[len(merged)-1]
-		if rank(r.start) > rank(last.end) {
-			merged = append(merged, r)
-			continue
+	bounds := p.bounds
+	slices.SortStableFunc(bounds, func(a, b Bound) int { return rank(a.Key) - rank(b.Key) })
+	var covering int64 // ranges covering the keys after the bounds swept
+	var start []string
+	for i := 0; i < len(bounds); {
+		was := covering > 0
+		// a run begins at a key where ranges begin, ends at one where
+		// they end: the key a range ends at is the one a split chunk's
+		// rest is found by
+		opens, closes := -1, -1
+		j := i
+		for ; j < len(bounds) && rank(bounds[j].Key) == rank(bounds[i].Key); j++ {
+			covering += bounds[j].Delta
+			if bounds[j].Delta > 0 && opens < 0 {
+				opens = j
+			}
+			if bounds[j].Delta < 0 && closes < 0 {
+				closes = j
+			}
 		}
-		if rank(r.end) > rank(last.end) {
-			last.end = r.end
+		switch now := covering > 0; {
+		case !was && now:
+			start = bounds[opens].Key
+		case was && !now:
+			p.runs = append(p.runs, committedRun{start: start, end: bounds[closes].Key})
 		}
+		i = j
 	}
-	p.runs, p.ordered = merged, true
+	if covering != 0 {
+		return fmt.Errorf("order the committed ranges of %s: their bounds sum to %d, not 0: the checkpoint's ranges do not each begin and end", p.cfg.Table.Sanitize(), covering)
+	}
+	p.bounds = nil
 	return nil
 }
 

@@ -73,8 +73,39 @@ SELECT count(DISTINCT seq) FILTER (WHERE rows_read > 0),
 FROM {{schema}}.chunks
 WHERE job = $1
 
+-- Every committed range, for verify, which walks them chunk by chunk. A
+-- resume reads chunk-bounds instead.
 -- name: chunk-ranges
 SELECT seq, after_key, last_key, split_last_key FROM {{schema}}.chunks WHERE job = $1
+
+-- The bounds of the committed ranges: each key where more chunks begin
+-- (after_key) than end (last_key), or fewer, and by how many; NULL is the
+-- start of the table. Inside a run of chained chunks each key ends one and
+-- begins the next, so a run of any length leaves only its two ends: a
+-- resume holds these, not a row per chunk. Keys are matched by equal text,
+-- which needs no key order; the source ranks the bounds and sweeps them
+-- into runs. At most one chunk ends at a key (the primary key), so the
+-- chunks beginning at each key are counted and joined to the one ending
+-- there: two hashed passes over the job's rows, no walk from chunk to
+-- chunk and so no index beyond the primary key. (Summing +1 and -1 per key
+-- over a LATERAL VALUES list is the same sum, but the planner guesses a
+-- handful of groups for it and sorts a million on disk: three times slower
+-- at 10⁶ chunks.) The NULL group never joins: no chunk ends at the start.
+-- name: chunk-bounds
+SELECT coalesce(b.key, e.last_key), coalesce(b.n, 0) - (e.last_key IS NOT NULL)::int
+FROM (SELECT after_key AS key, count(*) AS n FROM {{schema}}.chunks WHERE job = $1 GROUP BY after_key) AS b
+FULL JOIN (SELECT last_key FROM {{schema}}.chunks WHERE job = $1) AS e ON e.last_key = b.key
+WHERE coalesce(b.n, 0) <> (e.last_key IS NOT NULL)::int
+
+-- Every piece of the chunks that were split, and the rest a resume read of
+-- one as the same seq: what finding the rests of split chunks needs. Few
+-- rows, for a chunk is split only after repeated timeouts.
+-- name: chunk-split-pieces
+SELECT seq, after_key, last_key, split_last_key FROM {{schema}}.chunks
+WHERE job = $1 AND seq IN (SELECT seq FROM {{schema}}.chunks WHERE job = $1 AND split_last_key IS NOT NULL)
+
+-- name: chunk-max-seq
+SELECT coalesce(max(seq), 0) FROM {{schema}}.chunks WHERE job = $1
 
 -- name: try-lock
 SELECT pg_try_advisory_lock(hashtextextended($1, 0))

@@ -12,19 +12,25 @@ import (
 // JobStatus is one job as `backfill status` reports it. The JSON names are
 // a stable interface: scripts read them.
 type JobStatus struct {
-	Job           string  `json:"job"`
-	State         string  `json:"state"`
-	From          string  `json:"from"`
-	To            string  `json:"to"`
-	RowsRead      int64   `json:"rows_read"`
-	RowsInserted  int64   `json:"rows_inserted"`
-	RowsSkipped   int64   `json:"rows_skipped"`
-	RowsFiltered  int64   `json:"rows_filtered"`
-	RowsFailed    int64   `json:"rows_failed"`
-	ChunksDone    int64   `json:"chunks_done"`
-	RowsEstimated int64   `json:"rows_estimated"`
-	Percent       float64 `json:"percent"`
-	Rate          float64 `json:"rate"` // the cap in rows per second; 0 means none
+	Job          string `json:"job"`
+	State        string `json:"state"`
+	From         string `json:"from"`
+	To           string `json:"to"`
+	RowsRead     int64  `json:"rows_read"`
+	RowsInserted int64  `json:"rows_inserted"`
+	RowsSkipped  int64  `json:"rows_skipped"`
+	RowsFiltered int64  `json:"rows_filtered"`
+	RowsFailed   int64  `json:"rows_failed"`
+	ChunksDone   int64  `json:"chunks_done"`
+	// The chunk records by how their rows were written: straight into the
+	// destination by COPY, through the stage, or isolated row by row
+	// around failing rows (a split chunk's pieces each count).
+	ChunksDirect   int64   `json:"chunks_direct"`
+	ChunksStaged   int64   `json:"chunks_staged"`
+	ChunksIsolated int64   `json:"chunks_isolated"`
+	RowsEstimated  int64   `json:"rows_estimated"`
+	Percent        float64 `json:"percent"`
+	Rate           float64 `json:"rate"` // the cap in rows per second; 0 means none
 	// RowsPerSec is the rate achieved over the last minute and ETASeconds
 	// the time left at that rate, for a running job (else 0 and null).
 	RowsPerSec  float64    `json:"rows_per_sec"`
@@ -89,6 +95,7 @@ func Status(ctx context.Context, req StatusRequest) ([]JobStatus, error) {
 			Job: cj.Name, State: cj.State, From: spec.From, To: spec.To,
 			RowsRead: c.RowsRead, RowsInserted: c.RowsInserted, RowsSkipped: c.RowsSkipped,
 			RowsFiltered: c.RowsFiltered, RowsFailed: c.RowsFailed, ChunksDone: c.ChunksDone,
+			ChunksDirect: c.ChunksDirect, ChunksStaged: c.ChunksStaged, ChunksIsolated: c.ChunksIsolated,
 			RowsEstimated: cj.RowsEstimated, Rate: cj.Rate, Workers: cj.Workers,
 			StartedAt: cj.StartedAt, UpdatedAt: cj.UpdatedAt, FinishedAt: cj.FinishedAt,
 			HeartbeatAt: cj.HeartbeatAt, LastKey: c.LastKey, LastError: cj.LastError,

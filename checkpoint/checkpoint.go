@@ -316,13 +316,17 @@ type Counters struct {
 	RowsInserted int64
 	RowsSkipped  int64
 	LastKey      []string // last key of the most recent chunk
+	// The chunk records (a split chunk's pieces each count) by how their
+	// rows were written; those that wrote none are in neither.
+	ChunksDirect, ChunksStaged, ChunksIsolated int64
 }
 
 // Counters sums the job's chunk rows.
 func (s *Store) Counters(ctx context.Context, q Querier, name string) (Counters, error) {
 	var c Counters
 	err := q.QueryRow(ctx, s.stmts.Get("job-counters"), name).Scan(
-		&c.ChunksDone, &c.RowsRead, &c.RowsFiltered, &c.RowsFailed, &c.RowsInserted, &c.RowsSkipped, &c.LastKey)
+		&c.ChunksDone, &c.RowsRead, &c.RowsFiltered, &c.RowsFailed, &c.RowsInserted, &c.RowsSkipped, &c.LastKey,
+		&c.ChunksDirect, &c.ChunksStaged, &c.ChunksIsolated)
 	if err != nil {
 		return c, fmt.Errorf("sum counters of job %q: %w", name, err)
 	}
@@ -471,11 +475,14 @@ type ChunkRecord struct {
 	Generation int64
 	// SplitLast is, for a piece of a split chunk, the whole chunk's last key.
 	SplitLast []string
+	// Path is how the rows were written ("direct", "stage", "isolated"),
+	// "" when none was.
+	Path string
 }
 
 // ChunkParams is the number of parameters CommitChunkSQL reserves before the
-// INSERT's own: the INSERT's parameters start at $ChunkParams+1.
-const ChunkParams = 11
+// INSERT's own, if it has any: they start at $ChunkParams+1.
+const ChunkParams = 12
 
 // CommitChunkSQL wraps insert (an INSERT … ON CONFLICT DO NOTHING without a
 // RETURNING clause) so that one statement writes the rows and the chunk row.
@@ -483,9 +490,17 @@ func (s *Store) CommitChunkSQL(insert string) string {
 	return strings.Replace(s.stmts.Get("commit-chunk"), "{{insert}}", insert, 1)
 }
 
-// CommitChunkArgs returns the first ChunkParams arguments of the statement.
+// CommitChunkArgs returns the arguments of the statement.
 func CommitChunkArgs(job string, c ChunkRecord) []any {
-	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, c.RowsWritten, c.Generation, c.SplitLast}
+	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, c.RowsWritten, c.Generation, c.SplitLast, nullIfEmpty(c.Path)}
+}
+
+// nullIfEmpty is s, or SQL NULL for "".
+func nullIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // RecordChunkSQL records a chunk whose rows a transaction has written; its
@@ -495,7 +510,7 @@ func (s *Store) RecordChunkSQL() string { return s.stmts.Get("record-chunk") }
 // RecordChunkArgs returns the arguments of RecordChunkSQL: the chunk, and of
 // the rows offered (RowsWritten is not used) those inserted and skipped.
 func RecordChunkArgs(job string, c ChunkRecord, inserted, skipped int) []any {
-	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, inserted, skipped, c.Generation, c.SplitLast}
+	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, inserted, skipped, c.Generation, c.SplitLast, nullIfEmpty(c.Path)}
 }
 
 // ChunkAfterSQL reads where the committed chunk of job $1 that ends at key

@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -72,5 +73,12 @@ func TestDirectCopyUnderConcurrentDestinationWrites(t *testing.T) {
 	missing := queryInt(t, db, "SELECT count(*) FROM src s WHERE NOT EXISTS (SELECT 1 FROM dst d WHERE d.id = s.id)")
 	if missing != 0 || s.State != "done" || s.RowsRead != rows || s.RowsInserted != fromSource || s.RowsSkipped != rows-fromSource {
 		t.Fatalf("%d source rows missing; job %s, %+v; the destination holds %d rows from the source", missing, s.State, countersOf(s), fromSource)
+	}
+	if s.ChunksDirect != int64(direct) || s.ChunksStaged != int64(staged) || s.ChunksIsolated != 0 {
+		t.Fatalf("status counts %d direct, %d staged, %d isolated chunks; the log %d direct, %d staged", s.ChunksDirect, s.ChunksStaged, s.ChunksIsolated, direct, staged)
+	}
+	text := mustSucceed(t, "status", "--dest", db, "--job", "direct").stdout
+	if want := fmt.Sprintf("write path: %d chunks copied straight into the destination, %d through the stage", direct, staged); !strings.Contains(text, want) {
+		t.Fatalf("status --job does not say %q:\n%s", want, text)
 	}
 }

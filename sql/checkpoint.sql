@@ -69,7 +69,10 @@ SELECT count(DISTINCT seq) FILTER (WHERE rows_read > 0),
        coalesce(sum(rows_failed), 0),
        coalesce(sum(rows_inserted), 0),
        coalesce(sum(rows_skipped), 0),
-       (SELECT last_key FROM {{schema}}.chunks WHERE job = $1 ORDER BY finished_at DESC LIMIT 1)
+       (SELECT last_key FROM {{schema}}.chunks WHERE job = $1 ORDER BY finished_at DESC LIMIT 1),
+       count(*) FILTER (WHERE write_path = 'direct'),
+       count(*) FILTER (WHERE write_path = 'stage'),
+       count(*) FILTER (WHERE write_path = 'isolated')
 FROM {{schema}}.chunks
 WHERE job = $1
 
@@ -125,9 +128,9 @@ SELECT pg_advisory_unlock(hashtextextended($1, 0))
 SELECT pg_advisory_xact_lock(hashtextextended('backfill:migrate', 0))
 
 -- Commits one chunk: {{insert}} is the worker's INSERT … ON CONFLICT DO
--- NOTHING (its parameters start at $12). The chunk's rows and its checkpoint
--- row commit together or not at all, in one round trip; the chunk row's
--- trigger fails the statement if generation $10 has been superseded.
+-- NOTHING (its parameters, if any, start at $13). The chunk's rows and its checkpoint row
+-- commit together or not at all; the chunk row's trigger fails the
+-- statement if generation $10 has been superseded.
 -- name: commit-chunk
 WITH ins AS (
     {{insert}}
@@ -135,8 +138,8 @@ WITH ins AS (
 )
 INSERT INTO {{schema}}.chunks
     (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped,
-     generation, split_last_key)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, count(*), $9 - count(*), $10, $11
+     generation, split_last_key, write_path)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, count(*), $9 - count(*), $10, $11, $12
 FROM ins
 RETURNING rows_inserted
 
@@ -158,8 +161,8 @@ SELECT EXISTS (
 -- name: record-chunk
 INSERT INTO {{schema}}.chunks
     (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped,
-     generation, split_last_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+     generation, split_last_key, write_path)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 
 -- name: record-failed-rows
 INSERT INTO {{schema}}.failed_rows (job, key, chunk_last_key, sqlstate, column_name, message, source_row)

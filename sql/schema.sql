@@ -138,3 +138,10 @@ CREATE TRIGGER fence BEFORE INSERT OR UPDATE ON {{schema}}.chunks
 -- destination's FK and user triggers) disables ordinary triggers, and with
 -- them the fence: it must fire whatever the session's role.
 ALTER TABLE {{schema}}.chunks ENABLE ALWAYS TRIGGER fence;
+
+-- name: migration-4
+-- How each chunk's rows were written: 'direct' (COPY straight into the
+-- destination), 'stage' (COPY into a temporary stage, then INSERT … ON
+-- CONFLICT DO NOTHING) or 'isolated' (bisected for rows that failed); NULL
+-- for a chunk that wrote no row, and for those of older versions.
+ALTER TABLE {{schema}}.chunks ADD COLUMN write_path text;

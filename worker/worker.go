@@ -102,7 +102,7 @@ type Result struct {
 	Skipped  int
 	Last     []string
 	// Path is how the rows were written: PathDirect, PathStage or
-	// PathIsolated (bisected for failing rows).
+	// PathIsolated (bisected for failing rows); "" when none was.
 	Path string
 }
 
@@ -582,7 +582,6 @@ func (w *worker) writeFast(ctx context.Context, pc piece, res *Result) error {
 	if len(w.rows) == 0 {
 		// a step without a matching row, or a chunk all filtered: only its
 		// record
-		res.Path = PathStage
 		args := checkpoint.RecordChunkArgs(w.p.cfg.Job, w.record(pc, res, 0), 0, 0)
 		if _, err := w.conn.Exec(ctx, w.p.cfg.Checkpoint.RecordChunkSQL(), args...); err != nil {
 			return fmt.Errorf("record chunk %d (keys %v..%v), which writes no row: %w", pc.chunk.Seq, pc.after, pc.last, err)
@@ -786,7 +785,7 @@ func (w *worker) record(pc piece, res *Result, written int) checkpoint.ChunkReco
 	return checkpoint.ChunkRecord{
 		Seq: pc.chunk.Seq, After: pc.after, First: first, Last: pc.last,
 		RowsRead: res.Read, RowsFiltered: res.Filtered, RowsFailed: res.Failed, RowsWritten: written,
-		Generation: w.p.cfg.Generation, SplitLast: splitLast,
+		Generation: w.p.cfg.Generation, SplitLast: splitLast, Path: res.Path,
 	}
 }
 

@@ -287,6 +287,11 @@ func statusCommand(stdout io.Writer) *cli.Command {
 				return enc.Encode(jobs)
 			}
 			printStatus(stdout, jobs)
+			if c.String("job") != "" {
+				s := jobs[0]
+				fmt.Fprintf(stdout, "write path: %d chunks copied straight into the destination, %d through the stage, %d isolated around failing rows\n",
+					s.ChunksDirect, s.ChunksStaged, s.ChunksIsolated)
+			}
 			return nil
 		},
 	}

@@ -120,8 +120,8 @@ func RangeProbeSQL(table pgx.Identifier, key []KeyPart) [2]string {
 	upper := make([]string, len(key))
 	for i, k := range key {
 		names[i] = pgx.Identifier{k.Name}.Sanitize()
-		lower[i] = fmt.Sprintf("$%d::%s", i+1, k.Cast)
-		upper[i] = fmt.Sprintf("$%d::%s", len(key)+i+1, k.Cast)
+		lower[i] = fmt.Sprintf("$%d::text::%s", i+1, k.Cast)
+		upper[i] = fmt.Sprintf("$%d::text::%s", len(key)+i+1, k.Cast)
 	}
 	cols := "(" + strings.Join(names, ", ") + ")"
 	probe := func(where string) string {

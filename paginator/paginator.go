@@ -22,6 +22,7 @@ type Chunk struct {
 	Last  []string
 	Rows  [][]any    // source values in the order of Config.Columns
 	Keys  [][]string // each row's key, for splitting the chunk and naming failed rows
+	store *rowStore  // where Rows, Keys, First and Last live, until Release
 }
 
 // KeyColumn is one column of the pagination key.
@@ -131,6 +132,8 @@ type Paginator struct {
 	formats pgx.QueryResultFormats
 	// rawWidth counts the columns read Raw.
 	rawWidth int
+	// free holds the storage of released chunks, for the next pages.
+	free chan *rowStore
 	// bounds are where the committed ranges' coverage changes; orderRuns
 	// turns them into runs.
 	bounds  []Bound
@@ -159,6 +162,11 @@ type splitRest struct {
 	last []string
 }
 
+// freeStores is how many released chunks' storage a paginator keeps: one
+// more than the chunks the pipeline holds at once (the channel's and the
+// workers'), so that a steady run allocates none.
+const freeStores = 16
+
 // New checks cfg and prepares the page queries.
 func New(cfg Config) (*Paginator, error) {
 	if cfg.ChunkSize <= 0 {
@@ -177,6 +185,7 @@ func New(cfg Config) (*Paginator, error) {
 	p := &Paginator{cfg: cfg, bounds: bounds, rest: splitRests(split), nextSeq: cfg.NextSeq}
 	// a resumed job of 10⁹ rows may have 10⁶ ranges; the bounds say it all
 	p.cfg.Committed, p.cfg.Bounds, p.cfg.Split = nil, nil, nil
+	p.free = make(chan *rowStore, freeStores)
 	for range cfg.Key {
 		p.formats = append(p.formats, pgx.TextFormatCode)
 	}
@@ -671,7 +680,8 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error
 		}
 		switch {
 		case st.next != nil:
-			cursor = st.next
+			// a copy: the chunk's keys go back to the store when it is released
+			cursor = slices.Clone(st.next)
 		case before != nil:
 			cursor = before // the gap is read; the next run starts here
 		default:
@@ -814,30 +824,30 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 		return nil, fmt.Errorf("read page of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
 	}
 	defer rows.Close()
-	nk := len(p.cfg.Key)
-	store := newRowStore(p.cfg.ChunkSize, len(p.cfg.Columns), p.rawWidth)
-	c := &Chunk{After: cursor, Rows: make([][]any, 0, p.cfg.ChunkSize), Keys: make([][]string, 0, p.cfg.ChunkSize)}
+	store := p.store(p.cfg.ChunkSize)
+	c := &Chunk{After: cursor, store: store}
+	defer func() {
+		if c.Rows == nil { // an error, or no row: nobody will release it
+			c.Release()
+		}
+	}()
 	var key []string
 	for rows.Next() {
 		var vals []any
-		vals, key = store.row(nk)
+		vals, key = store.row()
 		if err := p.values(rows, store, key, vals); err != nil {
 			return nil, fmt.Errorf("decode row of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
 		}
-		if c.First == nil {
-			c.First = key
-		}
-		c.Rows = append(c.Rows, vals)
-		c.Keys = append(c.Keys, key)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read page of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
 	}
-	if len(c.Rows) == 0 {
+	if len(store.rows) == 0 {
 		return nil, nil
 	}
-	c.Last = key
+	c.Rows, c.Keys = store.rows, store.keyRows
+	c.First, c.Last = c.Keys[0], key
 	return c, nil
 }
 

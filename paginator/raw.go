@@ -6,50 +6,115 @@ package paginator
 // storage the chunk shares, so a value costs no allocation of its own.
 type Raw []byte
 
+// Release hands the chunk's storage back to its paginator for a later
+// page, once the chunk is written and nothing will read its rows, keys or
+// bounds again. Without it the storage is left to the garbage collector,
+// which a copy of 10⁹ rows keeps busy.
+func (c *Chunk) Release() {
+	if c.store == nil {
+		return
+	}
+	c.store.reset()
+	select {
+	case c.store.free <- c.store:
+	default: // enough kept already
+	}
+	c.store, c.Rows, c.Keys, c.First, c.Last = nil, nil, nil, nil, nil
+}
+
 // rowStore holds a chunk's rows: their values, keys and raw bytes in a few
-// large allocations instead of several per row. Slices it hands out are
-// never moved: a block that fills is kept and a new one begun.
+// large blocks instead of several allocations per row. A slice it hands
+// out is never moved: a block that fills is kept and a new one begun. A
+// released store keeps its blocks for the next chunk.
 type rowStore struct {
-	values []any
-	keys   []string
-	raws   []Raw
-	bytes  []byte
-	// sizes of the next blocks, from the chunk's expected row count
-	rows, width, rawWidth int
+	free                  chan *rowStore // where Release returns it
+	rows                  [][]any
+	keyRows               [][]string
+	values                blocks[any]
+	keys                  blocks[string]
+	raws                  blocks[Raw]
+	bytes                 blocks[byte]
+	width, keyWidth, nRaw int
 }
 
 // rawBlock is the least a block of raw bytes holds: small enough to waste
 // little at a chunk's end, large enough that a chunk needs few.
 const rawBlock = 64 << 10
 
-func newRowStore(rows, width, rawWidth int) *rowStore {
-	return &rowStore{rows: max(rows, 1), width: width, rawWidth: rawWidth}
+// store returns a store for a page of up to rows rows: one a released chunk
+// left, or a new one.
+func (p *Paginator) store(rows int) *rowStore {
+	var s *rowStore
+	select {
+	case s = <-p.free:
+	default:
+		s = &rowStore{free: p.free, width: len(p.cfg.Columns), keyWidth: len(p.cfg.Key), nRaw: p.rawWidth}
+	}
+	s.values.size, s.keys.size = rows*s.width, rows*s.keyWidth
+	s.raws.size, s.bytes.size = rows*s.nRaw, rawBlock
+	return s
 }
 
-// row returns room for one row's values and key.
-func (s *rowStore) row(nk int) ([]any, []string) {
-	if len(s.values)+s.width > cap(s.values) {
-		s.values = make([]any, 0, s.rows*s.width)
-	}
-	if len(s.keys)+nk > cap(s.keys) {
-		s.keys = make([]string, 0, s.rows*nk)
-	}
-	n, k := len(s.values), len(s.keys)
-	s.values, s.keys = s.values[:n+s.width], s.keys[:k+nk]
-	return s.values[n : n+s.width : n+s.width], s.keys[k : k+nk : k+nk]
+// row returns room for one row's values and key, and appends them to the
+// store's rows.
+func (s *rowStore) row() ([]any, []string) {
+	vals, key := s.values.take(s.width), s.keys.take(s.keyWidth)
+	s.rows, s.keyRows = append(s.rows, vals), append(s.keyRows, key)
+	return vals, key
 }
 
 // raw copies b, which the driver reuses for the next row, and returns it
 // as a value.
 func (s *rowStore) raw(b []byte) *Raw {
-	if len(s.raws) == cap(s.raws) {
-		s.raws = make([]Raw, 0, max(s.rows*s.rawWidth, 1))
+	r := &s.raws.take(1)[0]
+	*r = Raw(s.bytes.take(len(b)))
+	copy(*r, b)
+	return r
+}
+
+func (s *rowStore) reset() {
+	clear(s.rows)
+	clear(s.keyRows)
+	s.rows, s.keyRows = s.rows[:0], s.keyRows[:0]
+	s.values.reset()
+	s.keys.reset()
+	s.raws.reset()
+	s.bytes.reset()
+}
+
+// blocks hands out slices of blocks it allocates, and after reset the same
+// blocks again.
+type blocks[T any] struct {
+	list [][]T
+	cur  int // the block being filled
+	size int // the least a new block holds
+}
+
+// take returns n zeroed elements, contiguous and never moved.
+func (b *blocks[T]) take(n int) []T {
+	for b.cur < len(b.list) {
+		blk := b.list[b.cur]
+		if len(blk)+n <= cap(blk) {
+			b.list[b.cur] = blk[:len(blk)+n]
+			return blk[len(blk) : len(blk)+n : len(blk)+n]
+		}
+		if len(blk) == 0 {
+			// too small for n even empty: a larger one replaces it
+			b.list = append(b.list[:b.cur], b.list[b.cur+1:]...)
+			continue
+		}
+		b.cur++
 	}
-	if len(b) > cap(s.bytes)-len(s.bytes) {
-		s.bytes = make([]byte, 0, max(rawBlock, len(b)))
+	blk := make([]T, n, max(b.size, n, 1))
+	b.list = append(b.list, blk)
+	b.cur = len(b.list) - 1
+	return blk[:n:n]
+}
+
+func (b *blocks[T]) reset() {
+	for i := range b.list {
+		clear(b.list[i])
+		b.list[i] = b.list[i][:0]
 	}
-	n := len(s.bytes)
-	s.bytes = append(s.bytes, b...)
-	s.raws = append(s.raws, Raw(s.bytes[n:len(s.bytes):len(s.bytes)]))
-	return &s.raws[len(s.raws)-1]
+	b.cur = 0
 }

@@ -259,6 +259,7 @@ func (p *Pool) Run(ctx context.Context, db DB, in <-chan *paginator.Chunk) error
 					if w, err = w.commit(drainCtx, db, piece{chunk: c, lo: 0, hi: len(c.Rows), after: c.After, last: c.Last}); err != nil {
 						return err
 					}
+					c.Release() // written: its storage serves a later page
 				}
 			}
 		})

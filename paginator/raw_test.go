@@ -1,0 +1,75 @@
+package paginator
+
+import (
+	"slices"
+	"testing"
+)
+
+// TestBlocksNeverMoveWhatTheyHandOut: slices taken from blocks keep their
+// contents however many more are taken, of whatever sizes, and after a
+// reset the same memory serves again.
+func TestBlocksNeverMoveWhatTheyHandOut(t *testing.T) {
+	b := blocks[int]{size: 8}
+	var taken [][]int
+	fill := func(sizes ...int) {
+		for _, n := range sizes {
+			s := b.take(n)
+			if len(s) != n || cap(s) != n {
+				t.Fatalf("take(%d): len %d cap %d", n, len(s), cap(s))
+			}
+			for i := range s {
+				if s[i] != 0 {
+					t.Fatalf("take(%d) handed out a used element: %v", n, s)
+				}
+				s[i] = len(taken) + 1
+			}
+			taken = append(taken, s)
+		}
+		for i, s := range taken {
+			for _, v := range s {
+				if v != i+1 {
+					t.Fatalf("slice %d of %d was overwritten: %v", i, len(taken), s)
+				}
+			}
+		}
+	}
+	fill(3, 3, 3, 20, 1, 0, 8)
+	blocksBefore := len(b.list)
+	b.reset()
+	taken = nil
+	fill(3, 3, 3, 20, 1, 0, 8)
+	if len(b.list) != blocksBefore {
+		t.Fatalf("after a reset the same takes used %d blocks, before %d", len(b.list), blocksBefore)
+	}
+}
+
+// TestReleasedStoreServesTheNextChunkOnly: a released chunk's storage is
+// reused, and a chunk not released keeps its rows and keys.
+func TestReleasedStoreServesTheNextChunkOnly(t *testing.T) {
+	p := &Paginator{cfg: Config{Key: []KeyColumn{{Name: "id"}}, Columns: []ReadColumn{{Name: "v", Raw: true}}}, rawWidth: 1,
+		free: make(chan *rowStore, freeStores)}
+	page := func(prefix string, n int) *Chunk {
+		s := p.store(n)
+		for i := range n {
+			vals, key := s.row()
+			key[0] = prefix + string(rune('a'+i))
+			vals[0] = s.raw([]byte(key[0]))
+		}
+		return &Chunk{Rows: s.rows, Keys: s.keyRows, store: s}
+	}
+	a, b := page("a", 5), page("b", 5)
+	want := slices.Clone(a.Keys)
+	b.Release()
+	c := page("c", 5)
+	if c.store == a.store {
+		t.Fatal("a chunk not released lent its storage")
+	}
+	for i, row := range a.Rows {
+		if got := string(*row[0].(*Raw)); got != want[i][0] || a.Keys[i][0] != want[i][0] {
+			t.Fatalf("row %d of the chunk not released became %q, key %q; want %q", i, got, a.Keys[i][0], want[i][0])
+		}
+	}
+	if len(p.free) != 0 {
+		t.Fatalf("%d stores left free; the released one should serve the next page", len(p.free))
+	}
+}

@@ -155,7 +155,7 @@ func startFlags() []cli.Flag {
 		&cli.StringFlag{Name: "to", Usage: "destination `TABLE`"},
 		&cli.StringFlag{Name: "key", Usage: "source key `COL[,COL…]` to page by (default: the primary key)"},
 		&cli.StringFlag{Name: "where", Usage: "SQL `PREDICATE` over source rows: only matching rows are copied"},
-		&cli.IntFlag{Name: "chunk-size", Usage: fmt.Sprintf("fixed rows per chunk (`N`) (default: sized by time with --rate 0, between %d and %d rows; %d rows with a rate cap)",
+		&cli.IntFlag{Name: "chunk-size", Usage: "fixed rows per chunk (`N`)", DefaultText: fmt.Sprintf("sized by time (--target-chunk-time) between %d and %d rows with --rate 0, %d with a cap",
 			backfill.DefaultChunkSize, backfill.MaxTimedChunkSize, backfill.DefaultChunkSize)},
 		&cli.BoolFlag{Name: "follow", Usage: "read to the table's end as it is when the copy gets there, instead of the last key at start"},
 	)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/time/rate"
 
 	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/paginator"
@@ -213,6 +214,10 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 	if note := guessedEstimate(ctx, src, p, rep.Source.RowsEstimated); note != "" {
 		rep.Notes = append(rep.Notes, note)
 	}
+	if j.ChunkSize == 0 && limitOf(j.Rate) == rate.Inf {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("the run sizes chunks by time (%s a chunk, %d to %d rows); the sample used %d-row chunks",
+			j.TargetChunkTime, DefaultChunkSize, MaxTimedChunkSize, j.fixedChunkSize()))
+	}
 	rows := rep.Source.RowsEstimated
 	if opts.ExactCount {
 		var n int64
@@ -244,7 +249,7 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 		}
 	}
 	pag, err := paginator.New(paginator.Config{
-		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.ChunkSize,
+		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.fixedChunkSize(),
 		Upper: upper, Where: j.Where, NextSeq: 1, Retry: retry.Policy{MaxRetries: j.MaxRetries},
 	})
 	if err != nil {

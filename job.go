@@ -1,6 +1,7 @@
 package backfill
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -16,7 +17,17 @@ import (
 
 // Defaults, named so the CLI's help and the library agree.
 const (
-	DefaultChunkSize        = 1000
+	// DefaultChunkSize is the fixed size of a job given no chunk size while
+	// it has a rate cap, and the smallest size of one sized by time.
+	DefaultChunkSize = 1000
+	// MaxTimedChunkSize is the largest chunk of a job sized by time: it
+	// bounds the rows in memory at MaxTimedChunkSize × (queue depth +
+	// workers), and keeps one chunk one short statement.
+	MaxTimedChunkSize = 50000
+	// DefaultTargetChunkTime is how long a chunk's write should take when
+	// chunks are sized by time, as pt-online-schema-change's --chunk-time
+	// and spirit's target-chunk-time default to.
+	DefaultTargetChunkTime  = 500 * time.Millisecond
 	DefaultWorkers          = 8
 	DefaultQueueDepth       = 4
 	DefaultRate             = 1000.0 // rows per second
@@ -63,11 +74,18 @@ type Job struct {
 	To   string
 	// Key lists the source key columns (names already unquoted); empty
 	// means the source's primary key.
-	Key        []string
-	Where      string // optional SQL predicate over source rows
-	ChunkSize  int
-	Workers    int
-	QueueDepth int
+	Key   []string
+	Where string // optional SQL predicate over source rows
+	// ChunkSize fixes the rows per chunk. 0 sizes chunks by time while the
+	// job has no rate cap (TargetChunkTime, from DefaultChunkSize up to
+	// MaxTimedChunkSize rows) and fixes them at DefaultChunkSize while it
+	// has one; on resume, 0 keeps what the job was started with.
+	ChunkSize int
+	// TargetChunkTime is how long a chunk's write should take when chunks
+	// are sized by time; 0 means DefaultTargetChunkTime.
+	TargetChunkTime time.Duration
+	Workers         int
+	QueueDepth      int
 	// Rate caps rows read per second across all workers: 0 means the
 	// default (start) or the job's last rate (resume); Unlimited removes it.
 	Rate        float64
@@ -119,12 +137,13 @@ func (j Job) withDefaults() Job {
 	setDefault(&j.LockTimeout, DefaultLockTimeout)
 	setDefault(&j.MaxRetries, DefaultMaxRetries)
 	setDefault(&j.MaxFailedRows, DefaultMaxFailedRows)
+	setDefault(&j.TargetChunkTime, DefaultTargetChunkTime)
 	if j.Now == nil {
 		j.Now = time.Now
 	}
 	if j.Mode == ModeStart {
-		// on resume, zero keeps what the job last ran with
-		setDefault(&j.ChunkSize, DefaultChunkSize)
+		// on resume, zero keeps what the job last ran with; a zero chunk
+		// size is sized by time, and stored so
 		setDefault(&j.Workers, DefaultWorkers)
 		setDefault(&j.Rate, DefaultRate)
 	}
@@ -155,8 +174,11 @@ func (j Job) validate() error {
 			bad("destination table: missing (--to)")
 		}
 	}
-	if j.ChunkSize < 0 || j.Mode == ModeStart && j.ChunkSize == 0 {
-		bad("chunk size %d: must be a positive number of rows", j.ChunkSize)
+	if j.ChunkSize < 0 {
+		bad("chunk size %d: must be a positive number of rows, or 0 to size chunks by time", j.ChunkSize)
+	}
+	if j.TargetChunkTime < 0 {
+		bad("target chunk time %v: must be a positive duration", j.TargetChunkTime)
 	}
 	if j.ChunkSize > 100000 {
 		bad("chunk size %d: at most 100000 rows, so one chunk stays one short statement", j.ChunkSize)
@@ -186,4 +208,11 @@ func (j Job) validate() error {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", ErrInvalidJob, errors.Join(errs...))
+}
+
+// fixedChunkSize is the rows per chunk when chunks are not sized by time:
+// the job's chunk size, or the default for a job that sizes by time while
+// it has a rate cap.
+func (j Job) fixedChunkSize() int {
+	return cmp.Or(j.ChunkSize, DefaultChunkSize)
 }

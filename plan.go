@@ -29,14 +29,17 @@ var ErrRefused = errors.New("refused")
 // Spec is what a job copies: the part of a Job that must not change between
 // runs. It is stored in the job's row, without any password.
 type Spec struct {
-	Source    string   `json:"source"` // connection strings, password removed
-	Dest      string   `json:"dest"`
-	From      string   `json:"from"` // resolved, quoted: "public"."users"
-	To        string   `json:"to"`
-	Key       []string `json:"key"`
-	Where     string   `json:"where,omitempty"`
-	ChunkSize int      `json:"chunk_size"`
-	Follow    bool     `json:"follow,omitempty"`
+	Source string   `json:"source"` // connection strings, password removed
+	Dest   string   `json:"dest"`
+	From   string   `json:"from"` // resolved, quoted: "public"."users"
+	To     string   `json:"to"`
+	Key    []string `json:"key"`
+	Where  string   `json:"where,omitempty"`
+	// ChunkSize is the fixed rows per chunk; 0 sizes chunks by time while
+	// the job has no rate cap. Jobs stored before sizing by time have the
+	// size they ran with (1000 by default), and keep it.
+	ChunkSize int  `json:"chunk_size"`
+	Follow    bool `json:"follow,omitempty"`
 	// Columns and SkipIf are the expression transform; a Go transform
 	// is not recorded (its code is not data), so changing one is on
 	// the embedding program.
@@ -56,11 +59,19 @@ func (s Spec) differences(t Spec) []string {
 	cmp("to", s.To, t.To)
 	cmp("key", strings.Join(s.Key, ","), strings.Join(t.Key, ","))
 	cmp("where", fmt.Sprintf("%q", s.Where), fmt.Sprintf("%q", t.Where))
-	cmp("chunk_size", fmt.Sprint(s.ChunkSize), fmt.Sprint(t.ChunkSize))
+	cmp("chunk_size", chunkSizeText(s.ChunkSize), chunkSizeText(t.ChunkSize))
 	cmp("follow", fmt.Sprint(s.Follow), fmt.Sprint(t.Follow))
 	cmp("columns", mappingsText(s.Columns), mappingsText(t.Columns))
 	cmp("skip_if", fmt.Sprintf("%q", s.SkipIf), fmt.Sprintf("%q", t.SkipIf))
 	return d
+}
+
+// chunkSizeText names a spec's chunk size.
+func chunkSizeText(n int) string {
+	if n == 0 {
+		return "sized by time"
+	}
+	return fmt.Sprint(n)
 }
 
 func mappingsText(ms []transform.Mapping) string {
@@ -373,7 +384,7 @@ func marshalSpec(s Spec) (json.RawMessage, error) {
 // millions of failed rows. Rows that fail alone are only reported.
 func (p *plan) trial(ctx context.Context, src paginator.Querier, j Job, log zerolog.Logger) error {
 	pag, err := paginator.New(paginator.Config{
-		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.ChunkSize, Where: j.Where,
+		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.fixedChunkSize(), Where: j.Where,
 	})
 	if err != nil {
 		return err

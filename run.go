@@ -75,6 +75,9 @@ type runner struct {
 	src   *pgxpool.Pool
 	dst   *pgxpool.Pool
 	retry retry.Policy
+	// sizer sizes the chunks of a job sized by time (Job.ChunkSize 0),
+	// across the passes of a run; nil for a fixed chunk size.
+	sizer *paginator.Sizer
 }
 
 // Run starts or resumes a job (j.Mode) and returns when it is done, failed
@@ -145,6 +148,8 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		}
 		j.Follow = j.Follow || stored.Follow
 		if j.ChunkSize == 0 {
+			// a job stored before chunks were sized by time has its size
+			// (1000 by default) and keeps it
 			j.ChunkSize = stored.ChunkSize
 		}
 		if j.Rate == 0 {
@@ -354,7 +359,8 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 			return rep, err
 		}
 		r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Strs("key", p.spec.Key).
-			Int64("rows_estimated", estimate).Strs("last_key", upper).Bool("follow", j.Follow).Str("write_path", p.writePath).Msg("job started")
+			Int64("rows_estimated", estimate).Strs("last_key", upper).Bool("follow", j.Follow).
+			Str("chunk_size", chunkSizeText(j.ChunkSize)).Str("write_path", p.writePath).Msg("job started")
 	} else {
 		upper, estimate = existing.UpperKey, existing.RowsEstimated
 		if err := r.migrate(ctx); err != nil {
@@ -374,8 +380,16 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 	}
 
 	// always a limiter, unlimited or not, so `backfill set --rate` can
-	// change it while the job runs
-	limiter := rate.NewLimiter(limitOf(j.Rate), j.ChunkSize)
+	// change it while the job runs; its burst is the fixed chunk size even
+	// when chunks are sized by time, for a cap is applied at that size (the
+	// workers wait for a larger chunk read before the cap in parts)
+	limiter := rate.NewLimiter(limitOf(j.Rate), j.fixedChunkSize())
+	if j.ChunkSize == 0 {
+		if r.sizer, err = r.newSizer(); err != nil {
+			return rep, err
+		}
+		r.sizer.Hold(limitOf(j.Rate) != rate.Inf)
+	}
 	var tracker *progress.Tracker
 	var runRows atomic.Int64
 	began := j.Now()
@@ -390,6 +404,9 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		pag, pool, before, runErr = r.preparePass(ctx, p, upper, limiter, func(res worker.Result) {
 			tracker.Add(res.Read)
 			runRows.Add(int64(res.Read))
+			if r.sizer != nil {
+				r.sizer.Observe(res.Read, res.Elapsed)
+			}
 		})
 		if runErr != nil {
 			break
@@ -446,7 +463,7 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 	}
 	bounds, split := resumeBounds(resume)
 	pag, err := paginator.New(paginator.Config{
-		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.ChunkSize,
+		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.fixedChunkSize(), Sizer: r.sizer,
 		Upper: upper, Where: j.Where, Bounds: bounds, Split: split, NextSeq: resume.MaxSeq + 1, Retry: r.retry,
 		OnRetry: func(err error, attempt int) {
 			r.log.Warn().Err(err).Int("attempt", attempt).Msg("retrying source read")
@@ -633,10 +650,33 @@ func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter) error {
 			}
 			if want := limitOf(req.Rate); want != limiter.Limit() {
 				r.log.Info().Float64("rate", req.Rate).Msg("rate changed by request (0: no cap)")
-				limiter.SetLimit(want)
+				r.setLimit(limiter, want)
 			}
 		}
 	}
+}
+
+// setLimit applies a new rate cap. A job sized by time goes back to its
+// fixed chunk size while it has a cap, as if started with it, and sizes by
+// time again when the cap is lifted; the chunks already read larger than
+// the limiter's burst wait for their tokens in parts (see worker).
+func (r *runner) setLimit(limiter *rate.Limiter, want rate.Limit) {
+	limiter.SetLimit(want)
+	if r.sizer != nil {
+		r.sizer.Hold(want != rate.Inf)
+	}
+}
+
+// newSizer builds the sizer of a job sized by time, which logs the size
+// when it has doubled or halved.
+func (r *runner) newSizer() (*paginator.Sizer, error) {
+	return paginator.NewSizer(paginator.SizerConfig{
+		Target: r.job.TargetChunkTime, Min: DefaultChunkSize, Max: MaxTimedChunkSize,
+		OnResize: func(from, to int, rowsPerSec float64) {
+			r.log.Info().Int("from", from).Int("to", to).Int("rows_per_s_per_worker", int(rowsPerSec)).
+				Str("target", r.job.TargetChunkTime.String()).Msg("chunk size changed")
+		},
+	})
 }
 
 // guessedEstimate returns, when the source table has never been analyzed,

@@ -1,6 +1,7 @@
 package backfill
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -261,7 +262,7 @@ func verifyPlan(ctx context.Context, src, dst catalog.Querier, spec Spec, upper 
 	if err != nil {
 		return nil, refused(fmt.Errorf("destination %w", err))
 	}
-	v := &verification{end: upper, chunksPerRange: chunksPerRange, countStep: max(spec.ChunkSize, 1) * chunksPerRange,
+	v := &verification{end: upper, chunksPerRange: chunksPerRange, countStep: cmp.Or(spec.ChunkSize, DefaultChunkSize) * chunksPerRange, // a job sized by time counts at its smallest size
 		next: make(map[string][]string, len(committed))}
 	for _, c := range d.Columns {
 		if !c.Generated && s.Column(c.Name) != nil {

@@ -17,7 +17,7 @@ func TestRetuneAndPauseWhileRunning(t *testing.T) {
 	db := itemsDatabase(t, 60_000)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	b := startBackground(ctx, t, "start", "--source", db, "--job", "tuned", "--from", "src", "--to", "dst", "--rate", "1000", "--log-format", "json")
+	b := startBackground(ctx, t, "start", "--source", db, "--job", "tuned", "--from", "src", "--to", "dst", "--rate", "1000", "--chunk-size", "1000", "--log-format", "json")
 	done, out := b.done, b.stderr
 	rowsDone := func() int64 {
 		return pollInt(ctx, db, "SELECT coalesce(sum(rows_read), 0) FROM backfill.chunks WHERE job = 'tuned'")
@@ -56,7 +56,7 @@ func TestRetuneAndPauseWhileRunning(t *testing.T) {
 	if r := cli(t, "pause", "--dest", db, "--job", "tuned"); r.code != 1 || !strings.Contains(r.stderr, "not running") {
 		t.Fatalf("pausing a paused job must be refused, got %s", r)
 	}
-	if r := cli(t, "start", "--source", db, "--job", "tuned", "--from", "src", "--to", "dst"); r.code != 1 || !strings.Contains(r.stderr, "paused") {
+	if r := cli(t, "start", "--source", db, "--job", "tuned", "--from", "src", "--to", "dst", "--chunk-size", "1000"); r.code != 1 || !strings.Contains(r.stderr, "paused") {
 		t.Fatalf("start of a paused job must point to resume, got %s", r)
 	}
 	mustSucceed(t, "resume", "--source", db, "--job", "tuned", "--rate", "0")
@@ -71,7 +71,8 @@ func TestRetuneAndPauseWhileRunning(t *testing.T) {
 // the two ranges that hold them (exit 3).
 func TestVerify(t *testing.T) {
 	db := itemsDatabase(t, 20_000)
-	mustSucceed(t, "start", "--source", db, "--job", "checked", "--from", "src", "--to", "dst", "--rate", "0")
+	// fixed chunks: the ranges verify compares are runs of them
+	mustSucceed(t, "start", "--source", db, "--job", "checked", "--from", "src", "--to", "dst", "--rate", "0", "--chunk-size", "1000")
 	r := mustSucceed(t, "verify", "--source", db, "--job", "checked")
 	if !strings.Contains(r.stdout, "identical") || !strings.Contains(r.stdout, "20000 rows in the source, 20000 in the destination") {
 		t.Fatalf("verify of an exact copy: %s", r)

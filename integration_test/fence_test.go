@@ -268,7 +268,8 @@ sampling:
 func TestSplitChunkKilledBetweenItsPiecesCountsOnce(t *testing.T) {
 	db := itemsDatabase(t, 5000)
 	createItems(t, db, "clean")
-	mustSucceed(t, "start", "--source", db, "--job", "clean", "--from", "src", "--to", "clean", "--rate", "0")
+	// fixed chunks: the counters, chunks included, must equal the clean run's
+	mustSucceed(t, "start", "--source", db, "--job", "clean", "--from", "src", "--to", "clean", "--rate", "0", "--chunk-size", "1000")
 	clean := countersOf(status(t, db, "clean"))
 	sql(t, db,
 		`CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -278,7 +279,7 @@ func TestSplitChunkKilledBetweenItsPiecesCountsOnce(t *testing.T) {
 	args := []string{"--source", db, "--job", "split", "--statement-timeout", "1s", "--max-retries", "100", "--log-format", "json"}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	b := startBackground(ctx, t, append([]string{"start", "--from", "src", "--to", "dst", "--rate", "0", "--workers", "2"}, args...)...)
+	b := startBackground(ctx, t, append([]string{"start", "--from", "src", "--to", "dst", "--rate", "0", "--chunk-size", "1000", "--workers", "2"}, args...)...)
 	conn := connect(t, db)
 	waitUntil(t, b.done, b.stderr, "two pieces of the first chunk committed", func() bool {
 		var pieces int64
@@ -334,7 +335,7 @@ func TestRetriedFailedRowsNowExcludedCountAsFiltered(t *testing.T) {
 				skip = c.spec
 			}
 			spec := func(job, to string) string {
-				return writeSpec(t, "job: "+job+"\n"+source+"dest:\n  table: "+to+"\ncolumns:\n  id: id\n  qty: qty\n  keep: keep\n"+skip+"rate: 0\n")
+				return writeSpec(t, "job: "+job+"\n"+source+"dest:\n  table: "+to+"\ncolumns:\n  id: id\n  qty: qty\n  keep: keep\n"+skip+"rate: 0\nchunk_size: 1000\n") // fixed: chunks are compared
 			}
 			if r := cli(t, "start", "--config", spec("retried", "dst"), "--source", db); r.code != 3 {
 				t.Fatalf("want exit 3 for failed rows, got %s", r)

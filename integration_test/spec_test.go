@@ -142,9 +142,9 @@ func readFile(t *testing.T, path string) string {
 }
 
 // TestResumeWithASpecWithoutChunkSize: the same spec file serves start and
-// resume; without chunk_size it means the default on both, and resume
-// takes it as the stored spec instead of refusing "--chunk-size 0", a flag
-// resume does not have.
+// resume; without chunk_size it means sized by time (with rate 0) on both,
+// and resume takes it as the stored spec instead of refusing
+// "--chunk-size 0", a flag resume does not have.
 func TestResumeWithASpecWithoutChunkSize(t *testing.T) {
 	db := itemsDatabase(t, 5000)
 	spec := writeSpec(t, "job: nochunk\nsource:\n  table: src\ndest:\n  table: dst\nrate: 0\n")
@@ -152,7 +152,10 @@ func TestResumeWithASpecWithoutChunkSize(t *testing.T) {
 	sql(t, db, undoEveryThirdChunk("nochunk", "dst", "d.id", "(%[1]s)[1]::bigint")...)
 	mustSucceed(t, "resume", "--config", spec, "--source", db)
 	assertSameRows(t, db, "src", db, "dst")
-	if s := status(t, db, "nochunk"); s.State != "done" || s.RowsInserted != 5000 || s.ChunksDone != 5 {
+	if s := status(t, db, "nochunk"); s.State != "done" || s.RowsInserted != 5000 || s.RowsRead != 5000 || s.RowsSkipped != 0 {
 		t.Fatalf("after resume with the spec file: %+v", s)
+	}
+	if size := queryInt(t, db, "SELECT (spec->>'chunk_size')::int FROM backfill.jobs WHERE name = 'nochunk'"); size != 0 {
+		t.Fatalf("stored chunk_size %d, want 0 (sized by time)", size)
 	}
 }

@@ -42,6 +42,7 @@ type File struct {
 	LockTimeout      *Duration     `yaml:"lock_timeout"`
 	ConnectTimeout   *Duration     `yaml:"connect_timeout"`
 	ProgressInterval *Duration     `yaml:"progress_interval"`
+	TargetChunkTime  *Duration     `yaml:"target_chunk_time"`
 	SampleChunks     *int          `yaml:"sample_chunks"`
 	LogFormat        string        `yaml:"log_format"`
 	LogLevel         string        `yaml:"log_level"`
@@ -94,7 +95,7 @@ func Parse(path string, data []byte) (*File, error) {
 		key string
 		d   *Duration
 	}{{"statement_timeout", f.StatementTimeout}, {"lock_timeout", f.LockTimeout},
-		{"connect_timeout", f.ConnectTimeout}, {"progress_interval", f.ProgressInterval}}
+		{"connect_timeout", f.ConnectTimeout}, {"progress_interval", f.ProgressInterval}, {"target_chunk_time", f.TargetChunkTime}}
 	for _, kd := range durations {
 		key, d := kd.key, kd.d
 		if d == nil {

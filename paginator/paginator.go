@@ -88,6 +88,9 @@ type Config struct {
 	Key       []KeyColumn
 	Columns   []ReadColumn
 	ChunkSize int
+	// Sizer, when set, sizes each page instead of ChunkSize (a job sized
+	// by time); ChunkSize is then its smallest size.
+	Sizer *Sizer
 	// Upper is the inclusive last key to read; the job's defined end.
 	// An empty non-nil slice means the table was empty when the job began.
 	Upper []string
@@ -741,11 +744,22 @@ func (p *Paginator) read(ctx context.Context, q Querier, cursor, before []string
 	if p.cfg.Where != "" {
 		return p.readFiltered(ctx, q, cursor, bound)
 	}
-	c, err := p.readRows(ctx, q, p.pages[b2i(cursor != nil)][b2i(bound != nil)], p.keysetArgs(p.cfg.ChunkSize, cursor, bound), cursor)
-	if err != nil || c == nil || len(c.Rows) < p.cfg.ChunkSize {
+	n := p.pageSize()
+	c, err := p.readRows(ctx, q, p.pages[b2i(cursor != nil)][b2i(bound != nil)], p.keysetArgs(n, cursor, bound), cursor, n)
+	// a page shorter than it was asked for is the range's last
+	if err != nil || c == nil || len(c.Rows) < n {
 		return step{chunk: c}, err
 	}
 	return step{chunk: c, next: c.Last}, nil
+}
+
+// pageSize is the number of rows the next page asks for: the sizer's, or
+// the fixed chunk size.
+func (p *Paginator) pageSize() int {
+	if p.cfg.Sizer != nil {
+		return p.cfg.Sizer.Next()
+	}
+	return p.cfg.ChunkSize
 }
 
 // readFiltered reads a job with Where one step at a time: it finds the key
@@ -760,7 +774,8 @@ func (p *Paginator) read(ctx context.Context, q Querier, cursor, before []string
 // full page therefore ends its chunk at the last row it read, never at the
 // step's end, so a chunk claims no key it did not read.
 func (p *Paginator) readFiltered(ctx context.Context, q Querier, cursor, bound []string) (step, error) {
-	end, err := p.stepEnd(ctx, q, cursor, bound)
+	n := p.pageSize() // one size for the step and its page
+	end, err := p.stepEnd(ctx, q, n, cursor, bound)
 	if err != nil {
 		return step{}, err
 	}
@@ -768,11 +783,11 @@ func (p *Paginator) readFiltered(ctx context.Context, q Querier, cursor, bound [
 	if end == nil {
 		stop = bound // fewer than a chunk's worth of rows left: read the rest
 	}
-	c, err := p.readRows(ctx, q, p.pages[b2i(cursor != nil)][b2i(stop != nil)], p.keysetArgs(p.cfg.ChunkSize, cursor, stop), cursor)
+	c, err := p.readRows(ctx, q, p.pages[b2i(cursor != nil)][b2i(stop != nil)], p.keysetArgs(n, cursor, stop), cursor, n)
 	if err != nil {
 		return step{}, err
 	}
-	if c != nil && len(c.Rows) == p.cfg.ChunkSize {
+	if c != nil && len(c.Rows) == n {
 		return step{chunk: c, next: c.Last}, nil
 	}
 	if c != nil && stop != nil {
@@ -781,10 +796,10 @@ func (p *Paginator) readFiltered(ctx context.Context, q Querier, cursor, bound [
 	return step{chunk: c, next: end}, nil
 }
 
-// stepEnd returns the key chunk-size rows after cursor (up to bound), or
-// nil when fewer rows are left.
-func (p *Paginator) stepEnd(ctx context.Context, q Querier, cursor, bound []string) ([]string, error) {
-	rows, err := q.Query(ctx, p.steps[b2i(cursor != nil)][b2i(bound != nil)], p.keysetArgs(p.cfg.ChunkSize, cursor, bound)...)
+// stepEnd returns the key n rows after cursor (up to bound), or nil when
+// fewer rows are left.
+func (p *Paginator) stepEnd(ctx context.Context, q Querier, n int, cursor, bound []string) ([]string, error) {
+	rows, err := q.Query(ctx, p.steps[b2i(cursor != nil)][b2i(bound != nil)], p.keysetArgs(n, cursor, bound)...)
 	if err != nil {
 		return nil, fmt.Errorf("find the end of the chunk after key %v in %s: %w", cursor, p.cfg.Table.Sanitize(), err)
 	}
@@ -817,14 +832,15 @@ func (p *Paginator) keysetArgs(n int, cursor, bound []string) []any {
 	return args
 }
 
-// readRows runs a page query; nil when it returned no row.
-func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args []any, cursor []string) (*Chunk, error) {
+// readRows runs a page query of up to size rows; nil when it returned no
+// row.
+func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args []any, cursor []string, size int) (*Chunk, error) {
 	rows, err := q.Query(ctx, query, append([]any{p.formats}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read page of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
 	}
 	defer rows.Close()
-	store := p.store(p.cfg.ChunkSize)
+	store := p.store(size)
 	c := &Chunk{After: cursor, store: store}
 	defer func() {
 		if c.Rows == nil { // an error, or no row: nobody will release it
@@ -926,7 +942,7 @@ func (p *Paginator) ReadKeys(ctx context.Context, q Querier, keys [][]string) (*
 		}
 		args[i] = part
 	}
-	c, err := p.readRows(ctx, q, p.byKeysSQL(), args, nil)
+	c, err := p.readRows(ctx, q, p.byKeysSQL(), args, nil, len(keys))
 	if err != nil {
 		return nil, err
 	}

@@ -104,6 +104,9 @@ type Result struct {
 	// Path is how the rows were written: PathDirect, PathStage or
 	// PathIsolated (bisected for failing rows); "" when none was.
 	Path string
+	// Elapsed is how long the attempt that committed took, from the
+	// transform to the commit's reply: what sizing chunks by time measures.
+	Elapsed time.Duration
 }
 
 // The write paths of Result.Path.
@@ -248,7 +251,7 @@ func (p *Pool) Run(ctx context.Context, db DB, in <-chan *paginator.Chunk) error
 						return nil
 					}
 					if lim := p.cfg.Limiter; lim != nil {
-						if err := lim.WaitN(gctx, len(c.Rows)); err != nil {
+						if err := waitRows(gctx, lim, len(c.Rows)); err != nil {
 							if gctx.Err() != nil {
 								return nil // stopping: the chunk is left for resume
 							}
@@ -389,8 +392,10 @@ var errPanic = errors.New("panic")
 func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 	timeouts := 0
 	for attempt := 1; ; attempt++ {
+		began := time.Now()
 		res, err := w.attempt(ctx, db, pc)
 		if err == nil {
+			res.Elapsed = time.Since(began)
 			if pc.retried != nil {
 				*pc.result = res
 			} else if w.p.cfg.OnChunk != nil {
@@ -1107,4 +1112,20 @@ func (p *Pool) CopyStreamBuilder() func(c *paginator.Chunk) (int, error) {
 		}
 		return len(w.copy), nil
 	}
+}
+
+// waitRows waits for n rows' worth of the limiter's tokens, in parts of at
+// most its burst: a chunk sized by time, read while there was no cap, may
+// be larger than the burst of a cap set since (WaitN refuses more than the
+// burst under a finite limit), and the burst stays the fixed chunk size so
+// that a cap lets no larger burst through.
+func waitRows(ctx context.Context, lim *rate.Limiter, n int) error {
+	for n > 0 {
+		part := min(n, max(lim.Burst(), 1))
+		if err := lim.WaitN(ctx, part); err != nil {
+			return err
+		}
+		n -= part
+	}
+	return nil
 }

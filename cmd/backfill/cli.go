@@ -138,6 +138,7 @@ func tuningFlags() []cli.Flag {
 		&cli.IntFlag{Name: "workers", Value: backfill.DefaultWorkers, Usage: "concurrent writers (`N`)"},
 		&cli.IntFlag{Name: "queue-depth", Value: backfill.DefaultQueueDepth, Usage: "chunks read ahead of the workers (`N`)"},
 		&cli.Float64Flag{Name: "rate", Value: backfill.DefaultRate, Usage: "cap in `ROWS_PER_S` across all workers; 0 for none"},
+		&cli.DurationFlag{Name: "target-chunk-time", Value: backfill.DefaultTargetChunkTime, Usage: "how long a chunk's write should take when chunks are sized by time (no --chunk-size, no rate cap)"},
 		&cli.DurationFlag{Name: "progress-interval", Value: backfill.DefaultProgressInterval, Usage: "how often to log progress"},
 		&cli.DurationFlag{Name: "statement-timeout", Value: backfill.DefaultStatementTimeout, Usage: "statement_timeout of every connection"},
 		&cli.DurationFlag{Name: "lock-timeout", Value: backfill.DefaultLockTimeout, Usage: "lock_timeout of every connection"},
@@ -154,7 +155,8 @@ func startFlags() []cli.Flag {
 		&cli.StringFlag{Name: "to", Usage: "destination `TABLE`"},
 		&cli.StringFlag{Name: "key", Usage: "source key `COL[,COL…]` to page by (default: the primary key)"},
 		&cli.StringFlag{Name: "where", Usage: "SQL `PREDICATE` over source rows: only matching rows are copied"},
-		&cli.IntFlag{Name: "chunk-size", Value: backfill.DefaultChunkSize, Usage: "rows per chunk (`N`)"},
+		&cli.IntFlag{Name: "chunk-size", Usage: "fixed rows per chunk (`N`)", DefaultText: fmt.Sprintf("sized by time (--target-chunk-time) between %d and %d rows with --rate 0, %d with a cap",
+			backfill.DefaultChunkSize, backfill.MaxTimedChunkSize, backfill.DefaultChunkSize)},
 		&cli.BoolFlag{Name: "follow", Usage: "read to the table's end as it is when the copy gets there, instead of the last key at start"},
 	)
 	return append(append(flags, tuningFlags()...), logFlags()...)

@@ -63,6 +63,7 @@ func jobFromFlags(c *cli.Context, mode backfill.Mode) (backfill.Job, *jobspec.Fi
 		StateSchema:      s.str("state-schema", f.StateSchema),
 		QueueDepth:       pick(s, "queue-depth", f.QueueDepth, c.Int),
 		ProgressInterval: duration(s, "progress-interval", f.ProgressInterval),
+		TargetChunkTime:  duration(s, "target-chunk-time", f.TargetChunkTime),
 		StatementTimeout: duration(s, "statement-timeout", f.StatementTimeout),
 		LockTimeout:      duration(s, "lock-timeout", f.LockTimeout),
 		ConnectTimeout:   duration(s, "connect-timeout", f.ConnectTimeout),
@@ -76,6 +77,9 @@ func jobFromFlags(c *cli.Context, mode backfill.Mode) (backfill.Job, *jobspec.Fi
 			return j, spec, usageError{errors.New(spec.Missing("job") + " (or pass --job)")}
 		}
 		return j, spec, usagef("--job is required: the job's name, the key of its checkpoint")
+	}
+	if j.TargetChunkTime <= 0 {
+		return j, spec, usagef("--target-chunk-time %v: must be a positive duration", j.TargetChunkTime)
 	}
 	if j.MaxRetries < 0 {
 		return j, spec, usagef("--max-retries %d: must not be negative", j.MaxRetries)
@@ -118,14 +122,15 @@ func jobFromFlags(c *cli.Context, mode backfill.Mode) (backfill.Job, *jobspec.Fi
 	}
 	j.Where = s.strOf("where", f.Source.Where)
 	j.Follow = pick(s, "follow", f.Follow, c.Bool)
-	j.ChunkSize = pick(s, "chunk-size", f.ChunkSize, c.Int)
-	if mode == backfill.ModeResume && f.ChunkSize == nil {
-		// resume has no --chunk-size: a spec file without chunk_size means
-		// what it meant to start, the default
-		j.ChunkSize = backfill.DefaultChunkSize
-	}
-	if j.ChunkSize < 1 {
-		return j, spec, usagef("--chunk-size %d: must be a positive number of rows", j.ChunkSize)
+	// Without --chunk-size or chunk_size, chunks are sized by time (0),
+	// on start and resume alike: resume (which has no --chunk-size) then
+	// keeps the size the job was started with, 1000 for a job started
+	// before sizing by time.
+	if c.IsSet("chunk-size") || f.ChunkSize != nil {
+		j.ChunkSize = pick(s, "chunk-size", f.ChunkSize, c.Int)
+		if j.ChunkSize < 1 {
+			return j, spec, usagef("--chunk-size %d: must be a positive number of rows", j.ChunkSize)
+		}
 	}
 	var err error
 	if k := c.String("key"); c.IsSet("key") && k != "" {

@@ -1,0 +1,121 @@
+package paginator
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// SizerConfig says how a Sizer sizes pages.
+type SizerConfig struct {
+	// Target is how long the write of one chunk should take.
+	Target time.Duration
+	// Min and Max bound the size, in rows. Min is also the size while
+	// held (Hold), and the first size.
+	Min, Max int
+	// OnResize, if set, hears of the size each time it has moved by a
+	// factor of two or more from the last size it heard of (the first
+	// time, from Min), with the estimate that moved it. It is called
+	// without the Sizer's lock held.
+	OnResize func(from, to int, rowsPerSec float64)
+}
+
+// Sizer sizes pages by time: the workers report each committed chunk's
+// rows and write time (Observe), and the paginator asks it for the size of
+// each page (Next). The size follows a smoothed rows-per-second estimate
+// times the target, moving by at most a factor of two per report, so that
+// one slow or fast chunk does not swing it, and stays within [Min, Max].
+// It is safe for concurrent use.
+type Sizer struct {
+	cfg SizerConfig
+
+	mu   sync.Mutex
+	size int
+	held bool
+	// rows and secs are exponentially weighted averages of the reported
+	// chunks' rows and write seconds; their ratio weighs each chunk by its
+	// size, so a short last page or an empty filtered step, whose time is
+	// mostly a round trip, hardly moves the estimate.
+	rows, secs float64
+	seen       bool
+	told       int // the size OnResize last heard of
+}
+
+// smoothing is the weight of each new report in the averages: a size
+// follows a change of the table's speed within a few chunks per worker.
+const smoothing = 0.25
+
+// NewSizer checks cfg and returns a Sizer at size cfg.Min.
+func NewSizer(cfg SizerConfig) (*Sizer, error) {
+	if cfg.Target <= 0 {
+		return nil, fmt.Errorf("chunk time target must be positive, got %v", cfg.Target)
+	}
+	if cfg.Min <= 0 || cfg.Max < cfg.Min {
+		return nil, fmt.Errorf("chunk size bounds must be 0 < min <= max, got %d and %d", cfg.Min, cfg.Max)
+	}
+	return &Sizer{cfg: cfg, size: cfg.Min, told: cfg.Min}, nil
+}
+
+// Next returns the number of rows to ask for in the next page.
+func (s *Sizer) Next() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held {
+		return s.cfg.Min
+	}
+	return s.size
+}
+
+// Hold fixes the size at Min while held is true (a rate cap is on: the
+// size is then the fixed one the cap was set with); false lets it follow
+// the estimate again, growing from Min. Reports made while held still
+// feed the estimate.
+func (s *Sizer) Hold(held bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if held && !s.held {
+		s.size = s.cfg.Min
+	}
+	s.held = held
+}
+
+// Observe reports a committed chunk: its rows and how long its write took.
+// A chunk without rows, or without a measured time, says nothing of the
+// speed and is ignored.
+func (s *Sizer) Observe(rows int, elapsed time.Duration) {
+	if rows <= 0 || elapsed <= 0 {
+		return
+	}
+	s.mu.Lock()
+	if !s.seen {
+		s.rows, s.secs, s.seen = float64(rows), elapsed.Seconds(), true
+	} else {
+		s.rows += smoothing * (float64(rows) - s.rows)
+		s.secs += smoothing * (elapsed.Seconds() - s.secs)
+	}
+	perSec := s.rows / s.secs
+	if s.held {
+		s.mu.Unlock()
+		return
+	}
+	want := perSec * s.cfg.Target.Seconds()
+	next := float64(s.size)
+	switch {
+	case want > 2*next:
+		next *= 2
+	case want < next/2:
+		next /= 2
+	default:
+		next = want
+	}
+	s.size = int(min(max(next, float64(s.cfg.Min)), float64(s.cfg.Max)))
+	from, to := s.told, s.size
+	tell := s.cfg.OnResize != nil && (to >= 2*from || 2*to <= from)
+	if tell {
+		s.told = to
+	}
+	s.mu.Unlock()
+	if tell {
+		s.cfg.OnResize(from, to, perSec)
+	}
+}

@@ -224,6 +224,19 @@ func TestRunnerLock(t *testing.T) {
 	if err := a.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// the server ends the session a moment after the client closes it
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var alive bool
+		if err := b.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", pidA).Scan(&alive); err != nil {
+			t.Fatal(err)
+		}
+		if !alive {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session %d still alive 10 s after it was closed", pidA)
+		}
+	}
 	if !try(store, b, "j1") {
 		t.Fatal("j1's lock still held after its session ended")
 	}

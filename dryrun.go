@@ -249,7 +249,7 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 		}
 	}
 	pag, err := paginator.New(paginator.Config{
-		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.fixedChunkSize(),
+		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.fixedChunkSize(), CopyOrder: p.straight,
 		Upper: upper, Where: j.Where, NextSeq: 1, Retry: retry.Policy{MaxRetries: j.MaxRetries},
 	})
 	if err != nil {
@@ -257,7 +257,7 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 	}
 	pool, err := worker.New(worker.Config{
 		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write, SourceColumns: p.sourceColumns,
-		OverridingSystemValue: p.overriding, DirectCopy: p.direct, RangeKey: p.rangeKey, Transformer: p.transformer,
+		OverridingSystemValue: p.overriding, DirectCopy: p.direct, RangeKey: p.rangeKey, Straight: p.straight, Transformer: p.transformer,
 		Checkpoint: store, Workers: 1,
 	})
 	if err != nil {

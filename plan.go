@@ -103,6 +103,10 @@ type plan struct {
 	direct    bool
 	rangeKey  []worker.KeyPart
 	writePath string
+	// straight, for a straight copy (each written value a raw source value,
+	// no row filtered), gives each written column's source column: the
+	// paginator then reads rows as COPY tuples and nothing transforms them.
+	straight []int
 }
 
 // goValued reports whether values of the type are Go values to the
@@ -266,6 +270,7 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 		return nil, refused(errs...)
 	}
 	p.chooseWritePath(sourceCols, passes, raw)
+	p.straight = straightCopy(j, passes, raw)
 	if err := p.checkStatements(ctx, src, dst, j.Where); err != nil {
 		return nil, err
 	}

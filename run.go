@@ -464,7 +464,7 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 	bounds, split := resumeBounds(resume)
 	pag, err := paginator.New(paginator.Config{
 		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.fixedChunkSize(), Sizer: r.sizer,
-		Upper: upper, Where: j.Where, Bounds: bounds, Split: split, NextSeq: resume.MaxSeq + 1, Retry: r.retry,
+		CopyOrder: p.straight, Upper: upper, Where: j.Where, Bounds: bounds, Split: split, NextSeq: resume.MaxSeq + 1, Retry: r.retry,
 		OnRetry: func(err error, attempt int) {
 			r.log.Warn().Err(err).Int("attempt", attempt).Msg("retrying source read")
 		},
@@ -474,8 +474,8 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 	}
 	pool, err := worker.New(worker.Config{
 		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write, SourceColumns: p.sourceColumns,
-		OverridingSystemValue: p.overriding, DirectCopy: p.direct, RangeKey: p.rangeKey, Transformer: p.transformer,
-		Checkpoint: r.store, Generation: r.gen,
+		OverridingSystemValue: p.overriding, DirectCopy: p.direct, RangeKey: p.rangeKey, Straight: p.straight,
+		Transformer: p.transformer, Checkpoint: r.store, Generation: r.gen,
 		Workers: j.Workers, Limiter: limiter, DrainTimeout: j.DrainTimeout, Retry: r.retry,
 		MaxFailedRows: max(j.MaxFailedRows, 0), FailedRowsBefore: before.RowsFailed, Logger: r.log,
 		OnChunk: func(res worker.Result) {

@@ -35,6 +35,22 @@ func rawColumns(source []catalog.Column, passes []int, decoded []bool, written [
 	return raw
 }
 
+// straightCopy returns, when every column written is a raw source value
+// moved untouched and no row can be filtered, the source column of each:
+// the rows can go from the source's bytes to the COPY stream with nothing
+// in between. Otherwise nil.
+func straightCopy(j Job, passes []int, raw []bool) []int {
+	if j.Transform != nil || j.SkipIf != "" {
+		return nil
+	}
+	for _, s := range passes {
+		if s < 0 || !raw[s] {
+			return nil
+		}
+	}
+	return slices.Clone(passes)
+}
+
 // sendsBinary reports whether q's connections ask for binary results: all
 // but those that use the simple protocol.
 func sendsBinary(q catalog.Querier) bool {

@@ -2,6 +2,7 @@ package paginator
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/backfill/backfill/retry"
 	bfsql "github.com/backfill/backfill/sql"
@@ -20,9 +22,13 @@ type Chunk struct {
 	After []string // exclusive lower bound; nil for the first chunk of the table
 	First []string
 	Last  []string
-	Rows  [][]any    // source values in the order of Config.Columns
+	Rows  [][]any    // source values in the order of Config.Columns; empty rows with Tuples
 	Keys  [][]string // each row's key, for splitting the chunk and naming failed rows
-	store *rowStore  // where Rows, Keys, First and Last live, until Release
+	// Tuples holds, for a straight copy (Config.CopyOrder), each row as a
+	// tuple of a binary COPY stream of the destination's columns: the
+	// source's bytes, undecoded and unboxed. Its Rows are then empty.
+	Tuples [][]byte
+	store  *rowStore // where Rows, Keys, First and Last live, until Release
 }
 
 // KeyColumn is one column of the pagination key.
@@ -109,6 +115,12 @@ type Config struct {
 	Split []Range
 	// NextSeq is the sequence id of the first chunk emitted.
 	NextSeq int64
+	// CopyOrder, for a straight copy (every value written is a raw value
+	// of a column, untransformed, unfiltered), lists the Columns (by
+	// index) that make each row's COPY tuple, in the destination's order:
+	// the paginator then builds Chunk.Tuples instead of Rows' values.
+	// Every column it names must be Raw.
+	CopyOrder []int
 	// Retry is how transient read errors are retried.
 	Retry retry.Policy
 	// OnRetry, if set, hears of each retried error.
@@ -191,6 +203,11 @@ func New(cfg Config) (*Paginator, error) {
 	p.free = make(chan *rowStore, freeStores)
 	for range cfg.Key {
 		p.formats = append(p.formats, pgx.TextFormatCode)
+	}
+	for _, i := range cfg.CopyOrder {
+		if i < 0 || i >= len(cfg.Columns) || !cfg.Columns[i].Raw {
+			return nil, fmt.Errorf("paginator for %s: a straight copy's tuple names column %d, which is not read raw", cfg.Table.Sanitize(), i)
+		}
 	}
 	for _, c := range cfg.Columns {
 		f := int16(pgx.BinaryFormatCode)
@@ -863,6 +880,9 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 		return nil, nil
 	}
 	c.Rows, c.Keys = store.rows, store.keyRows
+	if p.cfg.CopyOrder != nil {
+		c.Tuples = store.tuples
+	}
 	c.First, c.Last = c.Keys[0], key
 	return c, nil
 }
@@ -877,6 +897,12 @@ func (p *Paginator) values(rows pgx.Rows, store *rowStore, key []string, vals []
 	raw := rows.RawValues()
 	fields := rows.FieldDescriptions()
 	nk := len(key)
+	if p.cfg.CopyOrder != nil {
+		for i := range key {
+			key[i] = string(raw[i])
+		}
+		return p.tuple(raw[nk:], fields[nk:], store)
+	}
 	for i, b := range raw {
 		if i < nk {
 			key[i] = string(b)
@@ -906,6 +932,32 @@ func (p *Paginator) values(rows pgx.Rows, store *rowStore, key []string, vals []
 			*v = dv
 		}
 	}
+	return nil
+}
+
+// tuple appends a straight copy's row to store as a COPY tuple: the field
+// count, then each field's length (-1 for NULL) and bytes, in CopyOrder.
+func (p *Paginator) tuple(raw [][]byte, fields []pgconn.FieldDescription, store *rowStore) error {
+	size := 2
+	for _, i := range p.cfg.CopyOrder {
+		if raw[i] != nil && fields[i].Format != pgx.BinaryFormatCode {
+			return fmt.Errorf("column %q: came in text form, not the binary form it was asked in", fields[i].Name)
+		}
+		size += 4 + len(raw[i])
+	}
+	t := store.bytes.take(size)
+	binary.BigEndian.PutUint16(t, uint16(len(p.cfg.CopyOrder)))
+	at := 2
+	for _, i := range p.cfg.CopyOrder {
+		if raw[i] == nil {
+			binary.BigEndian.PutUint32(t[at:], 0xffffffff)
+			at += 4
+			continue
+		}
+		binary.BigEndian.PutUint32(t[at:], uint32(len(raw[i])))
+		at += 4 + copy(t[at+4:], raw[i])
+	}
+	store.tuples = append(store.tuples, t)
 	return nil
 }
 

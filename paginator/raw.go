@@ -19,7 +19,7 @@ func (c *Chunk) Release() {
 	case c.store.free <- c.store:
 	default: // enough kept already
 	}
-	c.store, c.Rows, c.Keys, c.First, c.Last = nil, nil, nil, nil, nil
+	c.store, c.Rows, c.Keys, c.Tuples, c.First, c.Last = nil, nil, nil, nil, nil, nil
 }
 
 // rowStore holds a chunk's rows: their values, keys and raw bytes in a few
@@ -30,6 +30,7 @@ type rowStore struct {
 	free                  chan *rowStore // where Release returns it
 	rows                  [][]any
 	keyRows               [][]string
+	tuples                [][]byte // a straight copy's rows (Config.CopyOrder)
 	values                blocks[any]
 	keys                  blocks[string]
 	raws                  blocks[Raw]
@@ -49,6 +50,9 @@ func (p *Paginator) store(rows int) *rowStore {
 	case s = <-p.free:
 	default:
 		s = &rowStore{free: p.free, width: len(p.cfg.Columns), keyWidth: len(p.cfg.Key), nRaw: p.rawWidth}
+		if p.cfg.CopyOrder != nil {
+			s.width, s.nRaw = 0, 0 // the rows are tuples
+		}
 	}
 	s.values.size, s.keys.size = rows*s.width, rows*s.keyWidth
 	s.raws.size, s.bytes.size = rows*s.nRaw, rawBlock
@@ -75,7 +79,8 @@ func (s *rowStore) raw(b []byte) *Raw {
 func (s *rowStore) reset() {
 	clear(s.rows)
 	clear(s.keyRows)
-	s.rows, s.keyRows = s.rows[:0], s.keyRows[:0]
+	clear(s.tuples)
+	s.rows, s.keyRows, s.tuples = s.rows[:0], s.keyRows[:0], s.tuples[:0]
 	s.values.reset()
 	s.keys.reset()
 	s.raws.reset()

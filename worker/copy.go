@@ -1,9 +1,11 @@
 package worker
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -192,9 +194,55 @@ type rowError struct {
 func (e *rowError) Error() string { return fmt.Sprintf("column %q: %v", e.column, e.err) }
 func (e *rowError) Unwrap() error { return e.err }
 
+// stream returns the COPY stream of the rows being written.
+func (w *worker) stream() io.Reader {
+	if w.tuples == nil {
+		return bytes.NewReader(w.copy)
+	}
+	w.bufs = append(append(append(w.bufs[:0], []byte(copyHeader)), w.tuples...), []byte(copyTrailer))
+	bufs := w.bufs // Read consumes its own copy of the slice headers
+	return &bufs
+}
+
+// tupleFields splits a COPY tuple into its fields, nil for NULL.
+func tupleFields(t []byte) [][]byte {
+	n := int(binary.BigEndian.Uint16(t))
+	fields := make([][]byte, n)
+	at := 2
+	for i := range fields {
+		size := int32(binary.BigEndian.Uint32(t[at:]))
+		at += 4
+		if size >= 0 {
+			fields[i] = t[at : at+int(size)]
+			at += int(size)
+		}
+	}
+	return fields
+}
+
+// rawField is a tuple's field as a value: nil for NULL.
+func rawField(f []byte) any {
+	if f == nil {
+		return nil
+	}
+	r := paginator.Raw(f)
+	return &r
+}
+
 // copyRows builds the COPY stream of the stage positions [lo, hi), numbered.
 func (w *worker) copyRows(lo, hi int) ([]byte, error) {
 	buf := append(w.numbered[:0], copyHeader...)
+	if w.tuples != nil {
+		for _, t := range w.tuples[lo:hi] {
+			buf = binary.BigEndian.AppendUint16(buf, binary.BigEndian.Uint16(t)+1)
+			buf = binary.BigEndian.AppendUint32(buf, 4)
+			buf = binary.BigEndian.AppendUint32(buf, uint32(lo))
+			buf = append(buf, t[2:]...)
+			lo++
+		}
+		w.numbered = append(buf, copyTrailer...)
+		return w.numbered, nil
+	}
 	row := make([]any, len(w.cols))
 	for r := lo; r < hi; r++ {
 		for i := range w.cols {

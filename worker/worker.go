@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"reflect"
 	"runtime/debug"
 	"slices"
@@ -133,6 +135,10 @@ type Config struct {
 	// table honours COPY as it does INSERT (no rules, no row-level
 	// security). A chunk whose COPY fails goes through the stage.
 	DirectCopy bool
+	// Straight, for a straight copy (chunks with Tuples), names for each
+	// destination column the SourceColumns index it comes from, to show a
+	// failed row's source values.
+	Straight []int
 	// RangeKey names the destination columns that hold the source's key,
 	// under a unique index, for probing a chunk's range before a direct
 	// COPY; without it every chunk tries the COPY.
@@ -319,7 +325,11 @@ type worker struct {
 	// copy is the COPY stream of the rows in cols; numbered is the same
 	// with the rows numbered, built when rows are isolated
 	copy, numbered []byte
-	types          *pgtype.Map
+	// tuples are a straight copy's rows instead (cols is then unused), and
+	// bufs the stream made of them
+	tuples [][]byte
+	bufs   net.Buffers
+	types  *pgtype.Map
 }
 
 func (p *Pool) newWorker() *worker {
@@ -526,8 +536,17 @@ func (w *worker) transform(pc piece, res *Result) []failure {
 		w.cols[i] = w.cols[i][:0] // the previous statement has returned
 	}
 	w.rows = w.rows[:0]
-	w.copy = append(w.copy[:0], copyHeader...)
 	res.Filtered = 0
+	if pc.chunk.Tuples != nil {
+		// a straight copy: the rows are written as the source sent them
+		for r := pc.lo; r < pc.hi; r++ {
+			w.rows = append(w.rows, r)
+		}
+		w.tuples = pc.chunk.Tuples[pc.lo:pc.hi]
+		return nil
+	}
+	w.tuples = nil
+	w.copy = append(w.copy[:0], copyHeader...)
 	var failures []failure
 	for r := pc.lo; r < pc.hi; r++ {
 		keep, err := w.p.cfg.Transformer.Apply(pc.chunk.Rows[r], w.dst)
@@ -643,7 +662,7 @@ func (w *worker) writeDirect(ctx context.Context, pc piece, res *Result) (done b
 		}
 		return false, err
 	}
-	tag, err := conn.PgConn().CopyFrom(ctx, bytes.NewReader(w.copy), w.p.sql.copyDest)
+	tag, err := conn.PgConn().CopyFrom(ctx, w.stream(), w.p.sql.copyDest)
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if kind := retry.Classify(err); !errors.As(err, &pgErr) || kind == retry.Transient || kind == retry.Timeout {
@@ -753,8 +772,8 @@ func (w *worker) commitWith(ctx context.Context, dest *int, sql string, args []a
 }
 
 // copyIn sends a COPY stream.
-func (w *worker) copyIn(ctx context.Context, conn *pgx.Conn, sql string, data []byte, seq int64) error {
-	if _, err := conn.PgConn().CopyFrom(ctx, bytes.NewReader(data), sql); err != nil {
+func (w *worker) copyIn(ctx context.Context, conn *pgx.Conn, sql string, data io.Reader, seq int64) error {
+	if _, err := conn.PgConn().CopyFrom(ctx, data, sql); err != nil {
 		return fmt.Errorf("copy chunk %d into the stage: %w", seq, err)
 	}
 	return nil
@@ -766,7 +785,7 @@ func (w *worker) writeStaged(ctx context.Context, pc piece, res *Result) error {
 	if err := w.begin(ctx); err != nil {
 		return err
 	}
-	if err := w.copyIn(ctx, w.conn.Conn(), w.p.sql.copyStage, w.copy, pc.chunk.Seq); err != nil {
+	if err := w.copyIn(ctx, w.conn.Conn(), w.p.sql.copyStage, w.stream(), pc.chunk.Seq); err != nil {
 		return err
 	}
 	written := len(w.rows)
@@ -855,7 +874,7 @@ func (w *worker) isolate(ctx context.Context, conn *pgx.Conn, pc piece, res *Res
 		if err != nil {
 			return nil, fmt.Errorf("chunk %d: %w", pc.chunk.Seq, err)
 		}
-		if err := w.copyIn(ctx, conn, w.p.sql.copyRows, data, pc.chunk.Seq); err != nil {
+		if err := w.copyIn(ctx, conn, w.p.sql.copyRows, bytes.NewReader(data), pc.chunk.Seq); err != nil {
 			return nil, err
 		}
 	}
@@ -946,9 +965,13 @@ func (p *Pool) Rehearse(ctx context.Context, tx pgx.Tx, c *paginator.Chunk, prev
 	reh := Rehearsal{Result: Result{Seq: c.Seq, Read: len(c.Rows), Last: c.Last}}
 	failures := w.transform(pc, &reh.Result)
 	for r := 0; r < min(previewRows, len(w.rows)); r++ {
-		row := make([]any, len(w.cols))
-		for i := range w.cols {
-			row[i] = w.readable(p.cfg.Columns[i].CastOID, w.cols[i][r])
+		row := make([]any, len(p.cfg.Columns))
+		for i := range row {
+			if w.tuples != nil {
+				row[i] = w.readable(p.cfg.Columns[i].CastOID, rawField(tupleFields(w.tuples[r])[i]))
+			} else {
+				row[i] = w.readable(p.cfg.Columns[i].CastOID, w.cols[i][r])
+			}
 		}
 		reh.Preview = append(reh.Preview, row)
 	}
@@ -1023,12 +1046,27 @@ func (w *worker) recordFailures(ctx context.Context, conn *pgx.Conn, pc piece, f
 			columns[i] = &failures[i].column
 		}
 		messages[i] = f.message
-		sources[i] = w.sourceJSON(pc.chunk.Rows[f.row])
+		sources[i] = w.sourceJSON(w.sourceRow(pc.chunk, f.row))
 	}
 	if _, err := conn.Exec(ctx, w.p.cfg.Checkpoint.RecordFailedRowsSQL(), w.p.cfg.Job, pc.last, keys, states, columns, messages, sources); err != nil {
 		return fmt.Errorf("record %d failed rows of chunk %d: %w", len(failures), pc.chunk.Seq, err)
 	}
 	return nil
+}
+
+// sourceRow returns row r of c as the source's values, in the order of
+// SourceColumns: a straight copy's tuple taken apart again.
+func (w *worker) sourceRow(c *paginator.Chunk, r int) []any {
+	if c.Tuples == nil {
+		return c.Rows[r]
+	}
+	row := make([]any, len(w.p.cfg.SourceColumns))
+	for i, f := range tupleFields(c.Tuples[r]) {
+		if i < len(w.p.cfg.Straight) && w.p.cfg.Straight[i] < len(row) {
+			row[w.p.cfg.Straight[i]] = rawField(f)
+		}
+	}
+	return row
 }
 
 // sourceJSON renders a source row for failed_rows, so an operator can see
@@ -1109,6 +1147,10 @@ func (p *Pool) CopyStreamBuilder() func(c *paginator.Chunk) (int, error) {
 		var res Result
 		if failures := w.transform(piece{chunk: c, lo: 0, hi: len(c.Rows)}, &res); len(failures) > 0 {
 			return 0, fmt.Errorf("chunk %d: %d rows failed, the first: %s", c.Seq, len(failures), failures[0].message)
+		}
+		if w.tuples != nil {
+			n, err := io.Copy(io.Discard, w.stream())
+			return int(n), err
 		}
 		return len(w.copy), nil
 	}

@@ -93,6 +93,10 @@ func (e *scrubbedError) Unwrap() error { return e.err }
 //   - extra_float_digits: 1 prints the shortest text that reads back as the
 //     same float8, float4 and geometric value (0 or less rounds).
 //   - bytea_output: hex, which every server reads.
+//   - client_encoding: UTF8, the encoding of Go's strings and of the text
+//     pgx sends; a connection takes the server's encoding otherwise, and
+//     a LATIN1 database would store each byte of UTF-8 text as a
+//     character of its own, or send its text undecodable as UTF-8.
 //   - lc_monetary: money prints and reads its integer of minor units by the
 //     locale (symbol, separators, digits after the point); C on both sides
 //     makes the integer round-trip.
@@ -111,6 +115,7 @@ func sessionSettings(j Job) map[string]string {
 	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	return map[string]string{
 		"application_name":                    "backfill:" + j.Name,
+		"client_encoding":                     "UTF8",
 		"TimeZone":                            "UTC",
 		"DateStyle":                           "ISO, MDY",
 		"IntervalStyle":                       "postgres",

@@ -38,7 +38,7 @@ var (
 	normalSession = map[string]string{
 		"TimeZone": "Pacific/Chatham", "DateStyle": "ISO, YMD", "IntervalStyle": "iso_8601",
 		"extra_float_digits": "3", "bytea_output": "hex", "lc_monetary": "C",
-		"array_nulls": "on", "xmloption": "content",
+		"array_nulls": "on", "xmloption": "content", "client_encoding": "UTF8",
 	}
 )
 

@@ -845,14 +845,47 @@ func (w *worker) writeIsolating(ctx context.Context, pc piece, res *Result, fail
 // the rows written.
 func (w *worker) isolate(ctx context.Context, conn *pgx.Conn, pc piece, res *Result, failures []failure) ([]failure, error) {
 	res.Inserted = 0
-	if len(w.rows) > 0 {
-		data, err := w.copyRows(0, len(w.rows))
+	// a value the stage's type refuses (a character the destination's
+	// encoding lacks) fails the COPY of every row with it: halve the
+	// rows copied until each refused row stands alone, a failure, and
+	// the others are staged
+	var stage func(lo, hi int) error
+	stage = func(lo, hi int) error {
+		if lo >= hi {
+			return nil
+		}
+		data, err := w.copyRows(lo, hi)
 		if err != nil {
-			return nil, fmt.Errorf("chunk %d: %w", pc.chunk.Seq, err)
+			return fmt.Errorf("chunk %d: %w", pc.chunk.Seq, err)
 		}
-		if err := w.copyIn(ctx, conn, w.p.sql.copyRows, data, pc.chunk.Seq); err != nil {
-			return nil, err
+		if _, err := conn.Exec(ctx, "SAVEPOINT stage"); err != nil {
+			return fmt.Errorf("savepoint in chunk %d: %w", pc.chunk.Seq, err)
 		}
+		err = w.copyIn(ctx, conn, w.p.sql.copyRows, data, pc.chunk.Seq)
+		if err == nil {
+			if _, err := conn.Exec(ctx, "RELEASE SAVEPOINT stage"); err != nil {
+				return fmt.Errorf("release savepoint in chunk %d: %w", pc.chunk.Seq, err)
+			}
+			return nil
+		}
+		if retry.Classify(err) != retry.Data {
+			return err
+		}
+		if _, rerr := conn.Exec(ctx, "ROLLBACK TO SAVEPOINT stage"); rerr != nil {
+			return fmt.Errorf("roll back to savepoint in chunk %d: %w", pc.chunk.Seq, rerr)
+		}
+		if hi-lo == 1 {
+			failures = append(failures, rowFailure(w.rows[lo], err))
+			return nil
+		}
+		mid := lo + (hi-lo)/2
+		if err := stage(lo, mid); err != nil {
+			return err
+		}
+		return stage(mid, hi)
+	}
+	if err := stage(0, len(w.rows)); err != nil {
+		return nil, err
 	}
 	var bisect func(lo, hi int) error
 	bisect = func(lo, hi int) error {
@@ -888,18 +921,7 @@ func (w *worker) isolate(ctx context.Context, conn *pgx.Conn, pc piece, res *Res
 			return fmt.Errorf("roll back to savepoint in chunk %d: %w", pc.chunk.Seq, rerr)
 		}
 		if hi-lo == 1 {
-			f := failure{row: w.rows[lo], message: err.Error()}
-			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) {
-				f.sqlstate, f.column, f.message = pgErr.Code, pgErr.ColumnName, pgErr.Message
-				if pgErr.Detail != "" {
-					f.message += ": " + pgErr.Detail
-				}
-				if pgErr.ConstraintName != "" {
-					f.message += " (constraint " + pgErr.ConstraintName + ")"
-				}
-			}
-			failures = append(failures, f)
+			failures = append(failures, rowFailure(w.rows[lo], err))
 			return nil
 		}
 		mid := lo + (hi-lo)/2
@@ -912,6 +934,22 @@ func (w *worker) isolate(ctx context.Context, conn *pgx.Conn, pc piece, res *Res
 		return nil, err
 	}
 	return failures, nil
+}
+
+// rowFailure is chunk row's failure with err, which it met alone.
+func rowFailure(row int, err error) failure {
+	f := failure{row: row, message: err.Error()}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		f.sqlstate, f.column, f.message = pgErr.Code, pgErr.ColumnName, pgErr.Message
+		if pgErr.Detail != "" {
+			f.message += ": " + pgErr.Detail
+		}
+		if pgErr.ConstraintName != "" {
+			f.message += " (constraint " + pgErr.ConstraintName + ")"
+		}
+	}
+	return f
 }
 
 // Failure is a row that would not be written, as a dry run reports it.

@@ -1,0 +1,118 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/backfill/backfill/internal/pgtest"
+)
+
+// withParam adds a connection parameter to a URL.
+func withParam(url, kv string) string {
+	if strings.Contains(url, "?") {
+		return url + "&" + kv
+	}
+	return url + "?" + kv
+}
+
+// TestSourceQueryExecModes: a job copies the same whatever
+// default_query_exec_mode the source URL names. Modes that ignore the
+// result formats a query asks for (exec, simple_protocol) send every
+// column as text; a column the plan meant to read in binary must then be
+// read as text, not fail the job.
+func TestSourceQueryExecModes(t *testing.T) {
+	for _, mode := range []string{"cache_statement", "cache_describe", "describe_exec", "exec", "simple_protocol"} {
+		t.Run(mode, func(t *testing.T) {
+			db := itemsDatabase(t, 300)
+			mustSucceed(t, "start", "--source", withParam(db, "default_query_exec_mode="+mode), "--dest", db,
+				"--job", "modes", "--from", "src", "--to", "dst", "--rate", "0", "--chunk-size", "64")
+			assertSameRows(t, db, "src", db, "dst")
+			if s := status(t, db, "modes"); s.State != "done" || s.RowsInserted != 300 || s.RowsFailed != 0 {
+				t.Fatalf("status: %+v", s)
+			}
+		})
+	}
+}
+
+// encodedDatabase makes a database in the given encoding and drops it
+// when t ends.
+func encodedDatabase(t *testing.T, encoding string) string {
+	t.Helper()
+	admin := pgtest.AdminURL(t)
+	name := strings.ToLower(encoding) + "_" + strings.ToLower(strings.NewReplacer("/", "_", "-", "_").Replace(t.Name()))
+	name = name[:min(len(name), 60)]
+	if _, err := connect(t, admin).Exec(context.Background(),
+		fmt.Sprintf(`CREATE DATABASE %q ENCODING %s LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`, name, quoteLiteral(encoding))); err != nil {
+		t.Fatalf("create a %s database: %v", encoding, err)
+	}
+	t.Cleanup(func() {
+		if _, err := connect(t, admin).Exec(context.Background(), fmt.Sprintf(`DROP DATABASE IF EXISTS %q WITH (FORCE)`, name)); err != nil {
+			t.Errorf("drop %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(admin)
+	if err != nil {
+		t.Fatalf("parse the admin URL: %v", err)
+	}
+	u.Path, u.RawPath = "/"+name, ""
+	return u.String()
+}
+
+// TestLatin1DestinationGetsTheSameCharacters: a destination database in
+// LATIN1 holds 'café' as the source does. A session left in the server's
+// encoding took each byte of the UTF-8 that pgx sends for a character of
+// its own, and stored 'cafÃ©'.
+func TestLatin1DestinationGetsTheSameCharacters(t *testing.T) {
+	src, dst := pgtest.NewDatabase(t), encodedDatabase(t, "LATIN1")
+	ddl := "CREATE TABLE t (id int PRIMARY KEY, name text, code char(6), tags text[])"
+	sql(t, src, ddl, "INSERT INTO t SELECT g, 'café ' || g, 'ñ' || g, ARRAY['Zürich', NULL] FROM generate_series(1, 300) g")
+	sql(t, dst, ddl)
+	mustSucceed(t, "start", "--source", src, "--dest", dst, "--job", "latin", "--from", "t", "--to", "t", "--rate", "0", "--chunk-size", "100")
+	// both read by a UTF-8 session: the same text if the same characters
+	assertSameText(t, src, dst, "t")
+	if n := queryInt(t, dst, "SELECT count(*) FROM t WHERE length(name) = 5 + length(id::text)"); n != 300 {
+		t.Fatalf("%d of 300 names hold the characters of the source's", n)
+	}
+}
+
+// TestValueTheStageRefusesFailsItsRowOnly: a transform that computes
+// text with a NUL in it, which no text column takes (22021), for some
+// rows: the destination refuses it already as the stage's COPY reads it.
+// Those rows fail on their own, recorded in failed_rows, as INSERT failed
+// them; every other row of their chunks is written and the job ends done.
+func TestValueTheStageRefusesFailsItsRowOnly(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	ddl := "CREATE TABLE %s (id int PRIMARY KEY, name text, n int)"
+	sql(t, db, fmt.Sprintf(ddl, "src"), fmt.Sprintf(ddl, "dst"),
+		"INSERT INTO src SELECT g, 'name ' || g, g FROM generate_series(1, 500) g")
+	spec := writeSpec(t, `job: nul
+source:
+  table: src
+dest:
+  table: dst
+columns:
+  id: id
+  name: 'id % 50 == 0 ? name + "\x00" : name'
+  n: n
+rate: 0
+chunk_size: 100
+`)
+	const bad = 10
+	r := cli(t, "start", "--config", spec, "--source", db)
+	if r.code != 3 {
+		t.Fatalf("want exit 3 (done, rows failed), got %s", r)
+	}
+	if s := status(t, db, "nul"); s.State != "done" || s.RowsFailed != bad || s.RowsInserted != 500-bad {
+		t.Fatalf("want %d failed and %d inserted, got %+v", bad, 500-bad, s)
+	}
+	if n := queryInt(t, db, `SELECT count(*) FROM backfill.failed_rows f WHERE job = 'nul' AND sqlstate = '22021'
+		AND (key->>0)::int % 50 = 0 AND (source_row->>'n')::int = (key->>0)::int`); n != bad {
+		t.Fatalf("%d rows recorded failed with 22021 and their source row, want %d", n, bad)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM dst WHERE id % 50 <> 0 AND name = 'name ' || id AND n = id"); n != 500-bad {
+		t.Fatalf("%d of the %d good rows written", n, 500-bad)
+	}
+}

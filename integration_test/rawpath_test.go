@@ -116,3 +116,61 @@ chunk_size: 100
 		t.Fatalf("%d of the %d good rows written", n, 500-bad)
 	}
 }
+
+// TestFailedRowsShowRawValuesAsText: a failed row's source_row holds each
+// value as its type's text, which reads back as the value (and as it did
+// before values travelled raw): NaN and infinite floats, timestamps beyond
+// year 9999 or BC, intervals, ranges, money, pg_lsn, tsquery, timetz. A
+// value JSON cannot hold must not cost the row its whole copy.
+func TestFailedRowsShowRawValuesAsText(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	cols := []struct{ name, typ, value string }{
+		{"f", "double precision", "CASE WHEN g % 2 = 0 THEN 'NaN' ELSE '-Infinity' END"},
+		{"ts", "timestamp", "CASE WHEN g % 2 = 0 THEN '0044-03-15 12:00:00 BC' ELSE '12345-01-01 00:00:00' END"},
+		{"tstz", "timestamptz", "CASE WHEN g % 2 = 0 THEN 'infinity' ELSE '2024-01-01 00:00:00.5+05:45' END"},
+		{"d", "date", "'4713-01-01 BC'"},
+		{"iv", "interval", "'1 year 2 mons -3 days +04:05:06.789'"},
+		{"nr", "numrange", "'[1.5,2.50)'"},
+		{"m", "money", "'1234.56'"},
+		{"lsn", "pg_lsn", "'16/B374D848'"},
+		{"q", "tsquery", "'fat & (rat | cat)'"},
+		{"tz", "timetz", "'12:34:56.789+05:45'"},
+		{"b", "bit(5)", "B'10101'"},
+		{"ip", "inet", "'2001:db8::1/64'"},
+	}
+	var defs, exprs, same []string
+	for _, c := range cols {
+		defs = append(defs, c.name+" "+c.typ)
+		exprs = append(exprs, "("+c.value+")::"+c.typ)
+		same = append(same, fmt.Sprintf("(f.source_row->>'%s')::%s IS NOT DISTINCT FROM s.%s", c.name, c.typ, c.name))
+	}
+	sql(t, db,
+		"CREATE TABLE src (id int PRIMARY KEY, "+strings.Join(defs, ", ")+")",
+		"CREATE TABLE dst (id int PRIMARY KEY CHECK (id % 10 <> 0), "+strings.Join(defs, ", ")+")",
+		"INSERT INTO src SELECT g, "+strings.Join(exprs, ", ")+" FROM generate_series(1, 100) g")
+	r := cli(t, "start", "--source", db, "--job", "shown", "--from", "src", "--to", "dst", "--rate", "0", "--chunk-size", "50")
+	if r.code != 3 {
+		t.Fatalf("want exit 3 (done, rows failed), got %s", r)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM backfill.failed_rows WHERE job = 'shown' AND source_row ? 'unrenderable'"); n != 0 {
+		t.Errorf("%d failed rows have no copy of their source row: %s", n,
+			queryString(t, db, "SELECT source_row::text FROM backfill.failed_rows WHERE job = 'shown' AND source_row ? 'unrenderable' LIMIT 1"))
+	}
+	for i, c := range cols {
+		q := fmt.Sprintf(`SELECT count(*) FROM backfill.failed_rows f JOIN src s ON s.id = (f.key->>0)::int
+			WHERE f.job = 'shown' AND jsonb_typeof(f.source_row->'%s') = 'string' AND %s`, c.name, same[i])
+		if n := queryInt(t, db, "SELECT count(*) FROM backfill.failed_rows WHERE job = 'shown'"); n != 10 {
+			t.Fatalf("%d failed rows, want 10", n)
+		}
+		var shown string
+		if err := connect(t, db).QueryRow(context.Background(), fmt.Sprintf(
+			"SELECT coalesce((SELECT (source_row->'%s')::text FROM backfill.failed_rows WHERE job = 'shown' LIMIT 1), 'none')", c.name)).Scan(&shown); err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		err := connect(t, db).QueryRow(context.Background(), q).Scan(&n)
+		if err != nil || n != 10 {
+			t.Errorf("%s (%s): %d of 10 failed rows show it as its text (err %v); one shows %s", c.name, c.typ, n, err, shown)
+		}
+	}
+}

@@ -978,12 +978,24 @@ func (p *Pool) Rehearse(ctx context.Context, tx pgx.Tx, c *paginator.Chunk, prev
 	pc := piece{chunk: c, lo: 0, hi: len(c.Rows), after: c.After, last: c.Last}
 	reh := Rehearsal{Result: Result{Seq: c.Seq, Read: len(c.Rows), Last: c.Last}}
 	failures := w.transform(pc, &reh.Result)
+	oids := make([]uint32, len(p.cfg.Columns))
+	for i, c := range p.cfg.Columns {
+		oids[i] = c.CastOID
+	}
 	for r := 0; r < min(previewRows, len(w.rows)); r++ {
 		row := make([]any, len(w.cols))
 		for i := range w.cols {
-			row[i] = w.readable(p.cfg.Columns[i].CastOID, w.cols[i][r])
+			row[i] = w.cols[i][r]
 		}
 		reh.Preview = append(reh.Preview, row)
+	}
+	if err := asText(ctx, tx.Conn().PgConn(), reh.Preview, oids); err != nil {
+		return reh, fmt.Errorf("preview chunk %d: %w", c.Seq, err)
+	}
+	for _, row := range reh.Preview {
+		for i, v := range row {
+			row[i] = w.readable(oids[i], v)
+		}
 	}
 	// the stage lives in tx, and is emptied for each chunk the dry run's
 	// one transaction rehearses
@@ -1046,6 +1058,17 @@ func (w *worker) recordFailures(ctx context.Context, conn *pgx.Conn, pc piece, f
 	columns := make([]*string, len(failures))
 	messages := make([]string, len(failures))
 	sources := make([]string, len(failures))
+	rows := make([][]any, len(failures))
+	oids := make([]uint32, len(w.p.cfg.SourceColumns))
+	for i, c := range w.p.cfg.SourceColumns {
+		oids[i] = c.OID
+	}
+	for i, f := range failures {
+		rows[i] = slices.Clone(pc.chunk.Rows[f.row][:min(len(pc.chunk.Rows[f.row]), len(oids))])
+	}
+	if err := asText(ctx, conn.PgConn(), rows, oids); err != nil {
+		return fmt.Errorf("record %d failed rows of chunk %d: %w", len(failures), pc.chunk.Seq, err)
+	}
 	for i, f := range failures {
 		k, _ := json.Marshal(pc.chunk.Keys[f.row])
 		keys[i] = string(k)
@@ -1056,7 +1079,7 @@ func (w *worker) recordFailures(ctx context.Context, conn *pgx.Conn, pc piece, f
 			columns[i] = &failures[i].column
 		}
 		messages[i] = f.message
-		sources[i] = w.sourceJSON(pc.chunk.Rows[f.row])
+		sources[i] = w.sourceJSON(rows[i])
 	}
 	if _, err := conn.Exec(ctx, w.p.cfg.Checkpoint.RecordFailedRowsSQL(), w.p.cfg.Job, pc.last, keys, states, columns, messages, sources); err != nil {
 		return fmt.Errorf("record %d failed rows of chunk %d: %w", len(failures), pc.chunk.Seq, err)
@@ -1082,7 +1105,7 @@ func (w *worker) sourceJSON(row []any) string {
 		case [16]byte:
 			v = pgtype.UUID{Bytes: x, Valid: true}
 		}
-		m[c.Name] = v
+		m[c.Name] = jsonValue(v)
 	}
 	b, err := json.Marshal(m)
 	if err != nil {

@@ -19,19 +19,31 @@ func withParam(url, kv string) string {
 }
 
 // TestSourceQueryExecModes: a job copies the same whatever
-// default_query_exec_mode the source URL names. Modes that ignore the
-// result formats a query asks for (exec, simple_protocol) send every
-// column as text; a column the plan meant to read in binary must then be
-// read as text, not fail the job.
+// default_query_exec_mode the source and destination URLs name. Modes
+// that ignore the result formats a query asks for (exec, simple_protocol)
+// send every column as text; a column the plan meant to read in binary
+// must then be read as text, not fail the job. A CHECK fails every 40th
+// row, so that chunks are isolated too.
 func TestSourceQueryExecModes(t *testing.T) {
 	for _, mode := range []string{"cache_statement", "cache_describe", "describe_exec", "exec", "simple_protocol"} {
 		t.Run(mode, func(t *testing.T) {
-			db := itemsDatabase(t, 300)
-			mustSucceed(t, "start", "--source", withParam(db, "default_query_exec_mode="+mode), "--dest", db,
+			db := itemsDatabase(t, 400)
+			sql(t, db, "ALTER TABLE dst ADD CHECK (id % 40 <> 0)")
+			url := withParam(db, "default_query_exec_mode="+mode)
+			r := cli(t, "start", "--source", url, "--dest", url,
 				"--job", "modes", "--from", "src", "--to", "dst", "--rate", "0", "--chunk-size", "64")
-			assertSameRows(t, db, "src", db, "dst")
-			if s := status(t, db, "modes"); s.State != "done" || s.RowsInserted != 300 || s.RowsFailed != 0 {
+			if r.code != 3 {
+				t.Fatalf("want exit 3 (done, rows failed), got %s", r)
+			}
+			sql(t, db, "CREATE TABLE want AS SELECT * FROM src WHERE id % 40 <> 0")
+			assertSameRows(t, db, "want", db, "dst")
+			if s := status(t, db, "modes"); s.State != "done" || s.RowsInserted != 390 || s.RowsFailed != 10 {
 				t.Fatalf("status: %+v", s)
+			}
+			if n := queryInt(t, db, `SELECT count(*) FROM backfill.failed_rows f JOIN src s ON s.id = (f.key->>0)::int
+				WHERE (f.source_row->>'created')::timestamptz IS NOT DISTINCT FROM s.created
+				AND (f.source_row->>'ratio')::float8 IS NOT DISTINCT FROM s.ratio AND (f.source_row->>'name') IS NOT DISTINCT FROM s.name`); n != 10 {
+				t.Fatalf("%d of 10 failed rows show their source row", n)
 			}
 		})
 	}
@@ -172,5 +184,66 @@ func TestFailedRowsShowRawValuesAsText(t *testing.T) {
 		if err != nil || n != 10 {
 			t.Errorf("%s (%s): %d of 10 failed rows show it as its text (err %v); one shows %s", c.name, c.typ, n, err, shown)
 		}
+	}
+}
+
+// TestDirectCopyWritesWhatInsertWrites: for destinations whose features
+// COPY and INSERT might honour differently, a job writes what INSERT …
+// SELECT … ON CONFLICT DO NOTHING writes into a twin table (the oracle),
+// and counts the rows it skipped as skipped. Rows of the source are
+// 1..300; the destination holds a few rows beforehand where a case says.
+func TestDirectCopyWritesWhatInsertWrites(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup []string // %[1]s is the table
+	}{
+		{"before trigger skips and changes rows", []string{
+			"CREATE TABLE %[1]s (id int PRIMARY KEY, name text, at timestamptz, n numeric)",
+			`CREATE FUNCTION %[1]s_f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+				IF NEW.id %% 7 = 0 THEN RETURN NULL; END IF; NEW.name := upper(NEW.name); RETURN NEW; END $$`,
+			"CREATE TRIGGER t BEFORE INSERT ON %[1]s FOR EACH ROW EXECUTE FUNCTION %[1]s_f()"}},
+		{"unique index on another column, rows already there", []string{
+			"CREATE TABLE %[1]s (id int PRIMARY KEY, name text UNIQUE, at timestamptz, n numeric)",
+			"INSERT INTO %[1]s VALUES (1000, 'name 5', NULL, NULL), (1001, 'name 150', NULL, NULL)"}},
+		{"identity always and a default not written", []string{
+			"CREATE TABLE %[1]s (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, at timestamptz, n numeric, extra text DEFAULT 'dflt')"}},
+		{"row-level security", []string{
+			"CREATE TABLE %[1]s (id int PRIMARY KEY, name text, at timestamptz, n numeric)",
+			"ALTER TABLE %[1]s ENABLE ROW LEVEL SECURITY", "ALTER TABLE %[1]s FORCE ROW LEVEL SECURITY",
+			"CREATE POLICY p ON %[1]s USING (true) WITH CHECK (true)"}},
+		{"partitioned", []string{
+			"CREATE TABLE %[1]s (id int PRIMARY KEY, name text, at timestamptz, n numeric) PARTITION BY RANGE (id)",
+			"CREATE TABLE %[1]s_a PARTITION OF %[1]s FOR VALUES FROM (1) TO (101)",
+			"CREATE TABLE %[1]s_b PARTITION OF %[1]s FOR VALUES FROM (101) TO (1000)"}},
+		{"rows already there in some ranges", []string{
+			"CREATE TABLE %[1]s (id int PRIMARY KEY, name text, at timestamptz, n numeric)",
+			"INSERT INTO %[1]s SELECT g, 'old', NULL, NULL FROM generate_series(1, 300, 37) g"}},
+	}
+	db := pgtest.NewDatabase(t)
+	sql(t, db, `CREATE TABLE src AS SELECT g AS id, 'name ' || g AS name,
+		timestamptz '2024-01-01 00:00:00.5+00' + g * interval '1 day' AS at, g / 7.0 AS n FROM generate_series(1, 300) g`,
+		"ALTER TABLE src ADD PRIMARY KEY (id)")
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dst, want := fmt.Sprintf("dst_%d", i), fmt.Sprintf("want_%d", i)
+			for _, table := range []string{dst, want} {
+				for _, s := range c.setup {
+					sql(t, db, fmt.Sprintf(s, table))
+				}
+			}
+			before := queryInt(t, db, "SELECT count(*) FROM "+dst)
+			insert := "INSERT INTO %s (id, name, at, n)"
+			if strings.Contains(c.name, "identity") {
+				insert += " OVERRIDING SYSTEM VALUE"
+			}
+			sql(t, db, fmt.Sprintf(insert+" SELECT id, name, at, n FROM src ON CONFLICT DO NOTHING", want))
+			job := fmt.Sprintf("oracle_%d", i)
+			mustSucceed(t, "start", "--source", db, "--job", job, "--from", "src", "--to", dst, "--rate", "0", "--chunk-size", "40")
+			assertSameRows(t, db, want, db, dst)
+			written := queryInt(t, db, "SELECT count(*) FROM "+dst) - before
+			if s := status(t, db, job); s.RowsInserted != written || s.RowsSkipped != 300-written || s.RowsFailed != 0 {
+				t.Fatalf("%d rows written, %d not: status %+v", written, 300-written, s)
+			}
+		})
 	}
 }

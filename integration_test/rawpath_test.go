@@ -247,3 +247,38 @@ func TestDirectCopyWritesWhatInsertWrites(t *testing.T) {
 		})
 	}
 }
+
+// TestRawValuesMeetTheDestinationsDomainsAndTypmods: values that travel
+// raw into a domain with a CHECK, a narrower varchar, varbit and numeric,
+// and arrays of them, fail their rows as INSERT would (recorded, never cut
+// to fit); the rest arrive whole.
+func TestRawValuesMeetTheDestinationsDomainsAndTypmods(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	sql(t, db,
+		"CREATE DOMAIN small AS numeric(6,2) CHECK (VALUE < 1000)",
+		"CREATE DOMAIN code5 AS varchar(5) CHECK (VALUE <> 'bad')",
+		"CREATE TABLE src (id int PRIMARY KEY, amount numeric, code varchar(10), codes varchar(10)[], flags varbit(10), n numeric(12,4))",
+		"CREATE TABLE dst (id int PRIMARY KEY, amount small, code code5, codes varchar(5)[], flags varbit(5), n numeric(8,2))",
+		`INSERT INTO src SELECT g,
+			CASE WHEN g % 25 = 1 THEN 5000 ELSE g + 0.125 END,
+			CASE WHEN g % 25 = 2 THEN 'bad' WHEN g % 25 = 3 THEN 'toolong' || g ELSE 'c' || g % 1000 END,
+			CASE WHEN g % 25 = 4 THEN ARRAY['ok', 'toolong'] ELSE ARRAY['a', NULL] END,
+			CASE WHEN g % 25 = 5 THEN B'1010101010' ELSE B'101' END,
+			CASE WHEN g % 25 = 6 THEN 12345678.9 ELSE g / 7.0 END
+		 FROM generate_series(1, 500) g`)
+	r := cli(t, "start", "--source", db, "--job", "narrow", "--from", "src", "--to", "dst", "--rate", "0", "--chunk-size", "50")
+	if r.code != 3 {
+		t.Fatalf("want exit 3 (done, rows failed), got %s", r)
+	}
+	const bad = 6 * 20
+	if s := status(t, db, "narrow"); s.State != "done" || s.RowsFailed != bad || s.RowsInserted != 500-bad {
+		t.Fatalf("want %d failed and %d inserted, got %+v", bad, 500-bad, s)
+	}
+	if n := queryInt(t, db, `SELECT count(*) FROM backfill.failed_rows WHERE job = 'narrow' AND (key->>0)::int % 25 BETWEEN 1 AND 6`); n != bad {
+		t.Fatalf("%d of the failed rows are the %d bad ones", n, bad)
+	}
+	if n := queryInt(t, db, `SELECT count(*) FROM dst JOIN src USING (id) WHERE dst.amount = round(src.amount, 2)
+		AND dst.code = src.code AND dst.codes = src.codes::varchar(5)[] AND dst.flags = src.flags AND dst.n = round(src.n, 2)`); n != 500-bad {
+		t.Fatalf("%d of the %d good rows arrived as INSERT writes them", n, 500-bad)
+	}
+}

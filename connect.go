@@ -93,6 +93,12 @@ func (e *scrubbedError) Unwrap() error { return e.err }
 //   - extra_float_digits: 1 prints the shortest text that reads back as the
 //     same float8, float4 and geometric value (0 or less rounds).
 //   - bytea_output: hex, which every server reads.
+//   - client_encoding: UTF8, the encoding of Go's strings and of the text
+//     pgx sends; a connection takes the server's encoding otherwise, and
+//     a LATIN1 database would store each byte of UTF-8 text as a
+//     character of its own, or send its text undecodable as UTF-8. A
+//     SQL_ASCII database, whose text is bytes in no encoding, keeps
+//     SQL_ASCII (applySettings).
 //   - lc_monetary: money prints and reads its integer of minor units by the
 //     locale (symbol, separators, digits after the point); C on both sides
 //     makes the integer round-trip.
@@ -111,6 +117,7 @@ func sessionSettings(j Job) map[string]string {
 	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	return map[string]string{
 		"application_name":                    "backfill:" + j.Name,
+		"client_encoding":                     "UTF8",
 		"TimeZone":                            "UTC",
 		"DateStyle":                           "ISO, MDY",
 		"IntervalStyle":                       "postgres",
@@ -137,6 +144,21 @@ func connConfig(connString string, j Job, role string) (*pgx.ConnConfig, error) 
 func applySettings(cfg *pgx.ConnConfig, j Job, role string) {
 	for k, v := range sessionSettings(j) {
 		cfg.RuntimeParams[k] = v
+	}
+	next := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
+		// a SQL_ASCII database stores bytes, not characters, and UTF8
+		// would refuse those that are not UTF-8 as it sends them: its
+		// bytes travel as they are
+		if pc.ParameterStatus("server_encoding") == "SQL_ASCII" {
+			if _, err := pc.Exec(ctx, "SET client_encoding = SQL_ASCII").ReadAll(); err != nil {
+				return fmt.Errorf("keep the bytes of SQL_ASCII database %s: %w", role, err)
+			}
+		}
+		if next != nil {
+			return next(ctx, pc)
+		}
+		return nil
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = j.ConnectTimeout

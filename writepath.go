@@ -18,8 +18,8 @@ import (
 // has its cast type, and that type's binary form means the same in both
 // databases (catalog.Column.BinaryTravels). The others travel as their
 // text, or as Go values where the transform reads them. The source must
-// send binary results: over the simple protocol every column comes as
-// text.
+// send binary results: over the simple protocol or in exec mode every
+// column comes as text.
 func rawColumns(source []catalog.Column, passes []int, decoded []bool, written []string, dest *catalog.Table, binaryResults bool) []bool {
 	raw := make([]bool, len(source))
 	for s, c := range source {
@@ -51,16 +51,21 @@ func straightCopy(j Job, passes []int, raw []bool) []int {
 	return slices.Clone(passes)
 }
 
-// sendsBinary reports whether q's connections ask for binary results: all
-// but those that use the simple protocol.
+// sendsBinary reports whether q's connections send results in the formats
+// a query asks for: all but those whose mode sends every column as text,
+// the simple protocol and exec (which executes without a statement
+// description, so pgx asks for text whatever the query asks).
 func sendsBinary(q catalog.Querier) bool {
+	var mode pgx.QueryExecMode
 	switch q := q.(type) {
 	case interface{ Config() *pgxpool.Config }:
-		return q.Config().ConnConfig.DefaultQueryExecMode != pgx.QueryExecModeSimpleProtocol
+		mode = q.Config().ConnConfig.DefaultQueryExecMode
 	case interface{ Config() *pgx.ConnConfig }:
-		return q.Config().DefaultQueryExecMode != pgx.QueryExecModeSimpleProtocol
+		mode = q.Config().DefaultQueryExecMode
+	default:
+		return false
 	}
-	return false
+	return mode != pgx.QueryExecModeSimpleProtocol && mode != pgx.QueryExecModeExec
 }
 
 // chooseWritePath decides whether chunks may be copied straight into the

@@ -38,7 +38,7 @@ var (
 	normalSession = map[string]string{
 		"TimeZone": "Pacific/Chatham", "DateStyle": "ISO, YMD", "IntervalStyle": "iso_8601",
 		"extra_float_digits": "3", "bytea_output": "hex", "lc_monetary": "C",
-		"array_nulls": "on", "xmloption": "content",
+		"array_nulls": "on", "xmloption": "content", "client_encoding": "UTF8",
 	}
 )
 
@@ -207,6 +207,27 @@ var typeMatrix = []typeColumn{
 	{"c_pg_lsn", "pg_lsn", []string{"'0/0'", "'FFFFFFFF/FFFFFFFF'", "NULL"}},
 	{"c_oid", "oid", []string{"0", "4294967295", "NULL"}},
 	{"c_pg_snapshot", "pg_snapshot", []string{"'10:20:10,14,15'", "NULL"}},
+	// raw arrays of the other built-in types, bounds other than 1, and the
+	// rarer built-in types
+	{"c_int_arr_bounds", "integer[]", []string{"'[2:3][-1:0]={{1,2},{3,NULL}}'", "'[-5:-5]={42}'", "NULL"}},
+	{"c_interval_arr", "interval[]", []string{"ARRAY['1 year -2 days'::interval, NULL, '-178000000 years']", "NULL"}},
+	{"c_range_arr", "int4range[]", []string{"ARRAY['[1,2)'::int4range, 'empty', NULL]", "NULL"}},
+	{"c_varbit_arr", "varbit(8)[]", []string{"ARRAY[B'1', B'10101010', NULL]", "NULL"}},
+	{"c_money_arr", "money[]", []string{"ARRAY['1234.56'::money, NULL, '-0.01']", "NULL"}},
+	{"c_date_arr", "date[]", []string{"ARRAY['infinity'::date, '0044-03-15 BC', NULL]", "NULL"}},
+	{"c_numeric_10_2_arr", "numeric(10,2)[]", []string{"ARRAY[1.5, NULL, 'NaN']::numeric(10,2)[]", "NULL"}},
+	{"c_name_arr", "name[]", []string{`ARRAY['a b'::name, NULL, '"q"']`, "NULL"}},
+	{"c_timetz_arr", "timetz[]", []string{"ARRAY['12:00:00+01:02:03'::timetz, NULL]", "NULL"}},
+	{"c_tsvector_arr", "tsvector[]", []string{"ARRAY['a:1A b'::tsvector, NULL]", "NULL"}},
+	{"c_macaddr8_arr", "macaddr8[]", []string{"ARRAY['08:00:2b:01:02:03:04:05'::macaddr8]", "NULL"}},
+	{"c_jsonb_arr", "jsonb[]", []string{`ARRAY['{"é": [1, 2.50]}'::jsonb, NULL, 'null']`, "NULL"}},
+	{"c_jsonpath", "jsonpath", []string{`'$.a[*] ? (@ > 1)'`, `'strict $."k é"'`, "NULL"}},
+	{"c_xid8", "xid8", []string{"'18446744073709551615'", "'0'", "NULL"}},
+	{"c_int2vector", "int2vector", []string{"'1 2 -3'", "''", "NULL"}},
+	{"c_oidvector", "oidvector", []string{"'1 4294967295'", "''", "NULL"}},
+	{"c_pg_lsn_arr", "pg_lsn[]", []string{"ARRAY['16/B374D848'::pg_lsn, NULL]", "NULL"}},
+	{"c_regclass", "regclass", []string{"'pg_class'", "NULL"}},
+	{"c_regtype_arr", "regtype[]", []string{"ARRAY['integer'::regtype, 'text']", "NULL"}},
 }
 
 // TestTypeMatrix copies a table with a column of every type a user can put

@@ -45,10 +45,12 @@ CROSS JOIN LATERAL (
 -- whose element type (of an array, a name, a point) is one too. Not the
 -- reg* types, whose binary form is an OID that names another object, or
 -- nothing, in another database; not xml, whose stored text is read
--- through a cast (see the paginator).
+-- through a cast (see the paginator); not int2vector and oidvector, whose
+-- receive functions refuse the empty vector their send functions write.
 CROSS JOIN LATERAL (
     SELECT bool_and(bt.oid < 16384 AND bt.typtype IN ('b', 'r', 'm') AND bt.typsend::oid <> 0
-                    AND bt.typreceive::oid <> 0 AND bt.typname !~ '^reg' AND bt.oid <> 'xml'::regtype)
+                    AND bt.typreceive::oid <> 0 AND bt.typname !~ '^reg'
+                    AND bt.oid NOT IN ('xml'::regtype, 'int2vector'::regtype, 'oidvector'::regtype))
     FROM pg_type bt
     WHERE bt.oid = base.oid
        OR bt.oid = (SELECT e.typelem FROM pg_type e WHERE e.oid = base.oid AND e.typelem <> 0)

@@ -67,7 +67,7 @@ func parseBlocks(file, body string, into map[string]string) error {
 		if _, dup := into[name]; dup {
 			return fmt.Errorf("%s: statement %q defined twice", file, name)
 		}
-		into[name] = withoutTrailingComments(text.String())
+		into[name] = withoutComments(text.String())
 		text.Reset()
 		return nil
 	}
@@ -86,19 +86,19 @@ func parseBlocks(file, body string, into map[string]string) error {
 	return flush()
 }
 
-// withoutTrailingComments trims a block's text and drops the comment lines
-// at its end: they stand before the next "-- name:" line and speak of the
-// next statement, not of this one (dry-run prints statements as they are).
-func withoutTrailingComments(block string) string {
-	lines := strings.Split(strings.TrimSpace(block), "\n")
-	for len(lines) > 0 {
-		last := strings.TrimSpace(lines[len(lines)-1])
-		if last != "" && !strings.HasPrefix(last, "--") {
-			break
+// withoutComments trims a block's text and drops its comment lines: those
+// at its end stand before the next "-- name:" line and speak of the next
+// statement (dry-run prints statements as they are), and none is for the
+// server, which would have to take their characters in its encoding (a
+// LATIN1 database has no "…").
+func withoutComments(block string) string {
+	var kept []string
+	for _, line := range strings.Split(strings.TrimSpace(block), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "--") {
+			kept = append(kept, line)
 		}
-		lines = lines[:len(lines)-1]
 	}
-	return strings.Join(lines, "\n")
+	return strings.TrimSpace(strings.Join(kept, "\n"))
 }
 
 // Get returns the named statement. A missing name is a programming error.

@@ -869,14 +869,47 @@ func (w *worker) writeIsolating(ctx context.Context, pc piece, res *Result, fail
 // the rows written.
 func (w *worker) isolate(ctx context.Context, conn *pgx.Conn, pc piece, res *Result, failures []failure) ([]failure, error) {
 	res.Inserted = 0
-	if len(w.rows) > 0 {
-		data, err := w.copyRows(0, len(w.rows))
+	// a value the stage's type refuses (a character the destination's
+	// encoding lacks) fails the COPY of every row with it: halve the
+	// rows copied until each refused row stands alone, a failure, and
+	// the others are staged
+	var stage func(lo, hi int) error
+	stage = func(lo, hi int) error {
+		if lo >= hi {
+			return nil
+		}
+		data, err := w.copyRows(lo, hi)
 		if err != nil {
-			return nil, fmt.Errorf("chunk %d: %w", pc.chunk.Seq, err)
+			return fmt.Errorf("chunk %d: %w", pc.chunk.Seq, err)
 		}
-		if err := w.copyIn(ctx, conn, w.p.sql.copyRows, bytes.NewReader(data), pc.chunk.Seq); err != nil {
-			return nil, err
+		if _, err := conn.Exec(ctx, "SAVEPOINT stage"); err != nil {
+			return fmt.Errorf("savepoint in chunk %d: %w", pc.chunk.Seq, err)
 		}
+		err = w.copyIn(ctx, conn, w.p.sql.copyRows, bytes.NewReader(data), pc.chunk.Seq)
+		if err == nil {
+			if _, err := conn.Exec(ctx, "RELEASE SAVEPOINT stage"); err != nil {
+				return fmt.Errorf("release savepoint in chunk %d: %w", pc.chunk.Seq, err)
+			}
+			return nil
+		}
+		if retry.Classify(err) != retry.Data {
+			return err
+		}
+		if _, rerr := conn.Exec(ctx, "ROLLBACK TO SAVEPOINT stage"); rerr != nil {
+			return fmt.Errorf("roll back to savepoint in chunk %d: %w", pc.chunk.Seq, rerr)
+		}
+		if hi-lo == 1 {
+			failures = append(failures, rowFailure(w.rows[lo], err))
+			return nil
+		}
+		mid := lo + (hi-lo)/2
+		if err := stage(lo, mid); err != nil {
+			return err
+		}
+		return stage(mid, hi)
+	}
+	if err := stage(0, len(w.rows)); err != nil {
+		return nil, err
 	}
 	var bisect func(lo, hi int) error
 	bisect = func(lo, hi int) error {
@@ -912,18 +945,7 @@ func (w *worker) isolate(ctx context.Context, conn *pgx.Conn, pc piece, res *Res
 			return fmt.Errorf("roll back to savepoint in chunk %d: %w", pc.chunk.Seq, rerr)
 		}
 		if hi-lo == 1 {
-			f := failure{row: w.rows[lo], message: err.Error()}
-			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) {
-				f.sqlstate, f.column, f.message = pgErr.Code, pgErr.ColumnName, pgErr.Message
-				if pgErr.Detail != "" {
-					f.message += ": " + pgErr.Detail
-				}
-				if pgErr.ConstraintName != "" {
-					f.message += " (constraint " + pgErr.ConstraintName + ")"
-				}
-			}
-			failures = append(failures, f)
+			failures = append(failures, rowFailure(w.rows[lo], err))
 			return nil
 		}
 		mid := lo + (hi-lo)/2
@@ -936,6 +958,22 @@ func (w *worker) isolate(ctx context.Context, conn *pgx.Conn, pc piece, res *Res
 		return nil, err
 	}
 	return failures, nil
+}
+
+// rowFailure is chunk row's failure with err, which it met alone.
+func rowFailure(row int, err error) failure {
+	f := failure{row: row, message: err.Error()}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		f.sqlstate, f.column, f.message = pgErr.Code, pgErr.ColumnName, pgErr.Message
+		if pgErr.Detail != "" {
+			f.message += ": " + pgErr.Detail
+		}
+		if pgErr.ConstraintName != "" {
+			f.message += " (constraint " + pgErr.ConstraintName + ")"
+		}
+	}
+	return f
 }
 
 // Failure is a row that would not be written, as a dry run reports it.
@@ -964,16 +1002,28 @@ func (p *Pool) Rehearse(ctx context.Context, tx pgx.Tx, c *paginator.Chunk, prev
 	pc := piece{chunk: c, lo: 0, hi: len(c.Rows), after: c.After, last: c.Last}
 	reh := Rehearsal{Result: Result{Seq: c.Seq, Read: len(c.Rows), Last: c.Last}}
 	failures := w.transform(pc, &reh.Result)
+	oids := make([]uint32, len(p.cfg.Columns))
+	for i, c := range p.cfg.Columns {
+		oids[i] = c.CastOID
+	}
 	for r := 0; r < min(previewRows, len(w.rows)); r++ {
 		row := make([]any, len(p.cfg.Columns))
 		for i := range row {
 			if w.tuples != nil {
-				row[i] = w.readable(p.cfg.Columns[i].CastOID, rawField(tupleFields(w.tuples[r])[i]))
+				row[i] = rawField(tupleFields(w.tuples[r])[i])
 			} else {
-				row[i] = w.readable(p.cfg.Columns[i].CastOID, w.cols[i][r])
+				row[i] = w.cols[i][r]
 			}
 		}
 		reh.Preview = append(reh.Preview, row)
+	}
+	if err := asText(ctx, tx.Conn().PgConn(), reh.Preview, oids); err != nil {
+		return reh, fmt.Errorf("preview chunk %d: %w", c.Seq, err)
+	}
+	for _, row := range reh.Preview {
+		for i, v := range row {
+			row[i] = w.readable(oids[i], v)
+		}
 	}
 	// the stage lives in tx, and is emptied for each chunk the dry run's
 	// one transaction rehearses
@@ -1036,6 +1086,18 @@ func (w *worker) recordFailures(ctx context.Context, conn *pgx.Conn, pc piece, f
 	columns := make([]*string, len(failures))
 	messages := make([]string, len(failures))
 	sources := make([]string, len(failures))
+	rows := make([][]any, len(failures))
+	oids := make([]uint32, len(w.p.cfg.SourceColumns))
+	for i, c := range w.p.cfg.SourceColumns {
+		oids[i] = c.OID
+	}
+	for i, f := range failures {
+		row := w.sourceRow(pc.chunk, f.row)
+		rows[i] = slices.Clone(row[:min(len(row), len(oids))])
+	}
+	if err := asText(ctx, conn.PgConn(), rows, oids); err != nil {
+		return fmt.Errorf("record %d failed rows of chunk %d: %w", len(failures), pc.chunk.Seq, err)
+	}
 	for i, f := range failures {
 		k, _ := json.Marshal(pc.chunk.Keys[f.row])
 		keys[i] = string(k)
@@ -1046,7 +1108,7 @@ func (w *worker) recordFailures(ctx context.Context, conn *pgx.Conn, pc piece, f
 			columns[i] = &failures[i].column
 		}
 		messages[i] = f.message
-		sources[i] = w.sourceJSON(w.sourceRow(pc.chunk, f.row))
+		sources[i] = w.sourceJSON(rows[i])
 	}
 	if _, err := conn.Exec(ctx, w.p.cfg.Checkpoint.RecordFailedRowsSQL(), w.p.cfg.Job, pc.last, keys, states, columns, messages, sources); err != nil {
 		return fmt.Errorf("record %d failed rows of chunk %d: %w", len(failures), pc.chunk.Seq, err)
@@ -1087,7 +1149,7 @@ func (w *worker) sourceJSON(row []any) string {
 		case [16]byte:
 			v = pgtype.UUID{Bytes: x, Valid: true}
 		}
-		m[c.Name] = v
+		m[c.Name] = jsonValue(v)
 	}
 	b, err := json.Marshal(m)
 	if err != nil {

@@ -24,6 +24,11 @@ const (
 	// bounds the rows in memory at MaxTimedChunkSize × (queue depth +
 	// workers), and keeps one chunk one short statement.
 	MaxTimedChunkSize = 50000
+	// TimedChunksMemory bounds the memory the chunks of a job sized by time
+	// take at once (those queued, those being written and the page being
+	// read): each chunk is kept to its share by the bytes its rows have
+	// taken, so wide rows make smaller chunks rather than a larger process.
+	TimedChunksMemory = 24 << 20
 	// DefaultTargetChunkTime is how long a chunk's write should take when
 	// chunks are sized by time, as pt-online-schema-change's --chunk-time
 	// and spirit's target-chunk-time default to.

@@ -672,6 +672,7 @@ func (r *runner) setLimit(limiter *rate.Limiter, want rate.Limit) {
 func (r *runner) newSizer() (*paginator.Sizer, error) {
 	return paginator.NewSizer(paginator.SizerConfig{
 		Target: r.job.TargetChunkTime, Min: DefaultChunkSize, Max: MaxTimedChunkSize,
+		MaxBytes: TimedChunksMemory / int64(r.job.QueueDepth+r.job.Workers+1),
 		OnResize: func(from, to int, rowsPerSec float64) {
 			r.log.Info().Int("from", from).Int("to", to).Int("rows_per_s_per_worker", int(rowsPerSec)).
 				Str("target", r.job.TargetChunkTime.String()).Msg("chunk size changed")

@@ -53,10 +53,13 @@ func TestDirectCopyUnderConcurrentDestinationWrites(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
-	r := mustSucceed(t, "start", "--source", db, "--job", "direct", "--from", "src", "--to", "dst",
+	r := cli(t, "start", "--source", db, "--job", "direct", "--from", "src", "--to", "dst",
 		"--chunk-size", "200", "--rate", "0", "--log-level", "debug")
 	close(stop)
-	<-finished
+	<-finished // before a failure closes the writer's connection
+	if r.code != 0 {
+		t.Fatalf("backfill start: %s", r)
+	}
 	if appErr != nil {
 		t.Fatalf("application insert: %v", appErr)
 	}

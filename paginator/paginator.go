@@ -682,6 +682,9 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error
 		if err != nil {
 			return err
 		}
+		// a copy, taken before the chunk goes out: a worker may write and
+		// release it, and its keys go back to the store with it
+		next := slices.Clone(st.next)
 		c := st.chunk
 		if c == nil && st.next != nil {
 			c = &Chunk{After: cursor, Last: st.next} // a step without a matching row
@@ -699,9 +702,8 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error
 			}
 		}
 		switch {
-		case st.next != nil:
-			// a copy: the chunk's keys go back to the store when it is released
-			cursor = slices.Clone(st.next)
+		case next != nil:
+			cursor = next
 		case before != nil:
 			cursor = before // the gap is read; the next run starts here
 		default:
@@ -883,6 +885,9 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 	if p.cfg.CopyOrder != nil {
 		c.Tuples = store.tuples
 	}
+	if p.cfg.Sizer != nil {
+		p.cfg.Sizer.ObservePage(len(c.Rows), store.size())
+	}
 	c.First, c.Last = c.Keys[0], key
 	return c, nil
 }
@@ -897,15 +902,15 @@ func (p *Paginator) values(rows pgx.Rows, store *rowStore, key []string, vals []
 	raw := rows.RawValues()
 	fields := rows.FieldDescriptions()
 	nk := len(key)
+	for i := range key {
+		key[i] = string(raw[i])
+		store.keyText += int64(len(raw[i]))
+	}
 	if p.cfg.CopyOrder != nil {
-		for i := range key {
-			key[i] = string(raw[i])
-		}
 		return p.tuple(raw[nk:], fields[nk:], store)
 	}
 	for i, b := range raw {
 		if i < nk {
-			key[i] = string(b)
 			continue
 		}
 		v := &vals[i-nk]

@@ -1,5 +1,7 @@
 package paginator
 
+import "unsafe"
+
 // Raw is a value as the source sent it, in its type's binary form, never
 // decoded: a column the transform only moves (ReadColumn.Raw) reaches the
 // destination byte for byte. A chunk's rows hold *Raw, pointing into
@@ -35,6 +37,7 @@ type rowStore struct {
 	keys                  blocks[string]
 	raws                  blocks[Raw]
 	bytes                 blocks[byte]
+	keyText               int64 // bytes of the keys' strings
 	width, keyWidth, nRaw int
 }
 
@@ -81,10 +84,18 @@ func (s *rowStore) reset() {
 	clear(s.keyRows)
 	clear(s.tuples)
 	s.rows, s.keyRows, s.tuples = s.rows[:0], s.keyRows[:0], s.tuples[:0]
+	s.keyText = 0
 	s.values.reset()
 	s.keys.reset()
 	s.raws.reset()
 	s.bytes.reset()
+}
+
+// size is the memory the store's rows take: what its blocks handed out,
+// the slices that hold the rows, and the text of the keys.
+func (s *rowStore) size() int64 {
+	n := s.values.used() + s.keys.used() + s.raws.used() + s.bytes.used() + s.keyText
+	return n + int64(len(s.rows))*int64(unsafe.Sizeof(s.rows[0])+unsafe.Sizeof(s.keyRows[0])+unsafe.Sizeof([]byte(nil)))
 }
 
 // blocks hands out slices of blocks it allocates, and after reset the same
@@ -114,6 +125,16 @@ func (b *blocks[T]) take(n int) []T {
 	b.list = append(b.list, blk)
 	b.cur = len(b.list) - 1
 	return blk[:n:n]
+}
+
+// used is the memory of the elements handed out since the last reset.
+func (b *blocks[T]) used() int64 {
+	var n int
+	for _, blk := range b.list[:min(b.cur+1, len(b.list))] {
+		n += len(blk)
+	}
+	var zero T
+	return int64(n) * int64(unsafe.Sizeof(zero))
 }
 
 func (b *blocks[T]) reset() {

@@ -3,6 +3,8 @@ package paginator
 import (
 	"slices"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // TestBlocksNeverMoveWhatTheyHandOut: slices taken from blocks keep their
@@ -71,5 +73,47 @@ func TestReleasedStoreServesTheNextChunkOnly(t *testing.T) {
 	}
 	if len(p.free) != 0 {
 		t.Fatalf("%d stores left free; the released one should serve the next page", len(p.free))
+	}
+}
+
+// TestChunksReleasedAtOnceLoseNoKey: a consumer that releases each chunk
+// the moment it has it (as a fast worker may, while the paginator still
+// holds the chunk's last key to read on from) still gets every row once,
+// straight copy or not.
+func TestChunksReleasedAtOnceLoseNoKey(t *testing.T) {
+	pool := testPool(t, "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 3000) g")
+	for _, straight := range []bool{false, true} {
+		cfg := Config{Table: pgx.Identifier{"t"}, Key: []KeyColumn{{"id", "integer"}}, ChunkSize: 70,
+			Columns: []ReadColumn{{Name: "id", Raw: true}, {Name: "v", Raw: true}}}
+		if straight {
+			cfg.CopyOrder = []int{0, 1}
+		}
+		p, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make(chan *Chunk)
+		errc := make(chan error, 1)
+		go func() { errc <- p.Run(t.Context(), pool, out); close(out) }()
+		seen := map[string]bool{}
+		for c := range out {
+			keys := make([]string, len(c.Keys))
+			for i, k := range c.Keys {
+				keys[i] = k[0]
+			}
+			c.Release()
+			for _, k := range keys {
+				if seen[k] {
+					t.Fatalf("straight %v: key %s read twice", straight, k)
+				}
+				seen[k] = true
+			}
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("straight %v: %v", straight, err)
+		}
+		if len(seen) != 3000 {
+			t.Fatalf("straight %v: %d of 3000 keys read", straight, len(seen))
+		}
 	}
 }

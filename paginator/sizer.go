@@ -13,6 +13,11 @@ type SizerConfig struct {
 	// Min and Max bound the size, in rows. Min is also the size while
 	// held (Hold), and the first size.
 	Min, Max int
+	// MaxBytes, if positive, bounds the memory one chunk holds: the size
+	// is at most MaxBytes over the bytes a row has taken in the pages read
+	// so far (ObservePage), so that the chunks the pipeline holds at once
+	// fit the job's memory however wide its rows.
+	MaxBytes int64
 	// OnResize, if set, hears of the size each time it has moved by a
 	// factor of two or more from the last size it heard of (the first
 	// time, from Min), with the estimate that moved it. It is called
@@ -39,6 +44,9 @@ type Sizer struct {
 	rows, secs float64
 	seen       bool
 	told       int // the size OnResize last heard of
+	// rowBytes is an exponentially weighted average of the memory a row
+	// has taken, from ObservePage; 0 before the first page.
+	rowBytes float64
 }
 
 // smoothing is the weight of each new report in the averages: a size
@@ -79,6 +87,30 @@ func (s *Sizer) Hold(held bool) {
 	s.held = held
 }
 
+// ObservePage reports a page read: its rows and the memory they take.
+func (s *Sizer) ObservePage(rows int, bytes int64) {
+	if rows <= 0 || s.cfg.MaxBytes <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	per := float64(bytes) / float64(rows)
+	if s.rowBytes == 0 {
+		s.rowBytes = per
+	} else {
+		s.rowBytes += smoothing * (per - s.rowBytes)
+	}
+	s.size = min(s.size, s.maxRows())
+}
+
+// maxRows is the most rows a chunk may have: Max, and what MaxBytes holds.
+func (s *Sizer) maxRows() int {
+	if s.cfg.MaxBytes <= 0 || s.rowBytes == 0 {
+		return s.cfg.Max
+	}
+	return max(s.cfg.Min, min(s.cfg.Max, int(float64(s.cfg.MaxBytes)/s.rowBytes)))
+}
+
 // Observe reports a committed chunk: its rows and how long its write took.
 // A chunk without rows, or without a measured time, says nothing of the
 // speed and is ignored.
@@ -108,7 +140,7 @@ func (s *Sizer) Observe(rows int, elapsed time.Duration) {
 	default:
 		next = want
 	}
-	s.size = int(min(max(next, float64(s.cfg.Min)), float64(s.cfg.Max)))
+	s.size = int(min(max(next, float64(s.cfg.Min)), float64(s.maxRows())))
 	from, to := s.told, s.size
 	tell := s.cfg.OnResize != nil && (to >= 2*from || 2*to <= from)
 	if tell {

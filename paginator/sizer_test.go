@@ -202,3 +202,27 @@ func TestNewSizerRefusesBadBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestSizerKeepsAChunkWithinItsBytes: however fast the writes, a chunk
+// holds no more rows than MaxBytes over the bytes its rows take, and Min
+// when a row alone is larger.
+func TestSizerKeepsAChunkWithinItsBytes(t *testing.T) {
+	cfg := SizerConfig{Target: 500 * time.Millisecond, Min: 1000, Max: 50000, MaxBytes: 2 << 20}
+	s := newTestSizer(t, cfg)
+	feed(s, 1e6, 20) // fast enough for Max
+	if got := s.Next(); got != cfg.Max {
+		t.Fatalf("size %d before any page's bytes, want Max %d", got, cfg.Max)
+	}
+	s.ObservePage(1000, 200_000) // 200 bytes a row
+	feed(s, 1e6, 20)
+	if got, want := s.Next(), int(cfg.MaxBytes/200); got != want {
+		t.Fatalf("size %d with 200-byte rows, want %d", got, want)
+	}
+	for range 20 {
+		s.ObservePage(1000, 1000*(cfg.MaxBytes/500)) // rows of 4 KiB
+	}
+	feed(s, 1e6, 5)
+	if got := s.Next(); got != cfg.Min {
+		t.Fatalf("size %d with rows of a 500th of MaxBytes, want Min %d", got, cfg.Min)
+	}
+}

@@ -80,6 +80,12 @@ func TestDryRunMeetsRealConflictsAndViolations(t *testing.T) {
 	if r.code != 3 || !strings.Contains(r.stdout, "would fail") || !strings.Contains(r.stdout, "unthrottled this database pair sustained") {
 		t.Fatalf("human report: %s", r)
 	}
+	// and which way chunks are written: a straight copy into a table whose
+	// key ranges it can probe
+	if !strings.HasPrefix(rep.SQL.WritePath, "direct COPY") || !strings.Contains(rep.SQL.CopyDirect, `COPY "public"."dst"`) ||
+		!strings.Contains(r.stdout, "write path") || !strings.Contains(r.stdout, "a chunk whose key range is empty: COPY") {
+		t.Fatalf("the write path is not reported: %q, %q\n%s", rep.SQL.WritePath, rep.SQL.CopyDirect, r.stdout)
+	}
 }
 
 // TestDryRunOfTheWholeTablePredictsTheRun: --sample-chunks 0 on a clean

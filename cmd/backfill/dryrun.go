@@ -99,6 +99,7 @@ func printDryRun(w io.Writer, j backfill.Job, r backfill.DryRunReport) {
 	fmt.Fprintf(tw, "\twould insert %d · would skip %d (already there) · would fail %d · filtered %d\n",
 		r.Sample.WouldInsert, r.Sample.WouldSkip, r.Sample.WouldFail, r.Sample.Filtered)
 	fmt.Fprintf(tw, "estimate\t%s\n", estimateLine(j, r))
+	fmt.Fprintf(tw, "write path\t%s\n", r.SQL.WritePath)
 	for _, n := range r.Notes {
 		fmt.Fprintf(tw, "note\t%s\n", n)
 	}
@@ -134,8 +135,12 @@ func printDryRun(w io.Writer, j backfill.Job, r backfill.DryRunReport) {
 	if r.SQL.ChunkEnd != "" {
 		fmt.Fprintf(w, "  chunk end:  %s\n", r.SQL.ChunkEnd)
 	}
-	fmt.Fprintf(w, "  first page: %s\n  next pages: %s\n  each chunk: %s\n",
-		r.SQL.FirstPage, r.SQL.NextPage, strings.Join(strings.Fields(r.SQL.Insert), " "))
+	oneLine := func(q string) string { return strings.Join(strings.Fields(q), " ") }
+	fmt.Fprintf(w, "  first page: %s\n  next pages: %s\n", r.SQL.FirstPage, r.SQL.NextPage)
+	if r.SQL.CopyDirect != "" {
+		fmt.Fprintf(w, "  a chunk whose key range is empty: %s\n", oneLine(r.SQL.CopyDirect))
+	}
+	fmt.Fprintf(w, "  a chunk through the stage: %s\n    then: %s\n", oneLine(r.SQL.CopyToStage), oneLine(r.SQL.Insert))
 }
 
 func estimateLine(j backfill.Job, r backfill.DryRunReport) string {

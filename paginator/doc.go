@@ -12,9 +12,18 @@
 // Values come as the plan asks for each column: raw (the bytes of the
 // type's binary form, undecoded, for a value the transform only moves to a
 // column of the same built-in type), as the type's text form, or decoded
-// into the Go values the transform reads. A chunk's rows share a few
-// allocations: a page of a straight copy costs about one allocation a row,
-// its key's text.
+// into the Go values the transform reads. For a straight copy (every value
+// written is a raw value, nothing transforms or filters the rows) each row
+// arrives as a tuple of a binary COPY stream, built from the row the
+// source sent (a DataRow's fields are laid out as a COPY tuple's), so
+// nothing but the key is decoded or boxed. A chunk's rows live in blocks
+// it shares; once written, a chunk is released and its blocks serve a
+// later page, so a steady run allocates about one string a row, its key's
+// text.
+//
+// When the job is sized by time, a Sizer gives each page's size from the
+// workers' write times, within a share of a memory budget by the bytes
+// the rows have taken.
 //
 // On resume the paginator is given the bounds of the ranges already
 // committed: the keys where more ranges begin than end or the reverse, and

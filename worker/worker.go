@@ -519,12 +519,15 @@ func (w *worker) attempt(ctx context.Context, db DB, pc piece) (res Result, err 
 	}
 	defer w.rollback(ctx)
 	if len(failures) == 0 && pc.retried == nil {
-		err = w.writeFast(ctx, pc, &res)
+		err = w.writeFast(ctx, db, pc, &res)
 		// a fenced commit is refused as a whole, for no row's sake
 		if retry.Classify(err) != retry.Data || w.p.cfg.Checkpoint.IsFenced(err) {
 			return res, err
 		}
 		w.rollback(ctx)
+		if err := w.connect(ctx, db); err != nil { // the rollback may have given the connection up
+			return res, err
+		}
 	}
 	return res, w.writeIsolating(ctx, pc, &res, failures)
 }
@@ -603,7 +606,7 @@ func (w *worker) toWireForm() error {
 // writeFast writes the piece and its checkpoint row in one transaction:
 // straight into the destination when its key range is empty and the job
 // may, through the stage otherwise.
-func (w *worker) writeFast(ctx context.Context, pc piece, res *Result) error {
+func (w *worker) writeFast(ctx context.Context, db DB, pc piece, res *Result) error {
 	if len(w.rows) == 0 {
 		// a step without a matching row, or a chunk all filtered: only its
 		// record
@@ -619,6 +622,9 @@ func (w *worker) writeFast(ctx context.Context, pc piece, res *Result) error {
 			return err
 		}
 		w.rollback(ctx)
+		if err := w.connect(ctx, db); err != nil { // the rollback may have given the connection up
+			return err
+		}
 	}
 	return w.writeStaged(ctx, pc, res)
 }

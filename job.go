@@ -28,7 +28,7 @@ const (
 	// take at once (those queued, those being written and the page being
 	// read): each chunk is kept to its share by the bytes its rows have
 	// taken, so wide rows make smaller chunks rather than a larger process.
-	TimedChunksMemory = 24 << 20
+	TimedChunksMemory = 20 << 20
 	// DefaultTargetChunkTime is how long a chunk's write should take when
 	// chunks are sized by time, as pt-online-schema-change's --chunk-time
 	// and spirit's target-chunk-time default to.

@@ -110,13 +110,14 @@ type plan struct {
 }
 
 // goValued reports whether values of the type are Go values to the
-// transform (see its documentation) and go to the destination as typed
-// arrays. Every other type travels as its text form, which PostgreSQL's own
-// input function reads: json and jsonb, whose decoding would lose their
-// exact text; arrays, which unnest would flatten; and the types the driver
-// has no Go value for or cannot send as an array (macaddr8, ranges,
-// multiranges, enums, domains…). The catalog's type OID decides, never the
-// value at hand.
+// transform (see its documentation) and, when an expression computed them,
+// go to the destination in the binary form pgx encodes them in. Every other
+// computed value travels as its text form, which PostgreSQL's own input
+// function reads: json and jsonb, whose decoding would lose their exact
+// text; arrays; and the types the driver has no Go value for (macaddr8,
+// ranges, multiranges, enums, domains…). The catalog's type OID decides,
+// never the value at hand. (Values only moved travel raw or as text: see
+// rawColumns.)
 func goValued(oid uint32) bool {
 	switch oid {
 	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.Float4OID, pgtype.Float8OID, pgtype.NumericOID,

@@ -909,20 +909,17 @@ func (p *Paginator) values(rows pgx.Rows, store *rowStore, key []string, vals []
 	if p.cfg.CopyOrder != nil {
 		return p.tuple(raw[nk:], fields[nk:], store)
 	}
-	for i, b := range raw {
-		if i < nk {
-			continue
-		}
-		v := &vals[i-nk]
-		switch fd := fields[i]; {
+	for i, b := range raw[nk:] {
+		v := &vals[i]
+		switch fd := fields[nk+i]; {
 		case b == nil:
 			*v = nil
-		case p.cfg.Columns[i-nk].Raw:
-			if fd.Format != pgx.BinaryFormatCode {
-				return fmt.Errorf("column %q: came in text form, not the binary form it was asked in", fd.Name)
+		case p.cfg.Columns[i].Raw:
+			if err := asked(fd); err != nil {
+				return err
 			}
 			*v = store.raw(b)
-		case p.formats[i] == pgx.TextFormatCode:
+		case p.formats[nk+i] == pgx.TextFormatCode:
 			*v = string(b)
 		default:
 			m := rows.Conn().TypeMap()
@@ -940,13 +937,25 @@ func (p *Paginator) values(rows pgx.Rows, store *rowStore, key []string, vals []
 	return nil
 }
 
+// asked checks that a column read raw came in the binary form it was asked
+// in: a connection in a mode that sends text would otherwise have its text
+// taken for binary.
+func asked(fd pgconn.FieldDescription) error {
+	if fd.Format != pgx.BinaryFormatCode {
+		return fmt.Errorf("column %q: came in text form, not the binary form it was asked in", fd.Name)
+	}
+	return nil
+}
+
 // tuple appends a straight copy's row to store as a COPY tuple: the field
 // count, then each field's length (-1 for NULL) and bytes, in CopyOrder.
 func (p *Paginator) tuple(raw [][]byte, fields []pgconn.FieldDescription, store *rowStore) error {
 	size := 2
 	for _, i := range p.cfg.CopyOrder {
-		if raw[i] != nil && fields[i].Format != pgx.BinaryFormatCode {
-			return fmt.Errorf("column %q: came in text form, not the binary form it was asked in", fields[i].Name)
+		if raw[i] != nil {
+			if err := asked(fields[i]); err != nil {
+				return err
+			}
 		}
 		size += 4 + len(raw[i])
 	}

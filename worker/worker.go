@@ -879,11 +879,7 @@ func (w *worker) isolate(ctx context.Context, conn *pgx.Conn, pc piece, res *Res
 	// encoding lacks) fails the COPY of every row with it: halve the
 	// rows copied until each refused row stands alone, a failure, and
 	// the others are staged
-	var stage func(lo, hi int) error
-	stage = func(lo, hi int) error {
-		if lo >= hi {
-			return nil
-		}
+	err := w.halving(ctx, conn, pc, "stage", 0, len(w.rows), &failures, func(lo, hi int) error {
 		data, err := w.copyRows(lo, hi)
 		if err != nil {
 			return fmt.Errorf("chunk %d: %w", pc.chunk.Seq, err)
@@ -891,37 +887,18 @@ func (w *worker) isolate(ctx context.Context, conn *pgx.Conn, pc piece, res *Res
 		if _, err := conn.Exec(ctx, "SAVEPOINT stage"); err != nil {
 			return fmt.Errorf("savepoint in chunk %d: %w", pc.chunk.Seq, err)
 		}
-		err = w.copyIn(ctx, conn, w.p.sql.copyRows, bytes.NewReader(data), pc.chunk.Seq)
-		if err == nil {
-			if _, err := conn.Exec(ctx, "RELEASE SAVEPOINT stage"); err != nil {
-				return fmt.Errorf("release savepoint in chunk %d: %w", pc.chunk.Seq, err)
-			}
-			return nil
-		}
-		if retry.Classify(err) != retry.Data {
+		if err := w.copyIn(ctx, conn, w.p.sql.copyRows, bytes.NewReader(data), pc.chunk.Seq); err != nil {
 			return err
 		}
-		if _, rerr := conn.Exec(ctx, "ROLLBACK TO SAVEPOINT stage"); rerr != nil {
-			return fmt.Errorf("roll back to savepoint in chunk %d: %w", pc.chunk.Seq, rerr)
+		if _, err := conn.Exec(ctx, "RELEASE SAVEPOINT stage"); err != nil {
+			return fmt.Errorf("release savepoint in chunk %d: %w", pc.chunk.Seq, err)
 		}
-		if hi-lo == 1 {
-			failures = append(failures, rowFailure(w.rows[lo], err))
-			return nil
-		}
-		mid := lo + (hi-lo)/2
-		if err := stage(lo, mid); err != nil {
-			return err
-		}
-		return stage(mid, hi)
-	}
-	if err := stage(0, len(w.rows)); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	var bisect func(lo, hi int) error
-	bisect = func(lo, hi int) error {
-		if lo >= hi {
-			return nil
-		}
+	err = w.halving(ctx, conn, pc, "bisect", 0, len(w.rows), &failures, func(lo, hi int) error {
 		b := &pgx.Batch{}
 		b.Queue("SAVEPOINT bisect")
 		b.Queue(w.p.sql.insertRange, lo, hi)
@@ -929,41 +906,51 @@ func (w *worker) isolate(ctx context.Context, conn *pgx.Conn, pc piece, res *Res
 		br := conn.SendBatch(ctx, b)
 		var n int
 		_, err := br.Exec()
-		if err != nil {
-			br.Close() //nolint:errcheck // err says it
-			return fmt.Errorf("savepoint in chunk %d: %w", pc.chunk.Seq, err)
+		if err == nil {
+			err = br.QueryRow().Scan(&n)
 		}
-		err = br.QueryRow().Scan(&n)
 		if err == nil {
 			_, err = br.Exec()
 		}
 		if cerr := br.Close(); err == nil {
 			err = cerr
 		}
-		if err == nil {
-			res.Inserted += n
-			return nil
-		}
-		if retry.Classify(err) != retry.Data {
+		if err != nil {
 			return fmt.Errorf("write rows of chunk %d: %w", pc.chunk.Seq, err)
 		}
-		if _, rerr := conn.Exec(ctx, "ROLLBACK TO SAVEPOINT bisect"); rerr != nil {
-			return fmt.Errorf("roll back to savepoint in chunk %d: %w", pc.chunk.Seq, rerr)
-		}
-		if hi-lo == 1 {
-			failures = append(failures, rowFailure(w.rows[lo], err))
-			return nil
-		}
-		mid := lo + (hi-lo)/2
-		if err := bisect(lo, mid); err != nil {
-			return err
-		}
-		return bisect(mid, hi)
-	}
-	if err := bisect(0, len(w.rows)); err != nil {
+		res.Inserted += n
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return failures, nil
+}
+
+// halving runs try on the stage positions [lo, hi); try opens savepoint
+// and releases it when it succeeds. A range that fails on its data is rolled
+// back to the savepoint and halved, until each row that fails stands alone
+// and is appended to failures: O(k log n) tries for k bad rows among n.
+func (w *worker) halving(ctx context.Context, conn *pgx.Conn, pc piece, savepoint string, lo, hi int, failures *[]failure, try func(lo, hi int) error) error {
+	if lo >= hi {
+		return nil
+	}
+	err := try(lo, hi)
+	if err == nil || retry.Classify(err) != retry.Data {
+		return err
+	}
+	if _, rerr := conn.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); rerr != nil {
+		return fmt.Errorf("roll back to savepoint in chunk %d: %w", pc.chunk.Seq, rerr)
+	}
+	if hi-lo == 1 {
+		*failures = append(*failures, rowFailure(w.rows[lo], err))
+		return nil
+	}
+	mid := lo + (hi-lo)/2
+	if err := w.halving(ctx, conn, pc, savepoint, lo, mid, failures, try); err != nil {
+		return err
+	}
+	return w.halving(ctx, conn, pc, savepoint, mid, hi, failures, try)
 }
 
 // rowFailure is chunk row's failure with err, which it met alone.

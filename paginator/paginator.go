@@ -867,7 +867,12 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 		}
 	}()
 	var key []string
-	for rows.Next() {
+	for first := true; rows.Next(); first = false {
+		if first {
+			if err := p.checkRawFormats(rows.FieldDescriptions()); err != nil {
+				return nil, fmt.Errorf("read page of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
+			}
+		}
 		var vals []any
 		vals, key = store.row()
 		if err := p.values(rows, store, key, vals); err != nil {
@@ -907,17 +912,15 @@ func (p *Paginator) values(rows pgx.Rows, store *rowStore, key []string, vals []
 		store.keyText += int64(len(raw[i]))
 	}
 	if p.cfg.CopyOrder != nil {
-		return p.tuple(raw[nk:], fields[nk:], store)
+		p.tuple(raw[nk:], store)
+		return nil
 	}
 	for i, b := range raw[nk:] {
 		v := &vals[i]
 		switch fd := fields[nk+i]; {
 		case b == nil:
 			*v = nil
-		case p.cfg.Columns[i].Raw:
-			if err := asked(fd); err != nil {
-				return err
-			}
+		case p.cfg.Columns[i].Raw: // in binary form: checkRawFormats
 			*v = store.raw(b)
 		case p.formats[nk+i] == pgx.TextFormatCode:
 			*v = string(b)
@@ -937,26 +940,26 @@ func (p *Paginator) values(rows pgx.Rows, store *rowStore, key []string, vals []
 	return nil
 }
 
-// asked checks that a column read raw came in the binary form it was asked
-// in: a connection in a mode that sends text would otherwise have its text
-// taken for binary.
-func asked(fd pgconn.FieldDescription) error {
-	if fd.Format != pgx.BinaryFormatCode {
-		return fmt.Errorf("column %q: came in text form, not the binary form it was asked in", fd.Name)
+// checkRawFormats checks, once a page, that the columns read raw (every
+// column of a straight copy) came in the binary form they were asked in: a
+// connection in a mode that sends text would otherwise have its text taken
+// for binary.
+func (p *Paginator) checkRawFormats(fields []pgconn.FieldDescription) error {
+	nk := len(p.cfg.Key)
+	for i, fd := range fields[nk:] {
+		raw := p.cfg.CopyOrder != nil || i < len(p.cfg.Columns) && p.cfg.Columns[i].Raw
+		if raw && fd.Format != pgx.BinaryFormatCode {
+			return fmt.Errorf("column %q: came in text form, not the binary form it was asked in", fd.Name)
+		}
 	}
 	return nil
 }
 
 // tuple appends a straight copy's row to store as a COPY tuple: the field
 // count, then each field's length (-1 for NULL) and bytes, in CopyOrder.
-func (p *Paginator) tuple(raw [][]byte, fields []pgconn.FieldDescription, store *rowStore) error {
+func (p *Paginator) tuple(raw [][]byte, store *rowStore) {
 	size := 2
 	for _, i := range p.cfg.CopyOrder {
-		if raw[i] != nil {
-			if err := asked(fields[i]); err != nil {
-				return err
-			}
-		}
 		size += 4 + len(raw[i])
 	}
 	t := store.bytes.take(size)
@@ -972,7 +975,6 @@ func (p *Paginator) tuple(raw [][]byte, fields []pgconn.FieldDescription, store 
 		at += 4 + copy(t[at+4:], raw[i])
 	}
 	store.tuples = append(store.tuples, t)
-	return nil
 }
 
 // byKeysSQL selects the rows whose keys are given as one text[] parameter

@@ -57,6 +57,12 @@ func (p *Paginator) store(rows int) *rowStore {
 			s.width, s.nRaw = 0, 0 // the rows are tuples
 		}
 	}
+	if cap(s.rows) < rows { // grown once, not row by row
+		s.rows, s.keyRows = make([][]any, 0, rows), make([][]string, 0, rows)
+		if p.cfg.CopyOrder != nil {
+			s.tuples = make([][]byte, 0, rows)
+		}
+	}
 	s.values.size, s.keys.size = rows*s.width, rows*s.keyWidth
 	s.raws.size, s.bytes.size = rows*s.nRaw, rawBlock
 	return s

@@ -1,7 +1,9 @@
 package paginator
 
 import (
+	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -115,5 +117,43 @@ func TestChunksReleasedAtOnceLoseNoKey(t *testing.T) {
 		if len(seen) != 3000 {
 			t.Fatalf("straight %v: %d of 3000 keys read", straight, len(seen))
 		}
+	}
+}
+
+// TestRawColumnsRefuseText: over a connection that sends every column as
+// text (the simple protocol), a page with a column read raw, or a straight
+// copy's page, is refused by name instead of taking text for binary.
+func TestRawColumnsRefuseText(t *testing.T) {
+	pool := testPool(t,
+		"CREATE TABLE s (id int PRIMARY KEY, v int)",
+		"INSERT INTO s SELECT g, g FROM generate_series(1, 10) g",
+	)
+	conn, err := pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	cfg := conn.Conn().Config().Copy()
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	simple, err := pgx.ConnectConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer simple.Close(context.Background())
+	for name, c := range map[string]Config{
+		"raw column":    {Columns: []ReadColumn{{Name: "v", Raw: true}}},
+		"straight copy": {Columns: []ReadColumn{{Name: "v", Raw: true}}, CopyOrder: []int{0}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c.Table, c.Key, c.ChunkSize = pgx.Identifier{"s"}, []KeyColumn{{"id", "integer"}}, 5
+			p, err := New(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = p.Run(t.Context(), simple, make(chan *Chunk, 10))
+			if err == nil || !strings.Contains(err.Error(), `column "v": came in text form`) {
+				t.Fatalf("got %v, want the text form refused naming the column", err)
+			}
+		})
 	}
 }

@@ -2,7 +2,7 @@
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all test build bench microbench lint demo clean
+.PHONY: all test build bench bench-impact microbench lint demo clean
 
 all: build
 
@@ -28,6 +28,12 @@ bench: build
 	$(GO) build -o bin/benchrun ./internal/benchrun
 	bin/benchrun -backfill bin/backfill -go $(GO) $(BENCHFLAGS)
 	$(MAKE) --no-print-directory microbench
+
+# Issue 12's instrument: pgbench's latency at a fixed rate on the source,
+# alone and beside backfill under each throttle setting (-impact-runs).
+bench-impact: build
+	$(GO) build -o bin/benchrun ./internal/benchrun
+	bin/benchrun -backfill bin/backfill -groups impact $(BENCHFLAGS)
 
 # Micro-benchmarks with allocations: page read, chunk write, argument
 # encoding, transform, key encoding, and the in-process copies. -p 1: one

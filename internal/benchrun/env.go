@@ -99,6 +99,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		{groupMemory, b.memoryGroup},
 		{groupRate, b.rateGroup},
 		{groupProfile, b.profileGroup},
+		{groupImpact, b.impactGroup},
 	}
 	for _, s := range steps {
 		if !cfg.has(s.group) {

@@ -25,13 +25,14 @@ const (
 	groupMemory  = "memory"
 	groupRate    = "rate"
 	groupProfile = "profile"
+	groupImpact  = "impact"
 )
 
-var allGroups = []string{groupMethods, groupStage, groupChunks, groupResume, groupMemory, groupRate, groupProfile}
+var allGroups = []string{groupMethods, groupStage, groupChunks, groupResume, groupMemory, groupRate, groupProfile, groupImpact}
 
 // defaultGroups fit in about ten minutes on the 2-core development
 // machine; memory (10 M rows), rate (two minutes of waiting) and profile
-// are asked for by name.
+// are asked for by name, and so is impact (make bench-impact).
 var defaultGroups = []string{groupMethods, groupStage, groupChunks, groupResume}
 
 // Methods of the methods group, as -methods names them.
@@ -68,6 +69,9 @@ type config struct {
 	goTool       string
 	profileDir   string
 	timeout      time.Duration
+	// the impact group's workload and the backfill flag sets beside it
+	impactScale, impactTPS, impactClients, impactSeconds int
+	impactRuns                                           []string
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -93,6 +97,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.goTool, "go", "go", "the go command, for the profile group")
 	fs.StringVar(&c.profileDir, "profile-dir", "bin/bench-profile", "where the profile group writes its test binary and profiles")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Minute, "bound on any one child process or statement")
+	fs.IntVar(&c.impactScale, "impact-scale", 20, "pgbench scale of the impact group (100,000 accounts each)")
+	fs.IntVar(&c.impactTPS, "impact-tps", 400, "transactions per second of the impact group's workload (pgbench -R)")
+	fs.IntVar(&c.impactClients, "impact-clients", 8, "clients of the impact group's workload (pgbench -c)")
+	fs.IntVar(&c.impactSeconds, "impact-seconds", 40, "how long each run of the impact group's workload lasts")
+	impactRuns := fs.String("impact-runs", "none;--rate 1000;--rate 0;--rate auto --max-probe-latency 5ms",
+		"semicolon-separated backfill flag sets the impact group runs beside the workload; none runs the workload alone")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -105,6 +115,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.methods, err = pickList("-methods", *methods, allMethods); err != nil {
 		return c, err
+	}
+	for _, r := range strings.Split(*impactRuns, ";") {
+		if r = strings.TrimSpace(r); r != "" {
+			c.impactRuns = append(c.impactRuns, r)
+		}
 	}
 	c.chunkSizes = splitList(*chunks)
 	for _, s := range c.chunkSizes {
@@ -134,6 +149,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("-rounds %d: at least 1", c.rounds)
 	case c.rateSeconds < 1:
 		return c, fmt.Errorf("-rate-seconds %d: at least 1", c.rateSeconds)
+	case c.impactSeconds <= int(impactWarmup/time.Second):
+		return c, fmt.Errorf("-impact-seconds %d: more than the %s warm-up", c.impactSeconds, impactWarmup)
+	case c.impactScale < 1 || c.impactTPS < 1 || c.impactClients < 1:
+		return c, errors.New("-impact-scale, -impact-tps and -impact-clients: at least 1")
 	case c.resumeChunks < 1:
 		return c, fmt.Errorf("-resume-chunks %d: at least 1", c.resumeChunks)
 	}

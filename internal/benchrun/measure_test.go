@@ -112,3 +112,31 @@ func TestFocusShare(t *testing.T) {
 		t.Fatalf("focusShare of an empty focus = %q", got)
 	}
 }
+
+func TestParsePgbenchLine(t *testing.T) {
+	lat, at, ok := parsePgbenchLine("3 17 1523 0 1764670000 250000 12")
+	if !ok || lat != 1523*time.Microsecond || !at.Equal(time.Unix(1764670000, 250_000_000)) {
+		t.Fatalf("got %v %v %v", lat, at, ok)
+	}
+	if _, _, ok := parsePgbenchLine("3 18 skipped 0 1764670000 250000 12"); ok {
+		t.Fatal("a skipped transaction was read as one that ran")
+	}
+	if _, _, ok := parsePgbenchLine(""); ok {
+		t.Fatal("an empty line was read")
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var ds []time.Duration
+	for i := 100; i >= 1; i-- {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	for p, want := range map[float64]time.Duration{50: 50 * time.Millisecond, 95: 95 * time.Millisecond, 99: 99 * time.Millisecond, 100: 100 * time.Millisecond} {
+		if got := percentile(ds, p); got != want {
+			t.Errorf("p%v = %v, want %v", p, got, want)
+		}
+	}
+	if percentile(nil, 95) != 0 {
+		t.Error("the percentile of no latency is not 0")
+	}
+}

@@ -478,11 +478,14 @@ type ChunkRecord struct {
 	// Path is how the rows were written ("direct", "stage", "isolated"),
 	// "" when none was.
 	Path string
+	// Partition is the partition the chunk belongs to, 0 for a job of one
+	// runner; Generation is then the partition's token (ClaimPartition).
+	Partition int
 }
 
 // ChunkParams is the number of parameters CommitChunkSQL reserves before the
 // INSERT's own, if it has any: they start at $ChunkParams+1.
-const ChunkParams = 12
+const ChunkParams = 13
 
 // CommitChunkSQL wraps insert (an INSERT … ON CONFLICT DO NOTHING without a
 // RETURNING clause) so that one statement writes the rows and the chunk row.
@@ -492,15 +495,19 @@ func (s *Store) CommitChunkSQL(insert string) string {
 
 // CommitChunkArgs returns the arguments of the statement.
 func CommitChunkArgs(job string, c ChunkRecord) []any {
-	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, c.RowsWritten, c.Generation, c.SplitLast, nullIfEmpty(c.Path)}
+	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, c.RowsWritten, c.Generation, c.SplitLast, nullIfEmpty(c.Path), nullIfZero(c.Partition)}
 }
 
 // nullIfEmpty is s, or SQL NULL for "".
-func nullIfEmpty(s string) *string {
-	if s == "" {
+func nullIfEmpty(s string) *string { return nullIfZero(s) }
+
+// nullIfZero is v, or SQL NULL for v's zero value.
+func nullIfZero[T comparable](v T) *T {
+	var zero T
+	if v == zero {
 		return nil
 	}
-	return &s
+	return &v
 }
 
 // RecordChunkSQL records a chunk whose rows a transaction has written; its
@@ -510,7 +517,7 @@ func (s *Store) RecordChunkSQL() string { return s.stmts.Get("record-chunk") }
 // RecordChunkArgs returns the arguments of RecordChunkSQL: the chunk, and of
 // the rows offered (RowsWritten is not used) those inserted and skipped.
 func RecordChunkArgs(job string, c ChunkRecord, inserted, skipped int) []any {
-	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, inserted, skipped, c.Generation, c.SplitLast, nullIfEmpty(c.Path)}
+	return []any{job, c.Seq, c.After, c.First, c.Last, c.RowsRead, c.RowsFiltered, c.RowsFailed, inserted, skipped, c.Generation, c.SplitLast, nullIfEmpty(c.Path), nullIfZero(c.Partition)}
 }
 
 // ChunkAfterSQL reads where the committed chunk of job $1 that ends at key

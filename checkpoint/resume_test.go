@@ -21,7 +21,8 @@ func intKey(i int) []string { return []string{strconv.Itoa(i)} }
 func recordRanges(t *testing.T, q checkpoint.Querier, store *checkpoint.Store, gen int64, ranges []paginator.Range) {
 	t.Helper()
 	for _, r := range ranges {
-		if _, err := q.Exec(t.Context(), store.RecordChunkSQL(), "j", r.Seq, r.After, r.Last, r.Last, 0, 0, 0, 0, 0, gen, r.SplitLast, nil); err != nil {
+		rec := checkpoint.ChunkRecord{Seq: r.Seq, After: r.After, First: r.Last, Last: r.Last, Generation: gen, SplitLast: r.SplitLast}
+		if _, err := q.Exec(t.Context(), store.RecordChunkSQL(), checkpoint.RecordChunkArgs("j", rec, 0, 0)...); err != nil {
 			t.Fatalf("record %+v: %v", r, err)
 		}
 	}

@@ -128,7 +128,7 @@ SELECT pg_advisory_unlock(hashtextextended($1, 0))
 SELECT pg_advisory_xact_lock(hashtextextended('backfill:migrate', 0))
 
 -- Commits one chunk: {{insert}} is the worker's INSERT … ON CONFLICT DO
--- NOTHING (its parameters, if any, start at $13). The chunk's rows and its checkpoint row
+-- NOTHING (its parameters, if any, start at $14). The chunk's rows and its checkpoint row
 -- commit together or not at all; the chunk row's trigger fails the
 -- statement if generation $10 has been superseded.
 -- name: commit-chunk
@@ -138,8 +138,8 @@ WITH ins AS (
 )
 INSERT INTO {{schema}}.chunks
     (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped,
-     generation, split_last_key, write_path)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, count(*), $9 - count(*), $10, $11, $12
+     generation, split_last_key, write_path, partition)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, count(*), $9 - count(*), $10, $11, $12, $13
 FROM ins
 RETURNING rows_inserted
 
@@ -161,8 +161,8 @@ SELECT EXISTS (
 -- name: record-chunk
 INSERT INTO {{schema}}.chunks
     (job, seq, after_key, first_key, last_key, rows_read, rows_filtered, rows_failed, rows_inserted, rows_skipped,
-     generation, split_last_key, write_path)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+     generation, split_last_key, write_path, partition)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 
 -- name: record-failed-rows
 INSERT INTO {{schema}}.failed_rows (job, key, chunk_last_key, sqlstate, column_name, message, source_row)
@@ -204,3 +204,46 @@ SELECT coalesce(sum(rows_read), 0),
        extract(epoch FROM least(now() - min(finished_at), interval '1 minute'))
 FROM {{schema}}.chunks
 WHERE job = $1 AND finished_at > now() - interval '1 minute'
+
+-- name: partition-create
+INSERT INTO {{schema}}.partitions (job, id, after_key, last_key, rows_estimated) VALUES ($1, $2, $3, $4, $5)
+
+-- Claims one pending partition that no live lease holds, lowest id first,
+-- skipping those another runner is claiming and those with a commit in
+-- flight (its fence holds the row FOR KEY SHARE until it ends): what the
+-- claimer reads of the checkpoint afterwards includes every commit of the
+-- earlier holder, whose later ones the raised token refuses.
+-- name: partition-claim
+WITH free AS (
+    SELECT id FROM {{schema}}.partitions
+    WHERE job = $1 AND state = 'pending' AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {{schema}}.partitions AS p
+SET owner = $2, token = p.token + 1, lease_until = now() + $3::interval, split_requested = false
+FROM free
+WHERE p.job = $1 AND p.id = free.id
+RETURNING p.id, p.after_key, p.last_key, p.token, p.rows_estimated
+
+-- Renews a lease that has not expired; no row once it has, or once another
+-- runner took the partition. Returns whether a split was asked for.
+-- name: partition-renew
+UPDATE {{schema}}.partitions
+SET lease_until = now() + $4::interval
+WHERE job = $1 AND id = $2 AND token = $3 AND lease_until > now()
+RETURNING split_requested
+
+-- name: partition-release
+UPDATE {{schema}}.partitions SET owner = NULL, lease_until = NULL
+WHERE job = $1 AND id = $2 AND token = $3
+
+-- Marks a partition read to its end, under a lease still held.
+-- name: partition-done
+UPDATE {{schema}}.partitions SET state = 'done', owner = NULL, lease_until = NULL, split_requested = false
+WHERE job = $1 AND id = $2 AND token = $3 AND lease_until > now()
+
+-- name: partition-list
+SELECT id, after_key, last_key, rows_estimated, state, owner, token, lease_until, lease_until > now()
+FROM {{schema}}.partitions WHERE job = $1 ORDER BY id

@@ -145,3 +145,58 @@ ALTER TABLE {{schema}}.chunks ENABLE ALWAYS TRIGGER fence;
 -- CONFLICT DO NOTHING) or 'isolated' (bisected for rows that failed); NULL
 -- for a chunk that wrote no row, and for those of older versions.
 ALTER TABLE {{schema}}.chunks ADD COLUMN write_path text;
+
+-- name: migration-5
+-- Partitions (a job spread over several runners): contiguous key ranges
+-- (after_key, last_key] of the job, each read by one runner at a time, the
+-- one holding its lease. A runner claims a free or expired partition by
+-- raising its token, renews the lease while it works, and commits each
+-- chunk of it under that token: the fence below refuses the commit once the
+-- lease has expired or another runner has claimed the partition since.
+-- The fence reads the partition row FOR KEY SHARE, as it reads the job's
+-- generation (migration 3): a claim (FOR UPDATE SKIP LOCKED) passes over a
+-- partition while a commit of it is in flight, and a commit that comes
+-- after a claim waits for it, then finds the token raised. token is in a
+-- unique index so that raising it is a key update, which KEY SHARE sees.
+CREATE TABLE {{schema}}.partitions (
+    job             text NOT NULL REFERENCES {{schema}}.jobs (name) ON DELETE CASCADE,
+    id              integer NOT NULL,
+    after_key       text[],   -- NULL: the start of the table
+    last_key        text[],   -- NULL: the job's end
+    rows_estimated  bigint NOT NULL DEFAULT 0,
+    state           text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')),
+    owner           text,     -- the runner holding the lease
+    token           bigint NOT NULL DEFAULT 0,
+    lease_until     timestamptz,
+    split_requested boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (job, id),
+    UNIQUE (job, id, token)
+);
+-- The partition a chunk belongs to; NULL for a job of one runner, whose
+-- chunks carry the job's generation. A partition's chunks carry its token
+-- in generation.
+ALTER TABLE {{schema}}.chunks ADD COLUMN partition integer;
+CREATE OR REPLACE FUNCTION {{schema}}.fence_chunk() RETURNS trigger LANGUAGE plpgsql AS $fence$
+BEGIN
+    IF NEW.generation IS NULL THEN
+        RAISE EXCEPTION 'job %: a backfill older than state schema version 3 is still writing to it: stop it, then resume the job with this version', NEW.job
+            USING ERRCODE = 'BF001', SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME;
+    END IF;
+    IF NEW.partition IS NOT NULL THEN
+        PERFORM 1 FROM {{schema}}.partitions
+        WHERE job = NEW.job AND id = NEW.partition AND token = NEW.generation AND lease_until > clock_timestamp()
+        FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'job % partition %: the lease of token % has expired or another runner holds it', NEW.job, NEW.partition, NEW.generation
+                USING ERRCODE = 'BF001', SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME;
+        END IF;
+        RETURN NEW;
+    END IF;
+    PERFORM 1 FROM {{schema}}.jobs WHERE name = NEW.job AND generation = NEW.generation FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % has a newer runner: generation % is superseded', NEW.job, NEW.generation
+            USING ERRCODE = 'BF001', SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME;
+    END IF;
+    RETURN NEW;
+END
+$fence$;

@@ -97,11 +97,8 @@ type Metrics struct {
 // rate() over it starts at the first scrape.
 func New(job, runner string) (*Metrics, error) {
 	m := &Metrics{
-		registry:  prometheus.NewRegistry(),
-		pool:      newPoolCollector(),
-		chunks:    make(map[ChunkStatus]prometheus.Counter, len(chunkStatuses)),
-		rows:      make(map[string]prometheus.Counter, len(rowResults)),
-		durations: make(map[Stage]prometheus.Observer, len(stages)),
+		registry: prometheus.NewRegistry(),
+		pool:     newPoolCollector(),
 		rateLimit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "backfill_rate_limit_rows_per_second",
 			Help: "The job's rate cap in rows per second; 0 when there is none.",
@@ -127,24 +124,18 @@ func New(job, runner string) (*Metrics, error) {
 		Name: "backfill_chunks_processed_total",
 		Help: "Chunks by how their attempt ended: done, retried, split or failed.",
 	}, []string{"status"})
-	for _, s := range chunkStatuses {
-		m.chunks[s] = chunks.WithLabelValues(string(s))
-	}
+	m.chunks = child(chunks.WithLabelValues, chunkStatuses)
 	rows := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "backfill_rows_total",
 		Help: "Rows of committed chunks by what became of them: inserted, skipped, filtered or failed.",
 	}, []string{"result"})
-	for _, r := range rowResults {
-		m.rows[r] = rows.WithLabelValues(r)
-	}
+	m.rows = child(rows.WithLabelValues, rowResults)
 	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "backfill_chunk_duration_seconds",
 		Help:    "Time one chunk spent in a stage: read from the source, transform, or write to the destination.",
 		Buckets: DurationBuckets,
 	}, []string{"stage"})
-	for _, s := range stages {
-		m.durations[s] = durations.WithLabelValues(string(s))
-	}
+	m.durations = child(durations.WithLabelValues, stages)
 	m.progressRatio.Set(-1)
 	m.eta.Set(-1)
 
@@ -159,6 +150,15 @@ func New(job, runner string) (*Metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// child returns the series of a vector for each of its label's values.
+func child[V ~string, S any](withLabelValues func(...string) S, values []V) map[V]S {
+	series := make(map[V]S, len(values))
+	for _, v := range values {
+		series[v] = withLabelValues(string(v))
+	}
+	return series
 }
 
 // Gatherer is the run's registry, for an HTTP handler or a test.

@@ -20,10 +20,6 @@ import (
 // than once a second, so its seconds never look stuck.
 const RedrawEvery = 500 * time.Millisecond
 
-// DefaultInterval is how often a structured progress line is logged when
-// the output is not a terminal.
-const DefaultInterval = 30 * time.Second
-
 // The live line's bar, and the width it is drawn at when the terminal's
 // cannot be read.
 const (
@@ -121,11 +117,12 @@ type Reporter struct {
 
 // NewReporter returns a reporter of the figures source gives. On a
 // terminal console it draws the live line; otherwise (or with a nil
-// console) it logs to log every interval (DefaultInterval when 0). source
-// is called from the reporter's goroutine only.
+// console) it logs to log every interval, the job's progress interval,
+// whose default and check are the job's. source is called from the
+// reporter's goroutine only.
 func NewReporter(console *Console, log zerolog.Logger, interval time.Duration, source func() Status) *Reporter {
 	if interval <= 0 {
-		interval = DefaultInterval
+		panic(fmt.Sprintf("progress.NewReporter: interval %v is not positive", interval))
 	}
 	return &Reporter{console: console, log: log, interval: interval, source: source}
 }

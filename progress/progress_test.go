@@ -54,3 +54,31 @@ func TestSnapshotWithoutEstimate(t *testing.T) {
 		t.Fatalf("no estimate: %+v", s)
 	}
 }
+
+// The recent rate follows a change within its 10 s while the minute's rate
+// lags, measured from the samples taken as chunks end, with no one asking
+// in between.
+func TestRecentRate(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(0, 0)}
+	tr := New(1_000_000, 0, clock.now)
+	for second := 1; second <= 60; second++ {
+		clock.t = clock.t.Add(time.Second)
+		if second <= 50 {
+			tr.Add(100)
+		} else {
+			tr.Add(1000)
+		}
+	}
+	s := tr.Snapshot()
+	if s.Done != 15_000 || s.RowsPerSec != 250 || s.RecentRowsPerSec != 1000 {
+		t.Fatalf("after 50 s at 100 rows/s and 10 s at 1000: %+v", s)
+	}
+	// a younger run: since start
+	clock = &fakeClock{t: time.Unix(0, 0)}
+	tr = New(1_000_000, 0, clock.now)
+	clock.t = clock.t.Add(4 * time.Second)
+	tr.Add(400)
+	if s := tr.Snapshot(); s.RecentRowsPerSec != 100 {
+		t.Fatalf("4 s into the run: %+v", s)
+	}
+}

@@ -126,10 +126,6 @@ type Job struct {
 	Now func() time.Time
 }
 
-// ErrInvalidJob wraps every error about the Job's own fields (a usage
-// error, as opposed to a refusal after looking at the databases).
-var ErrInvalidJob = errors.New("invalid job")
-
 var jobName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
 
 func (j Job) withDefaults() Job {

@@ -22,10 +22,6 @@ import (
 	"github.com/backfill/backfill/worker"
 )
 
-// ErrRefused wraps every reason a job is refused after looking at the
-// databases: a missing table or column, an unsafe key, a changed spec.
-var ErrRefused = errors.New("refused")
-
 // Spec is what a job copies: the part of a Job that must not change between
 // runs. It is stored in the job's row, without any password.
 type Spec struct {
@@ -352,10 +348,6 @@ func columnsOf(cols []catalog.Column) []transform.Column {
 		out[i] = c.Column
 	}
 	return out
-}
-
-func refused(errs ...error) error {
-	return fmt.Errorf("%w: %w", ErrRefused, errors.Join(errs...))
 }
 
 // sameTable reports whether both names resolve to one table in one

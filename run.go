@@ -26,23 +26,6 @@ import (
 	"github.com/backfill/backfill/worker"
 )
 
-var (
-	// ErrInterrupted is returned when the run was stopped (its context
-	// cancelled, for example by SIGINT); the job is resumable.
-	ErrInterrupted = errors.New("interrupted")
-	// ErrJobBusy is returned when another runner holds the job.
-	ErrJobBusy = errors.New("job is being run by another runner")
-	// ErrJobFailed wraps the error that stopped a job; the job is resumable.
-	ErrJobFailed = errors.New("job failed")
-	// ErrPaused is returned when an operator paused the job (Pause); the
-	// job is resumable.
-	ErrPaused = errors.New("paused")
-
-	// errControlLost stops the pipeline when the control session, and with
-	// it the runner lock, is gone: the runner takes the job again, or stops.
-	errControlLost = errors.New("control connection lost")
-)
-
 // Report is what Run did.
 type Report struct {
 	Job   string

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -166,6 +167,39 @@ func (f *File) Mappings() []Mapping {
 		out = append(out, Mapping{Column: name, Expr: expr, Line: f.Line("$.columns." + name)})
 	}
 	return out
+}
+
+// Value is the value the file gives key ("workers", "source.table"), and
+// whether it gives one: a key absent, or an empty string or list, gives
+// none. A duration comes as a time.Duration, every other value as the Go
+// type of its field. Value panics on a key the file format does not have.
+func (f *File) Value(key string) (any, bool) {
+	v := reflect.ValueOf(f).Elem()
+	for part := range strings.SplitSeq(key, ".") {
+		field := -1
+		for i := 0; v.Kind() == reflect.Struct && i < v.NumField(); i++ {
+			if name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ","); name == part {
+				field = i
+			}
+		}
+		if field < 0 {
+			panic(fmt.Sprintf("a job spec file has no key %q", key))
+		}
+		v = v.Field(field)
+	}
+	switch {
+	case v.Kind() == reflect.Pointer && v.IsNil(), v.Kind() != reflect.Pointer && v.IsZero():
+		return nil, false
+	case v.Kind() == reflect.Pointer:
+		v = v.Elem()
+	}
+	if d, ok := v.Interface().(Duration); ok {
+		return d.D, true
+	}
+	if v.Kind() == reflect.Slice && v.Len() == 0 {
+		return nil, false
+	}
+	return v.Interface(), true
 }
 
 // Missing names a required key absent from the file, with the line of its

@@ -7,6 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/backfill/backfill/catalog"
 	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/retry"
 	"github.com/backfill/backfill/transform"
@@ -128,6 +129,14 @@ type Job struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
+
+// ParseColumnList reads a comma-separated list of column names as SQL reads
+// them (`tenant_id, "Order No"`), into the unquoted names Job.Key takes.
+func ParseColumnList(s string) ([]string, error) { return catalog.ParseColumnList(s) }
+
+// ParseColumnName reads one column name as SQL reads it, into the unquoted
+// name Job.Key and transform.Mapping take.
+func ParseColumnName(s string) (string, error) { return catalog.ParseColumnName(s) }
 
 // setDefault sets *v to d when *v is its zero value.
 func setDefault[T comparable](v *T, d T) {

@@ -101,7 +101,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	if r.store, err = checkpoint.New(j.StateSchema); err != nil {
 		return rep, err
 	}
-	if r.controlCfg, err = connConfig(j.DestURL, *j, "destination"); err != nil {
+	if r.controlCfg, err = connConfig(j.DestURL, j.session(), "destination"); err != nil {
 		return rep, err
 	}
 	if err := r.connectControl(ctx); err != nil {
@@ -128,10 +128,10 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		j.resumeFrom(stored, *existing)
 	}
 
-	if r.src, err = openPool(ctx, j.SourceURL, *j, "source", 2, true); err != nil {
+	if r.src, err = openPool(ctx, j.SourceURL, j.session(), "source", 2, true); err != nil {
 		return rep, err
 	}
-	if r.dst, err = openPool(ctx, j.DestURL, *j, "destination", j.Workers, false); err != nil {
+	if r.dst, err = openPool(ctx, j.DestURL, j.session(), "destination", j.Workers, false); err != nil {
 		return rep, err
 	}
 	startedAt := j.Now().UTC().Truncate(time.Microsecond) // as PostgreSQL stores it

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +18,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/backfill/backfill"
-	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/jobspec"
 )
 
@@ -216,7 +214,7 @@ func runJob(ctx context.Context, c *cli.Context, j backfill.Job, spec *jobspec.F
 	}
 	j.Logger = log
 	rep, err := backfill.Run(ctx, j)
-	schema := cmp.Or(j.StateSchema, backfill.DefaultStateSchema)
+	schema := j.Target().StateSchema
 	switch {
 	case errors.Is(err, backfill.ErrInterrupted), errors.Is(err, backfill.ErrPaused):
 		hint := fmt.Sprintf("backfill resume --job %s", j.Name)
@@ -256,9 +254,7 @@ func statusCommand(stdout io.Writer) *cli.Command {
 		Flags: append(controlFlags(),
 			&cli.BoolFlag{Name: "json", Usage: "print JSON: an object for --job, else an array"}),
 		Action: func(c *cli.Context) error {
-			jobs, err := backfill.Status(c.Context, backfill.StatusRequest{
-				DestURL: c.String("dest"), StateSchema: c.String("state-schema"), Job: c.String("job"),
-			})
+			jobs, err := backfill.Status(c.Context, targetFromFlags(c))
 			if err != nil {
 				return err
 			}
@@ -320,20 +316,31 @@ func printStatus(w io.Writer, jobs []backfill.JobStatus) {
 	tw.Flush()
 }
 
+// controlFlags name a job for the operator commands.
 func controlFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "dest", EnvVars: []string{"BACKFILL_DEST", "BACKFILL_SOURCE"}, Usage: "destination database `URL` holding the state schema (default: $BACKFILL_DEST, then $BACKFILL_SOURCE)"},
-		&cli.StringFlag{Name: "job", Usage: "the job's `NAME`"},
-		&cli.StringFlag{Name: "state-schema", Value: "backfill", Usage: "`SCHEMA` holding job state"},
+		flagOf(setting("DestURL"), "destination database `URL` holding the state schema (default: $BACKFILL_DEST, then $BACKFILL_SOURCE)"),
+		flagOf(setting("Name"), "the job's `NAME`"),
+		flagOf(setting("StateSchema"), "`SCHEMA` holding job state"),
 	}
 }
 
-func controlRequest(c *cli.Context) (backfill.ControlRequest, error) {
-	req := backfill.ControlRequest{DestURL: c.String("dest"), StateSchema: c.String("state-schema"), Job: c.String("job")}
-	if req.Job == "" {
-		return req, usagef("--job is required")
+// targetFromFlags is the job an operator command names: its flags, then
+// the environment, as for a job.
+func targetFromFlags(c *cli.Context) backfill.Target {
+	return backfill.Target{
+		Job: givenString(c, "Name", nil), StateSchema: givenString(c, "StateSchema", nil),
+		SourceURL: givenString(c, "SourceURL", nil), DestURL: givenString(c, "DestURL", nil),
 	}
-	return req, nil
+}
+
+// namedTarget is targetFromFlags for a command that acts on one job.
+func namedTarget(c *cli.Context) (backfill.Target, error) {
+	t := targetFromFlags(c)
+	if t.Job == "" {
+		return t, usagef("Job.Name is required")
+	}
+	return t, nil
 }
 
 func setCommand(stdout io.Writer) *cli.Command {
@@ -344,14 +351,14 @@ func setCommand(stdout io.Writer) *cli.Command {
 		Flags: append(controlFlags(),
 			&cli.Float64Flag{Name: "rate", Usage: "new cap in `ROWS_PER_S`; 0 for none"}),
 		Action: func(c *cli.Context) error {
-			req, err := controlRequest(c)
+			t, err := namedTarget(c)
 			if err != nil {
 				return err
 			}
 			if !c.IsSet("rate") {
 				return usagef("--rate is required: the new cap in rows per second, 0 for none")
 			}
-			state, err := backfill.SetRate(c.Context, req, c.Float64("rate"))
+			state, err := backfill.SetRate(c.Context, t, c.Float64("rate"))
 			if err != nil {
 				return err
 			}
@@ -359,7 +366,7 @@ func setCommand(stdout io.Writer) *cli.Command {
 			if state == "running" {
 				when = "within seconds"
 			}
-			fmt.Fprintf(stdout, "job %s (%s): rate set to %s; it applies %s\n", req.Job, state, rateText(c.Float64("rate")), when)
+			fmt.Fprintf(stdout, "job %s (%s): rate set to %s; it applies %s\n", t.Job, state, rateText(c.Float64("rate")), when)
 			return nil
 		},
 	}
@@ -379,14 +386,14 @@ func pauseCommand(stdout io.Writer) *cli.Command {
 		UsageText: "backfill pause --dest URL --job NAME",
 		Flags:     controlFlags(),
 		Action: func(c *cli.Context) error {
-			req, err := controlRequest(c)
+			t, err := namedTarget(c)
 			if err != nil {
 				return err
 			}
-			if err := backfill.Pause(c.Context, req); err != nil {
+			if err := backfill.Pause(c.Context, t); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "job %s: pause requested; its runner stops within a few seconds (watch `backfill status --job %s`), then `backfill resume` continues it\n", req.Job, req.Job)
+			fmt.Fprintf(stdout, "job %s: pause requested; its runner stops within a few seconds (watch `backfill status --job %s`), then `backfill resume` continues it\n", t.Job, t.Job)
 			return nil
 		},
 	}
@@ -411,16 +418,11 @@ func verifyCommand(stdout io.Writer) *cli.Command {
 			&cli.IntFlag{Name: "chunks-per-range", Value: backfill.DefaultVerifyChunks, Usage: "the job's chunks (`N`) one comparison covers"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"}),
 		Action: func(c *cli.Context) error {
-			j := backfill.Job{
-				Name:        c.String("job"),
-				SourceURL:   firstSet(c.String("source"), os.Getenv("BACKFILL_SOURCE")),
-				StateSchema: c.String("state-schema"),
+			t, err := namedTarget(c)
+			if err != nil {
+				return err
 			}
-			j.DestURL = firstSet(c.String("dest"), os.Getenv("BACKFILL_DEST"), j.SourceURL)
-			if j.Name == "" {
-				return usagef("--job is required")
-			}
-			rep, err := backfill.Verify(c.Context, j, backfill.VerifyOptions{ChunksPerRange: c.Int("chunks-per-range")})
+			rep, err := backfill.Verify(c.Context, t, backfill.VerifyOptions{ChunksPerRange: c.Int("chunks-per-range")})
 			if err != nil {
 				return err
 			}
@@ -460,7 +462,7 @@ func printVerify(w io.Writer, r backfill.VerifyReport) {
 		printRanges(w, r.Mismatches, r.MismatchedRanges)
 	}
 	if r.UncoveredRanges > 0 {
-		if r.State == checkpoint.StateDone {
+		if r.State == backfill.StateDone {
 			fmt.Fprintf(w, "%d source rows were never copied, yet the job is done: no committed chunk covers %s:\n",
 				r.RowsNotCopied, plural(r.UncoveredRanges, "key range"))
 		} else {

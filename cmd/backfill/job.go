@@ -8,7 +8,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/backfill/backfill"
-	"github.com/backfill/backfill/catalog"
 	"github.com/backfill/backfill/jobspec"
 	"github.com/backfill/backfill/transform"
 )
@@ -58,12 +57,12 @@ func jobFromFlags(c *cli.Context, mode backfill.Mode) (backfill.Job, *jobspec.Fi
 	switch v, _ := given(c, key, spec); v := v.(type) {
 	case string: // the flag's list
 		var err error
-		if names, err = catalog.ParseColumnList(v); err != nil {
+		if names, err = backfill.ParseColumnList(v); err != nil {
 			return j, spec, usagef("Job.Key: %v", err)
 		}
 	case []string: // the file's
 		for _, k := range v {
-			name, err := catalog.ParseColumnName(k)
+			name, err := backfill.ParseColumnName(k)
 			if err != nil {
 				return j, spec, usageError{errors.New(spec.At(key.Key+": "+err.Error(), "$."+key.Key))}
 			}
@@ -77,22 +76,13 @@ func jobFromFlags(c *cli.Context, mode backfill.Mode) (backfill.Job, *jobspec.Fi
 		return j, spec, nil
 	}
 	for _, m := range spec.Mappings() {
-		name, err := catalog.ParseColumnName(m.Column)
+		name, err := backfill.ParseColumnName(m.Column)
 		if err != nil {
 			return j, spec, usageError{errors.New(spec.At("columns: "+err.Error(), "$.columns."+m.Column))}
 		}
 		j.Columns = append(j.Columns, transform.Mapping{Column: name, Expr: m.Expr})
 	}
 	return j, spec, nil
-}
-
-func firstSet(values ...string) string {
-	for _, v := range values {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // annotated adds the spec file's line numbers to an error that names a

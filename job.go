@@ -110,6 +110,9 @@ type Job struct {
 	MaxFailedRows int64
 	// RetryFailed, on resume, first tries the recorded failed rows again.
 	RetryFailed bool
+	// MetricsAddr is the host:port the run serves its metrics on; ""
+	// serves none.
+	MetricsAddr string
 
 	// Columns maps destination columns to expressions over the source row
 	// (see package transform); empty copies same-named columns. SkipIf

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"reflect"
 	"regexp"
 	"strings"
@@ -154,6 +155,14 @@ func Settings() []Setting {
 			Usage: "stop the job once more than `N` rows have failed; -1 for no limit"},
 			typed[int64]{field: func(j *Job) *int64 { return &j.MaxFailedRows }, def: constant[int64](DefaultMaxFailedRows),
 				givenZero: refuse[int64]("give a positive limit, or -1 for none")}),
+		declare(Setting{Key: "metrics_addr", Flag: "metrics-addr", Env: "BACKFILL_METRICS_ADDR", Scope: ScopeTuning,
+			Usage: "serve the run's metrics on `HOST:PORT` (default: $BACKFILL_METRICS_ADDR, else none)"},
+			typed[string]{field: func(j *Job) *string { return &j.MetricsAddr }, check: func(addr string, _ Mode) string {
+				if _, _, err := net.SplitHostPort(addr); err != nil {
+					return fmt.Sprintf("must be HOST:PORT (%v)", err)
+				}
+				return ""
+			}}),
 
 		declare(Setting{Flag: "retry-failed", Scope: ScopeResume, Usage: "first try the rows recorded in failed_rows again (after fixing their cause)"},
 			typed[bool]{field: func(j *Job) *bool { return &j.RetryFailed }, check: func(retry bool, m Mode) string {

@@ -44,6 +44,7 @@ type File struct {
 	ConnectTimeout   *Duration     `yaml:"connect_timeout"`
 	ProgressInterval *Duration     `yaml:"progress_interval"`
 	TargetChunkTime  *Duration     `yaml:"target_chunk_time"`
+	MetricsAddr      string        `yaml:"metrics_addr"`
 	SampleChunks     *int          `yaml:"sample_chunks"`
 	LogFormat        string        `yaml:"log_format"`
 	LogLevel         string        `yaml:"log_level"`

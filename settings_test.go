@@ -76,6 +76,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"negative retries", func(j *Job) { j.MaxRetries = -1 }, "Job.MaxRetries -1: must not be negative"},
 		{"retry failed on start", func(j *Job) { j.RetryFailed = true }, "Job.RetryFailed true: only on resume"},
 		{"negative timeout", func(j *Job) { j.LockTimeout = -time.Second }, "Job.LockTimeout -1s: must not be negative"},
+		{"metrics address without a port", func(j *Job) { j.MetricsAddr = "localhost" }, `Job.MetricsAddr "localhost": must be HOST:PORT`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			j := ok

@@ -38,6 +38,7 @@ const (
 // check, and what resume does with it. Run's defaults, its validation, the
 // resume's merge with the stored job, the stored spec, and the command's
 // flags and spec file reading all come from these declarations (Settings).
+// Only Settings makes them: the rules behind Default and Give are its.
 type Setting struct {
 	// Field is the Job field, as messages name it ("Job.Workers").
 	Field string
@@ -219,7 +220,7 @@ func declare[T any](s Setting, t typed[T]) Setting {
 	if t.spec != nil {
 		s.Stored, _, _ = strings.Cut(fieldOf(t.spec).Tag.Get("json"), ",")
 	}
-	s.value = &namedTyped[T]{typed: t, name: "Job." + s.Field, stored: s.Stored}
+	s.value = &declared[T]{typed: t, name: "Job." + s.Field, stored: s.Stored}
 	return s
 }
 
@@ -238,12 +239,14 @@ func fieldOf[S, T any](at func(*S) *T) reflect.StructField {
 	panic(fmt.Sprintf("a setting's accessor does not return a field of %T", s))
 }
 
-type namedTyped[T any] struct {
+// declared is a typed setting with the names its messages use: its Job
+// field as "Job.Workers", and its name in the stored spec.
+type declared[T any] struct {
 	typed[T]
 	name, stored string
 }
 
-func (t *namedTyped[T]) defaultValue() any {
+func (t *declared[T]) defaultValue() any {
 	if t.def == nil {
 		var zero T
 		return zero
@@ -251,7 +254,7 @@ func (t *namedTyped[T]) defaultValue() any {
 	return t.def(Job{})
 }
 
-func (t *namedTyped[T]) give(j *Job, v any) error {
+func (t *declared[T]) give(j *Job, v any) error {
 	given, ok := v.(T)
 	if !ok {
 		panic(fmt.Sprintf("%s takes a %T, given %T", t.name, *new(T), v))
@@ -270,13 +273,13 @@ func (t *namedTyped[T]) give(j *Job, v any) error {
 	return nil
 }
 
-func (t *namedTyped[T]) setDefault(j *Job) {
+func (t *declared[T]) setDefault(j *Job) {
 	if f := t.field(j); isZero(*f) && t.def != nil && (t.kept == nil || j.Mode == ModeStart) {
 		*f = t.def(*j)
 	}
 }
 
-func (t *namedTyped[T]) validate(j Job) error {
+func (t *declared[T]) validate(j Job) error {
 	v := *t.field(&j)
 	switch {
 	case isZero(v):
@@ -292,7 +295,7 @@ func (t *namedTyped[T]) validate(j Job) error {
 }
 
 // invalid says what is wrong with value v, naming the field.
-func (t *namedTyped[T]) invalid(v T, problem string) error {
+func (t *declared[T]) invalid(v T, problem string) error {
 	text := fmt.Sprint(v)
 	if s, ok := any(v).(string); ok {
 		text = fmt.Sprintf("%q", s)
@@ -300,7 +303,7 @@ func (t *namedTyped[T]) invalid(v T, problem string) error {
 	return kind(ErrInvalidJob, fmt.Errorf("%s %s: %s", t.name, text, problem))
 }
 
-func (t *namedTyped[T]) resume(j *Job, given Job, stored Spec, row checkpoint.Job) {
+func (t *declared[T]) resume(j *Job, given Job, stored Spec, row checkpoint.Job) {
 	keep := isZero(*t.field(&given))
 	if t.keepIf != nil {
 		keep = t.keepIf(given)
@@ -314,13 +317,13 @@ func (t *namedTyped[T]) resume(j *Job, given Job, stored Spec, row checkpoint.Jo
 	}
 }
 
-func (t *namedTyped[T]) store(j Job, s *Spec) {
+func (t *declared[T]) store(j Job, s *Spec) {
 	if t.spec != nil {
 		*t.spec(s) = *t.field(&j)
 	}
 }
 
-func (t *namedTyped[T]) difference(stored, given Spec) string {
+func (t *declared[T]) difference(stored, given Spec) string {
 	if t.spec == nil {
 		return ""
 	}

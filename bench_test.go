@@ -57,7 +57,7 @@ func BenchmarkRateCap(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		st, err := backfill.Status(context.Background(), backfill.StatusRequest{DestURL: f.url, Job: j.Name})
+		st, err := backfill.Status(context.Background(), backfill.Target{DestURL: f.url, Job: j.Name})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -113,10 +113,10 @@ func (e *scrubbedError) Unwrap() error { return e.err }
 // change only a predicate that compares a value's text (x::text = '…').
 // Not pinned, on purpose: search_path (names in the predicate and in the
 // user's types resolve as the user's sessions resolve them).
-func sessionSettings(j Job) map[string]string {
+func sessionSettings(s session) map[string]string {
 	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	return map[string]string{
-		"application_name":                    "backfill:" + j.Name,
+		"application_name":                    "backfill:" + s.name,
 		"client_encoding":                     "UTF8",
 		"TimeZone":                            "UTC",
 		"DateStyle":                           "ISO, MDY",
@@ -126,23 +126,34 @@ func sessionSettings(j Job) map[string]string {
 		"lc_monetary":                         "C",
 		"array_nulls":                         "on",
 		"xmloption":                           "content",
-		"statement_timeout":                   ms(j.StatementTimeout),
-		"lock_timeout":                        ms(j.LockTimeout),
-		"idle_in_transaction_session_timeout": ms(max(j.StatementTimeout*2, time.Minute)),
+		"statement_timeout":                   ms(s.StatementTimeout),
+		"lock_timeout":                        ms(s.LockTimeout),
+		"idle_in_transaction_session_timeout": ms(max(s.StatementTimeout*2, time.Minute)),
 	}
 }
 
-func connConfig(connString string, j Job, role string) (*pgx.ConnConfig, error) {
+// session is what a command's connections are opened with besides their
+// connection strings: the name they show (application_name backfill:name)
+// and the target's timeouts.
+type session struct {
+	name string
+	Target
+}
+
+// session opens the job's connections under its name.
+func (j Job) session() session { return session{name: j.Name, Target: j.Target()} }
+
+func connConfig(connString string, s session, role string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(connString)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s connection string %q: %w", ErrInvalidJob, role, RedactURL(connString), scrub(err, connString))
 	}
-	applySettings(cfg, j, role)
+	applySettings(cfg, s, role)
 	return cfg, nil
 }
 
-func applySettings(cfg *pgx.ConnConfig, j Job, role string) {
-	for k, v := range sessionSettings(j) {
+func applySettings(cfg *pgx.ConnConfig, s session, role string) {
+	for k, v := range sessionSettings(s) {
 		cfg.RuntimeParams[k] = v
 	}
 	next := cfg.AfterConnect
@@ -161,18 +172,18 @@ func applySettings(cfg *pgx.ConnConfig, j Job, role string) {
 		return nil
 	}
 	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = j.ConnectTimeout
+		cfg.ConnectTimeout = s.ConnectTimeout
 	}
 }
 
 // openPool opens a pool of maxConns connections and checks that it can
 // connect, so a wrong host or password fails before any work.
-func openPool(ctx context.Context, connString string, j Job, role string, maxConns int, readOnly bool) (*pgxpool.Pool, error) {
+func openPool(ctx context.Context, connString string, s session, role string, maxConns int, readOnly bool) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(connString)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s connection string %q: %w", ErrInvalidJob, role, RedactURL(connString), scrub(err, connString))
 	}
-	applySettings(cfg.ConnConfig, j, role)
+	applySettings(cfg.ConnConfig, s, role)
 	if readOnly {
 		cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
 	}

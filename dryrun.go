@@ -140,12 +140,12 @@ func DryRun(ctx context.Context, j Job, opts DryRunOptions) (DryRunReport, error
 		rep.Problems = problems(err)
 		return rep, err
 	}
-	src, err := openPool(ctx, j.SourceURL, j, "source", 2, true)
+	src, err := openPool(ctx, j.SourceURL, j.session(), "source", 2, true)
 	if err != nil {
 		return rep, scrub(err, j.SourceURL, j.DestURL)
 	}
 	defer src.Close()
-	dst, err := openPool(ctx, j.DestURL, j, "destination", 2, false)
+	dst, err := openPool(ctx, j.DestURL, j.session(), "destination", 2, false)
 	if err != nil {
 		return rep, scrub(err, j.SourceURL, j.DestURL)
 	}

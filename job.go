@@ -2,14 +2,12 @@ package backfill
 
 import (
 	"cmp"
-	"errors"
-	"fmt"
 	"math"
-	"regexp"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/backfill/backfill/catalog"
 	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/retry"
 	"github.com/backfill/backfill/transform"
@@ -45,6 +43,8 @@ const (
 	DefaultHeartbeat     = 2 * time.Second
 	DefaultMaxRetries    = retry.DefaultMaxRetries
 	DefaultMaxFailedRows = 1000
+	// DefaultStateSchema is the destination's schema holding job state.
+	DefaultStateSchema = checkpoint.DefaultSchema
 	// StaleHeartbeat is how old a running job's heartbeat may be before
 	// status reports the job as interrupted: its runner is gone.
 	StaleHeartbeat = 30 * time.Second
@@ -63,8 +63,12 @@ const (
 	ModeResume
 )
 
-// Job is everything Run needs. Zero values take the defaults above; on
-// resume, zero Rate and Workers keep the values the job last ran with.
+// Job is everything Run needs. Settings declares each setting among its
+// fields: its default, its check, its spec file key and flag, and what
+// resume does with it. Zero values take the defaults above; on resume,
+// zero Rate and Workers keep the values the job last ran with, and a zero
+// part of the spec (From, To, Key, Where, ChunkSize, Follow, Columns,
+// SkipIf) the stored one.
 type Job struct {
 	Name string
 	Mode Mode
@@ -106,6 +110,9 @@ type Job struct {
 	MaxFailedRows int64
 	// RetryFailed, on resume, first tries the recorded failed rows again.
 	RetryFailed bool
+	// MetricsAddr is the host:port the run serves its metrics on; ""
+	// serves none.
+	MetricsAddr string
 
 	// Columns maps destination columns to expressions over the source row
 	// (see package transform); empty copies same-named columns. SkipIf
@@ -126,34 +133,13 @@ type Job struct {
 	Now func() time.Time
 }
 
-// ErrInvalidJob wraps every error about the Job's own fields (a usage
-// error, as opposed to a refusal after looking at the databases).
-var ErrInvalidJob = errors.New("invalid job")
+// ParseColumnList reads a comma-separated list of column names as SQL reads
+// them (`tenant_id, "Order No"`), into the unquoted names Job.Key takes.
+func ParseColumnList(s string) ([]string, error) { return catalog.ParseColumnList(s) }
 
-var jobName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
-
-func (j Job) withDefaults() Job {
-	setDefault(&j.DestURL, j.SourceURL)
-	setDefault(&j.StateSchema, checkpoint.DefaultSchema)
-	setDefault(&j.QueueDepth, DefaultQueueDepth)
-	setDefault(&j.ProgressInterval, DefaultProgressInterval)
-	setDefault(&j.ConnectTimeout, DefaultConnectTimeout)
-	setDefault(&j.StatementTimeout, DefaultStatementTimeout)
-	setDefault(&j.LockTimeout, DefaultLockTimeout)
-	setDefault(&j.MaxRetries, DefaultMaxRetries)
-	setDefault(&j.MaxFailedRows, DefaultMaxFailedRows)
-	setDefault(&j.TargetChunkTime, DefaultTargetChunkTime)
-	if j.Now == nil {
-		j.Now = time.Now
-	}
-	if j.Mode == ModeStart {
-		// on resume, zero keeps what the job last ran with; a zero chunk
-		// size is sized by time, and stored so
-		setDefault(&j.Workers, DefaultWorkers)
-		setDefault(&j.Rate, DefaultRate)
-	}
-	return j
-}
+// ParseColumnName reads one column name as SQL reads it, into the unquoted
+// name Job.Key and transform.Mapping take.
+func ParseColumnName(s string) (string, error) { return catalog.ParseColumnName(s) }
 
 // setDefault sets *v to d when *v is its zero value.
 func setDefault[T comparable](v *T, d T) {
@@ -161,58 +147,6 @@ func setDefault[T comparable](v *T, d T) {
 	if *v == zero {
 		*v = d
 	}
-}
-
-// validate checks the fields that need no database. It reports every
-// problem, each naming the field and the fix.
-func (j Job) validate() error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if !jobName.MatchString(j.Name) {
-		bad("job name %q: use 1-128 letters, digits, '_', '.', ':' or '-', starting with a letter or digit", j.Name)
-	}
-	if j.Mode == ModeStart {
-		if j.From == "" {
-			bad("source table: missing (--from)")
-		}
-		if j.To == "" {
-			bad("destination table: missing (--to)")
-		}
-	}
-	if j.ChunkSize < 0 {
-		bad("chunk size %d: must be a positive number of rows, or 0 to size chunks by time", j.ChunkSize)
-	}
-	if j.TargetChunkTime < 0 {
-		bad("target chunk time %v: must be a positive duration", j.TargetChunkTime)
-	}
-	if j.ChunkSize > 100000 {
-		bad("chunk size %d: at most 100000 rows, so one chunk stays one short statement", j.ChunkSize)
-	}
-	if j.Workers < 0 || j.Mode == ModeStart && j.Workers == 0 {
-		bad("workers %d: must be at least 1", j.Workers)
-	}
-	if j.Workers > 256 {
-		bad("workers %d: at most 256 (each holds a destination connection)", j.Workers)
-	}
-	if j.QueueDepth < 1 {
-		bad("queue depth %d: must be at least 1", j.QueueDepth)
-	}
-	if j.Rate < 0 || math.IsNaN(j.Rate) {
-		bad("rate %v: must be rows per second, 0 for no cap", j.Rate)
-	}
-	if j.MaxRetries < 0 {
-		bad("max retries %d: must not be negative", j.MaxRetries)
-	}
-	if j.RetryFailed && j.Mode != ModeResume {
-		bad("retry failed rows: only on resume, of a job that has some")
-	}
-	if j.StatementTimeout < 0 || j.LockTimeout < 0 || j.ConnectTimeout < 0 {
-		bad("timeouts must not be negative")
-	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%w: %w", ErrInvalidJob, errors.Join(errs...))
 }
 
 // fixedChunkSize is the rows per chunk when chunks are not sized by time:

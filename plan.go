@@ -22,10 +22,6 @@ import (
 	"github.com/backfill/backfill/worker"
 )
 
-// ErrRefused wraps every reason a job is refused after looking at the
-// databases: a missing table or column, an unsafe key, a changed spec.
-var ErrRefused = errors.New("refused")
-
 // Spec is what a job copies: the part of a Job that must not change between
 // runs. It is stored in the job's row, without any password.
 type Spec struct {
@@ -45,25 +41,6 @@ type Spec struct {
 	// the embedding program.
 	Columns []transform.Mapping `json:"columns,omitempty"`
 	SkipIf  string              `json:"skip_if,omitempty"`
-}
-
-// differences lists what changed from s to t, naming each field.
-func (s Spec) differences(t Spec) []string {
-	var d []string
-	cmp := func(field, a, b string) {
-		if a != b {
-			d = append(d, fmt.Sprintf("%s: stored %s, given %s", field, a, b))
-		}
-	}
-	cmp("from", s.From, t.From)
-	cmp("to", s.To, t.To)
-	cmp("key", strings.Join(s.Key, ","), strings.Join(t.Key, ","))
-	cmp("where", fmt.Sprintf("%q", s.Where), fmt.Sprintf("%q", t.Where))
-	cmp("chunk_size", chunkSizeText(s.ChunkSize), chunkSizeText(t.ChunkSize))
-	cmp("follow", fmt.Sprint(s.Follow), fmt.Sprint(t.Follow))
-	cmp("columns", mappingsText(s.Columns), mappingsText(t.Columns))
-	cmp("skip_if", fmt.Sprintf("%q", s.SkipIf), fmt.Sprintf("%q", t.SkipIf))
-	return d
 }
 
 // chunkSizeText names a spec's chunk size.
@@ -275,12 +252,9 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 	if err := p.checkStatements(ctx, src, dst, j.Where); err != nil {
 		return nil, err
 	}
-	p.spec = Spec{
-		Source: RedactURL(j.SourceURL), Dest: RedactURL(j.DestURL),
-		From: p.source.Name.String(), To: p.dest.Name.String(),
-		Key: key, Where: j.Where, ChunkSize: j.ChunkSize, Follow: j.Follow,
-		Columns: j.Columns, SkipIf: j.SkipIf,
-	}
+	p.spec = j.storedSpec()
+	p.spec.Source, p.spec.Dest = RedactURL(j.SourceURL), RedactURL(j.DestURL)
+	p.spec.From, p.spec.To, p.spec.Key = p.source.Name.String(), p.dest.Name.String(), key
 	return p, nil
 }
 
@@ -352,10 +326,6 @@ func columnsOf(cols []catalog.Column) []transform.Column {
 		out[i] = c.Column
 	}
 	return out
-}
-
-func refused(errs ...error) error {
-	return fmt.Errorf("%w: %w", ErrRefused, errors.Join(errs...))
 }
 
 // sameTable reports whether both names resolve to one table in one

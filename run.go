@@ -26,23 +26,6 @@ import (
 	"github.com/backfill/backfill/worker"
 )
 
-var (
-	// ErrInterrupted is returned when the run was stopped (its context
-	// cancelled, for example by SIGINT); the job is resumable.
-	ErrInterrupted = errors.New("interrupted")
-	// ErrJobBusy is returned when another runner holds the job.
-	ErrJobBusy = errors.New("job is being run by another runner")
-	// ErrJobFailed wraps the error that stopped a job; the job is resumable.
-	ErrJobFailed = errors.New("job failed")
-	// ErrPaused is returned when an operator paused the job (Pause); the
-	// job is resumable.
-	ErrPaused = errors.New("paused")
-
-	// errControlLost stops the pipeline when the control session, and with
-	// it the runner lock, is gone: the runner takes the job again, or stops.
-	errControlLost = errors.New("control connection lost")
-)
-
 // Report is what Run did.
 type Report struct {
 	Job   string
@@ -118,7 +101,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	if r.store, err = checkpoint.New(j.StateSchema); err != nil {
 		return rep, err
 	}
-	if r.controlCfg, err = connConfig(j.DestURL, *j, "destination"); err != nil {
+	if r.controlCfg, err = connConfig(j.DestURL, j.session(), "destination"); err != nil {
 		return rep, err
 	}
 	if err := r.connectControl(ctx); err != nil {
@@ -135,38 +118,20 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	var stored Spec
 	switch {
 	case j.Mode == ModeResume && existing == nil:
-		return rep, refused(fmt.Errorf("job %q does not exist in state schema %q of the destination: start it with `backfill start`", j.Name, j.StateSchema))
+		return rep, refused(kind(ErrJobNotFound, fmt.Errorf("job %q does not exist in state schema %q of the destination", j.Name, j.StateSchema)))
 	case existing != nil:
 		if err := json.Unmarshal(existing.Spec, &stored); err != nil {
 			return rep, fmt.Errorf("decode stored spec of job %q: %w", j.Name, err)
 		}
 	}
 	if j.Mode == ModeResume {
-		j.From, j.To, j.Key, j.Where = firstGiven(j.From, stored.From), firstGiven(j.To, stored.To), firstGiven(j.Key, stored.Key), firstGiven(j.Where, stored.Where)
-		if len(j.Columns) == 0 && j.SkipIf == "" && j.Transform == nil {
-			j.Columns, j.SkipIf = stored.Columns, stored.SkipIf
-		}
-		j.Follow = j.Follow || stored.Follow
-		if j.ChunkSize == 0 {
-			// a job stored before chunks were sized by time has its size
-			// (1000 by default) and keeps it
-			j.ChunkSize = stored.ChunkSize
-		}
-		if j.Rate == 0 {
-			j.Rate = existing.Rate
-			if j.Rate == 0 {
-				j.Rate = Unlimited
-			}
-		}
-		if j.Workers == 0 {
-			j.Workers = existing.Workers
-		}
+		j.resumeFrom(stored, *existing)
 	}
 
-	if r.src, err = openPool(ctx, j.SourceURL, *j, "source", 2, true); err != nil {
+	if r.src, err = openPool(ctx, j.SourceURL, j.session(), "source", 2, true); err != nil {
 		return rep, err
 	}
-	if r.dst, err = openPool(ctx, j.DestURL, *j, "destination", j.Workers, false); err != nil {
+	if r.dst, err = openPool(ctx, j.DestURL, j.session(), "destination", j.Workers, false); err != nil {
 		return rep, err
 	}
 	startedAt := j.Now().UTC().Truncate(time.Microsecond) // as PostgreSQL stores it
@@ -187,7 +152,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 			return rep, err
 		}
 		if j.Mode == ModeStart {
-			return rep, refused(fmt.Errorf("job %q already exists and is %s: continue it with `backfill resume --job %s`", j.Name, existing.State, j.Name))
+			return rep, refused(kind(ErrJobExists, fmt.Errorf("job %q already exists and is %s", j.Name, existing.State)))
 		}
 	}
 	if j.Transform != nil || len(j.Columns) > 0 || j.SkipIf != "" {
@@ -196,14 +161,6 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		}
 	}
 	return r.execute(ctx, p, existing, startedAt)
-}
-
-// firstGiven returns given unless it is empty, then fallback.
-func firstGiven[T ~string | ~[]string](given, fallback T) T {
-	if len(given) > 0 {
-		return given
-	}
-	return fallback
 }
 
 // connectControl opens the control connection and takes the job's runner

@@ -184,7 +184,7 @@ func TestSetRateWhileSizedByTime(t *testing.T) {
 		return f.countOr(0, `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT "src"."id"::text%'
 			HAVING bool_and(state = 'idle') AND max(state_change) < now() - interval '2 s'`) > 0
 	})
-	if _, err := backfill.SetRate(ctx, backfill.ControlRequest{DestURL: f.url, Job: "retimed"}, 100_000); err != nil {
+	if _, err := backfill.SetRate(ctx, backfill.Target{DestURL: f.url, Job: "retimed"}, 100_000); err != nil {
 		t.Fatal(err)
 	}
 	waitFor("rate change applied", func() bool {

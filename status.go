@@ -45,37 +45,37 @@ type JobStatus struct {
 	LastError   *string    `json:"last_error"`
 }
 
-// StatusRequest says which jobs to report.
-type StatusRequest struct {
-	DestURL     string
-	StateSchema string // default "backfill"
-	Job         string // "" for all jobs
-	// Now is the clock heartbeats are judged by; nil means the destination
-	// database's clock, which wrote them (so skew with this machine cannot
-	// make a live runner look dead).
-	Now func() time.Time
-}
+// A job's states, as JobStatus and VerifyReport say them.
+const (
+	StateRunning     = checkpoint.StateRunning
+	StatePaused      = checkpoint.StatePaused
+	StateInterrupted = checkpoint.StateInterrupted
+	StateFailed      = checkpoint.StateFailed
+	StateDone        = checkpoint.StateDone
+)
 
-// Status reads jobs from the destination's state schema. A job whose state
+// Status reads the target's job, or every job when t.Job is "", from the
+// destination's state schema. A job whose state
 // says running but whose heartbeat is stale has lost its runner and is
 // reported as interrupted, and so is one whose runner lock nobody holds (the
 // runner died with its session). It writes nothing.
-func Status(ctx context.Context, req StatusRequest) ([]JobStatus, error) {
-	conn, store, err := openState(ctx, req.DestURL, req.StateSchema, "status")
+func Status(ctx context.Context, t Target) ([]JobStatus, error) {
+	t = t.withDefaults()
+	conn, store, err := openState(ctx, t, "status")
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if req.Now == nil {
-		var dbNow time.Time
-		if err := conn.QueryRow(ctx, "SELECT now()").Scan(&dbNow); err != nil {
-			return nil, fmt.Errorf("read the destination's clock: %w", err)
-		}
-		req.Now = func() time.Time { return dbNow }
+	// heartbeats are judged by the clock that wrote them, the
+	// destination's, so skew with this machine cannot make a live runner
+	// look dead
+	var now time.Time
+	if err := conn.QueryRow(ctx, "SELECT now()").Scan(&now); err != nil {
+		return nil, fmt.Errorf("read the destination's clock: %w", err)
 	}
 	var jobs []checkpoint.Job
-	if req.Job != "" {
-		one, err := store.Job(ctx, conn, req.Job)
+	if t.Job != "" {
+		one, err := store.Job(ctx, conn, t.Job)
 		if err != nil {
 			return nil, err
 		}
@@ -117,7 +117,7 @@ func Status(ctx context.Context, req StatusRequest) ([]JobStatus, error) {
 			if err != nil {
 				return nil, err
 			}
-			stale := cj.HeartbeatAt == nil || req.Now().Sub(*cj.HeartbeatAt) > StaleHeartbeat
+			stale := cj.HeartbeatAt == nil || now.Sub(*cj.HeartbeatAt) > StaleHeartbeat
 			if !held || stale {
 				s.State = checkpoint.StateInterrupted // the runner is gone
 			} else if s.RowsPerSec, err = store.RecentRate(ctx, conn, cj.Name); err != nil {

@@ -86,40 +86,39 @@ type VerifyOptions struct {
 // job's where) are not copied yet. It reads only. A job that computes its
 // columns (expressions, a Go transform) is refused: its destination is not
 // meant to equal its source.
-func Verify(ctx context.Context, j Job, opts VerifyOptions) (VerifyReport, error) {
-	j.Mode = ModeResume
-	j = j.withDefaults()
-	rep := VerifyReport{Job: j.Name, Mismatches: []VerifyRange{}, Uncovered: []VerifyRange{}}
+func Verify(ctx context.Context, t Target, opts VerifyOptions) (VerifyReport, error) {
+	t = t.withDefaults()
+	rep := VerifyReport{Job: t.Job, Mismatches: []VerifyRange{}, Uncovered: []VerifyRange{}}
 	setDefault(&opts.ChunksPerRange, DefaultVerifyChunks)
-	conn, store, err := openState(ctx, j.DestURL, j.StateSchema, j.Name)
+	conn, store, err := openState(ctx, t, t.Job)
 	if err != nil {
 		return rep, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	job, err := store.Job(ctx, conn, j.Name)
+	job, err := store.Job(ctx, conn, t.Job)
 	if err != nil {
 		return rep, err
 	}
 	rep.State = job.State
 	var spec Spec
 	if err := json.Unmarshal(job.Spec, &spec); err != nil {
-		return rep, fmt.Errorf("decode stored spec of job %q: %w", j.Name, err)
+		return rep, fmt.Errorf("decode stored spec of job %q: %w", t.Job, err)
 	}
 	if len(spec.Columns) > 0 || spec.SkipIf != "" {
-		return rep, refused(fmt.Errorf("job %q computes its destination columns (columns or skip_if in its spec): its destination is not meant to equal its source, so verify cannot compare them", j.Name))
+		return rep, refused(fmt.Errorf("job %q computes its destination columns (columns or skip_if in its spec): its destination is not meant to equal its source, so verify cannot compare them", t.Job))
 	}
-	src, err := openPool(ctx, j.SourceURL, j, "source", 1, true)
+	src, err := openPool(ctx, t.SourceURL, session{name: t.Job, Target: t}, "source", 1, true)
 	if err != nil {
-		return rep, scrub(err, j.SourceURL, j.DestURL)
+		return rep, scrub(err, t.SourceURL, t.DestURL)
 	}
 	defer src.Close()
 
-	counters, err := store.Counters(ctx, conn, j.Name)
+	counters, err := store.Counters(ctx, conn, t.Job)
 	if err != nil {
 		return rep, err
 	}
 	rep.FailedRows = counters.RowsFailed
-	committed, _, err := store.Committed(ctx, conn, j.Name)
+	committed, _, err := store.Committed(ctx, conn, t.Job)
 	if err != nil {
 		return rep, err
 	}

@@ -150,7 +150,7 @@ func (t *Table) IsTable() bool { return t.Kind == "r" || t.Kind == "p" }
 // silently skips or repeats rows.
 func (t *Table) CheckKey(key []string) error {
 	if len(key) == 0 {
-		return fmt.Errorf("source table %s has no primary key: pass --key with NOT NULL columns covered by a unique index", t.Name)
+		return fmt.Errorf("source table %s has no primary key: pass Job.Key with NOT NULL columns covered by a unique index", t.Name)
 	}
 	var problems []string
 	for _, k := range key {
@@ -180,7 +180,7 @@ func (t *Table) CheckKey(key []string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("key (%s) of %s is not covered by a unique index: keyset pagination over a non-unique key silently loses or repeats rows; add a unique index on these columns or choose a unique key with --key",
+	return fmt.Errorf("key (%s) of %s is not covered by a unique index: keyset pagination over a non-unique key silently loses or repeats rows; add a unique index on these columns or choose a unique key with Job.Key",
 		strings.Join(key, ", "), t.Name)
 }
 

@@ -7,5 +7,7 @@
 // A parsed name is only ever put back into SQL through pgx.Identifier's
 // quoting, and only ever compared with the catalog as a value ($n).
 //
-// This package only reads; it never writes to any database.
+// This package only reads; it never writes to any database. Its messages
+// name the job's settings as the backfill.Job fields they come from
+// (Job.Key), which the command words as flags.
 package catalog

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -43,6 +44,7 @@ type File struct {
 	ConnectTimeout   *Duration     `yaml:"connect_timeout"`
 	ProgressInterval *Duration     `yaml:"progress_interval"`
 	TargetChunkTime  *Duration     `yaml:"target_chunk_time"`
+	MetricsAddr      string        `yaml:"metrics_addr"`
 	SampleChunks     *int          `yaml:"sample_chunks"`
 	LogFormat        string        `yaml:"log_format"`
 	LogLevel         string        `yaml:"log_level"`
@@ -166,6 +168,39 @@ func (f *File) Mappings() []Mapping {
 		out = append(out, Mapping{Column: name, Expr: expr, Line: f.Line("$.columns." + name)})
 	}
 	return out
+}
+
+// Value is the value the file gives key ("workers", "source.table"), and
+// whether it gives one: a key absent, or an empty string or list, gives
+// none. A duration comes as a time.Duration, every other value as the Go
+// type of its field. Value panics on a key the file format does not have.
+func (f *File) Value(key string) (any, bool) {
+	v := reflect.ValueOf(f).Elem()
+	for part := range strings.SplitSeq(key, ".") {
+		field := -1
+		for i := 0; v.Kind() == reflect.Struct && i < v.NumField(); i++ {
+			if name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ","); name == part {
+				field = i
+			}
+		}
+		if field < 0 {
+			panic(fmt.Sprintf("a job spec file has no key %q", key))
+		}
+		v = v.Field(field)
+	}
+	switch {
+	case v.Kind() == reflect.Pointer && v.IsNil(), v.Kind() != reflect.Pointer && v.IsZero():
+		return nil, false
+	case v.Kind() == reflect.Pointer:
+		v = v.Elem()
+	}
+	if d, ok := v.Interface().(Duration); ok {
+		return d.D, true
+	}
+	if v.Kind() == reflect.Slice && v.Len() == 0 {
+		return nil, false
+	}
+	return v.Interface(), true
 }
 
 // Missing names a required key absent from the file, with the line of its

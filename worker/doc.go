@@ -37,5 +37,6 @@
 // the workers: it is neither a bad row to isolate nor an error to retry.
 //
 // A worker never reads the source and never writes a row outside a chunk's
-// transaction.
+// transaction. Its messages name the job's settings as the backfill.Job
+// fields they come from (Job.MaxRetries), which the command words as flags.
 package worker

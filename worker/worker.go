@@ -460,7 +460,7 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 			return w, err
 		}
 		if attempt > w.p.cfg.Retry.MaxRetries {
-			return w, fmt.Errorf("%w (gave up after %d attempts; raise --max-retries or fix the cause, then resume)", err, attempt)
+			return w, fmt.Errorf("%w (gave up after %d attempts; raise Job.MaxRetries or fix the cause, then resume)", err, attempt)
 		}
 		w.p.cfg.Logger.Warn().Err(err).Int64("seq", pc.chunk.Seq).Int("attempt", attempt).Msg("retrying chunk")
 		if err := w.p.cfg.Retry.Wait(ctx, attempt); err != nil {
@@ -862,7 +862,7 @@ func (w *worker) writeIsolating(ctx context.Context, pc piece, res *Result, fail
 		w.p.cfg.Logger.Warn().Int64("seq", pc.chunk.Seq).Int("failed_rows", len(failures)).
 			Str("first_error", failures[0].message).Msg("rows failed; recorded in failed_rows")
 		if total := w.p.failed.Add(int64(len(failures))); pc.retried == nil && w.p.cfg.MaxFailedRows > 0 && total > w.p.cfg.MaxFailedRows {
-			return fmt.Errorf("%w: %d rows failed, more than --max-failed-rows %d; the last: %s", ErrTooManyFailedRows, total, w.p.cfg.MaxFailedRows, failures[len(failures)-1].message)
+			return fmt.Errorf("%w: %d rows failed, more than Job.MaxFailedRows %d; the last: %s", ErrTooManyFailedRows, total, w.p.cfg.MaxFailedRows, failures[len(failures)-1].message)
 		}
 	}
 	return nil

@@ -18,7 +18,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/backfill/backfill"
-	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/jobspec"
 )
 
@@ -65,7 +64,7 @@ func exitCode(err error, stderr io.Writer) int {
 	var ue usageError
 	switch {
 	case errors.As(err, &ue), errors.Is(err, backfill.ErrInvalidJob):
-		fmt.Fprintf(stderr, "backfill: %v\n", err)
+		fmt.Fprintf(stderr, "backfill: %s\n", flagWords(err.Error()))
 		return exitUsage
 	case errors.Is(err, backfill.ErrInterrupted), errors.Is(err, backfill.ErrPaused):
 		return exitInterrupted
@@ -74,7 +73,7 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.Is(err, errUnfinished):
 		return exitUnfinished
 	default:
-		fmt.Fprintf(stderr, "backfill: %v\n", err)
+		fmt.Fprintf(stderr, "backfill: %s\n", flagWords(err.Error()))
 		return exitFailure
 	}
 }
@@ -120,46 +119,13 @@ func logFlags() []cli.Flag {
 // commands that take a spec file.
 func sourceFlags() []cli.Flag {
 	return append([]cli.Flag{&cli.StringFlag{Name: "config", Usage: "job spec `FILE` (YAML); flags given here override it"}},
-		connectionFlags()...)
-}
-
-// connectionFlags name a job and where it runs.
-func connectionFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "source", Usage: "source database `URL` (default: the spec file's source.url, $BACKFILL_SOURCE, then the PG* variables)"},
-		&cli.StringFlag{Name: "dest", Usage: "destination database `URL` (default: the spec file's dest.url, $BACKFILL_DEST, then the source)"},
-		&cli.StringFlag{Name: "job", Usage: "job `NAME`, the key of its checkpoint"},
-		&cli.StringFlag{Name: "state-schema", Value: "backfill", Usage: "`SCHEMA` in the destination holding job state"},
-	}
-}
-
-func tuningFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.IntFlag{Name: "workers", Value: backfill.DefaultWorkers, Usage: "concurrent writers (`N`)"},
-		&cli.IntFlag{Name: "queue-depth", Value: backfill.DefaultQueueDepth, Usage: "chunks read ahead of the workers (`N`)"},
-		&cli.Float64Flag{Name: "rate", Value: backfill.DefaultRate, Usage: "cap in `ROWS_PER_S` across all workers; 0 for none"},
-		&cli.DurationFlag{Name: "target-chunk-time", Value: backfill.DefaultTargetChunkTime, Usage: "how long a chunk's write should take when chunks are sized by time (no --chunk-size, no rate cap)"},
-		&cli.DurationFlag{Name: "progress-interval", Value: backfill.DefaultProgressInterval, Usage: "how often to log progress"},
-		&cli.DurationFlag{Name: "statement-timeout", Value: backfill.DefaultStatementTimeout, Usage: "statement_timeout of every connection"},
-		&cli.DurationFlag{Name: "lock-timeout", Value: backfill.DefaultLockTimeout, Usage: "lock_timeout of every connection"},
-		&cli.DurationFlag{Name: "connect-timeout", Value: backfill.DefaultConnectTimeout, Usage: "give up connecting after this long"},
-		&cli.IntFlag{Name: "max-retries", Value: backfill.DefaultMaxRetries, Usage: "attempts of one chunk on transient errors (`N`) before the job fails"},
-		&cli.Int64Flag{Name: "max-failed-rows", Value: backfill.DefaultMaxFailedRows, Usage: "stop the job once more than `N` rows have failed; -1 for no limit"},
-	}
+		settingFlags(backfill.ScopeTarget)...)
 }
 
 // startFlags are start's flags, which dry-run shares.
 func startFlags() []cli.Flag {
-	flags := append(sourceFlags(),
-		&cli.StringFlag{Name: "from", Usage: "source `TABLE` (schema.table; quote mixed case: 'sales.\"Order Items\"')"},
-		&cli.StringFlag{Name: "to", Usage: "destination `TABLE`"},
-		&cli.StringFlag{Name: "key", Usage: "source key `COL[,COL…]` to page by (default: the primary key)"},
-		&cli.StringFlag{Name: "where", Usage: "SQL `PREDICATE` over source rows: only matching rows are copied"},
-		&cli.IntFlag{Name: "chunk-size", Usage: "fixed rows per chunk (`N`)", DefaultText: fmt.Sprintf("sized by time (--target-chunk-time) between %d and %d rows with --rate 0, %d with a cap",
-			backfill.DefaultChunkSize, backfill.MaxTimedChunkSize, backfill.DefaultChunkSize)},
-		&cli.BoolFlag{Name: "follow", Usage: "read to the table's end as it is when the copy gets there, instead of the last key at start"},
-	)
-	return append(append(flags, tuningFlags()...), logFlags()...)
+	flags := append(sourceFlags(), settingFlags(backfill.ScopeSpec)...)
+	return append(append(flags, settingFlags(backfill.ScopeTuning)...), logFlags()...)
 }
 
 func startCommand(stderr io.Writer) *cli.Command {
@@ -183,8 +149,8 @@ func resumeCommand(stderr io.Writer) *cli.Command {
 		Name:      "resume",
 		Usage:     "continue a job from its checkpoint, after an interruption, a failure or a crash",
 		UsageText: "backfill resume --source URL --dest URL --job NAME [--rate ROWS_PER_S] [--workers N] [--retry-failed]",
-		Flags: append(append(append(sourceFlags(), tuningFlags()...), logFlags()...),
-			&cli.BoolFlag{Name: "retry-failed", Usage: "first try the rows recorded in failed_rows again (after fixing their cause)"}),
+		Flags: append(append(append(sourceFlags(), settingFlags(backfill.ScopeTuning)...), logFlags()...),
+			settingFlags(backfill.ScopeResume)...),
 		Action: func(c *cli.Context) error {
 			j, spec, err := jobFromFlags(c, backfill.ModeResume)
 			if err != nil {
@@ -196,30 +162,40 @@ func resumeCommand(stderr io.Writer) *cli.Command {
 }
 
 // newLogger builds the logger from --log-format and --log-level, or the
-// spec file's log_format and log_level.
+// spec file's log_format and log_level. It words the Job fields the
+// library's messages name as flags.
 func newLogger(c *cli.Context, stderr io.Writer, spec *jobspec.File) (zerolog.Logger, error) {
-	s := settings{c: c, spec: spec}
 	if spec == nil {
-		s.spec = &jobspec.File{}
+		spec = &jobspec.File{}
 	}
-	levelName, format := s.str("log-level", s.spec.LogLevel), s.str("log-format", s.spec.LogFormat)
+	levelName, format := flagOrFile(c, "log-level", spec.LogLevel), flagOrFile(c, "log-format", spec.LogFormat)
 	level, err := zerolog.ParseLevel(levelName)
 	if err != nil || levelName == "" {
 		return zerolog.Nop(), usagef("--log-level %q: use debug, info, warn or error", levelName)
 	}
-	var w io.Writer = stderr
+	out := flagWriter{stderr}
+	var w io.Writer = out
 	switch format {
 	case "json":
 	case "console":
-		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly, NoColor: !isTerminal(stderr)}
+		w = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly, NoColor: !isTerminal(stderr)}
 	case "auto":
 		if isTerminal(stderr) {
-			w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}
+			w = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly}
 		}
 	default:
 		return zerolog.Nop(), usagef("--log-format %q: use auto, console or json", format)
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+// flagOrFile is a command-line setting of its own (not the Job's): its
+// flag when given, else the spec file's value, else the flag's default.
+func flagOrFile(c *cli.Context, flag, fromFile string) string {
+	if c.IsSet(flag) || fromFile == "" {
+		return c.String(flag)
+	}
+	return fromFile
 }
 
 func isTerminal(w io.Writer) bool {
@@ -238,15 +214,20 @@ func runJob(ctx context.Context, c *cli.Context, j backfill.Job, spec *jobspec.F
 	}
 	j.Logger = log
 	rep, err := backfill.Run(ctx, j)
+	schema := j.Target().StateSchema
 	switch {
 	case errors.Is(err, backfill.ErrInterrupted), errors.Is(err, backfill.ErrPaused):
 		hint := fmt.Sprintf("backfill resume --job %s", j.Name)
-		if j.StateSchema != "backfill" {
-			hint += " --state-schema " + j.StateSchema
+		if schema != backfill.DefaultStateSchema {
+			hint += " --state-schema " + schema
 		}
 		log.Warn().Int64("rows_done", rep.Totals.RowsRead).Int64("chunks_done", rep.Totals.ChunksDone).
 			Msgf("%s; every committed chunk is kept. Continue with: %s (same --source and --dest)", rep.State, hint)
 		return err
+	case errors.Is(err, backfill.ErrJobExists):
+		return fmt.Errorf("%w: continue it with `backfill resume --job %s`", err, j.Name)
+	case errors.Is(err, backfill.ErrJobNotFound) && j.Mode == backfill.ModeResume:
+		return fmt.Errorf("%w: start it with `backfill start`", err)
 	case err != nil:
 		return err
 	case rep.AlreadyDone:
@@ -254,10 +235,9 @@ func runJob(ctx context.Context, c *cli.Context, j backfill.Job, spec *jobspec.F
 			Msg("job is already done; nothing to do")
 	}
 	if n := rep.Totals.RowsFailed; n > 0 {
-		schema := pgx.Identifier{j.StateSchema}.Sanitize()
 		log.Warn().Int64("rows_failed", n).Msgf("job done, but %d rows failed. Inspect them with: "+
 			"SELECT key, sqlstate, column_name, message, source_row FROM %s.failed_rows WHERE job = '%s'; "+
-			"fix the cause, then run: backfill resume --job %s --retry-failed", n, schema, strings.ReplaceAll(j.Name, "'", "''"), j.Name)
+			"fix the cause, then run: backfill resume --job %s --retry-failed", n, pgx.Identifier{schema}.Sanitize(), strings.ReplaceAll(j.Name, "'", "''"), j.Name)
 		return errFailedRows
 	}
 	return nil
@@ -274,11 +254,14 @@ func statusCommand(stdout io.Writer) *cli.Command {
 		Flags: append(controlFlags(),
 			&cli.BoolFlag{Name: "json", Usage: "print JSON: an object for --job, else an array"}),
 		Action: func(c *cli.Context) error {
-			jobs, err := backfill.Status(c.Context, backfill.StatusRequest{
-				DestURL: c.String("dest"), StateSchema: c.String("state-schema"), Job: c.String("job"),
-			})
+			jobs, err := backfill.Status(c.Context, targetFromFlags(c))
 			if err != nil {
 				return err
+			}
+			for _, s := range jobs {
+				if s.LastError != nil {
+					*s.LastError = flagWords(*s.LastError)
+				}
 			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(stdout)
@@ -333,20 +316,31 @@ func printStatus(w io.Writer, jobs []backfill.JobStatus) {
 	tw.Flush()
 }
 
+// controlFlags name a job for the operator commands.
 func controlFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "dest", EnvVars: []string{"BACKFILL_DEST", "BACKFILL_SOURCE"}, Usage: "destination database `URL` holding the state schema (default: $BACKFILL_DEST, then $BACKFILL_SOURCE)"},
-		&cli.StringFlag{Name: "job", Usage: "the job's `NAME`"},
-		&cli.StringFlag{Name: "state-schema", Value: "backfill", Usage: "`SCHEMA` holding job state"},
+		flagOf(setting("DestURL"), "destination database `URL` holding the state schema (default: $BACKFILL_DEST, then $BACKFILL_SOURCE)"),
+		flagOf(setting("Name"), "the job's `NAME`"),
+		flagOf(setting("StateSchema"), "`SCHEMA` holding job state"),
 	}
 }
 
-func controlRequest(c *cli.Context) (backfill.ControlRequest, error) {
-	req := backfill.ControlRequest{DestURL: c.String("dest"), StateSchema: c.String("state-schema"), Job: c.String("job")}
-	if req.Job == "" {
-		return req, usagef("--job is required")
+// targetFromFlags is the job an operator command names: its flags, then
+// the environment, as for a job.
+func targetFromFlags(c *cli.Context) backfill.Target {
+	return backfill.Target{
+		Job: givenString(c, "Name", nil), StateSchema: givenString(c, "StateSchema", nil),
+		SourceURL: givenString(c, "SourceURL", nil), DestURL: givenString(c, "DestURL", nil),
 	}
-	return req, nil
+}
+
+// namedTarget is targetFromFlags for a command that acts on one job.
+func namedTarget(c *cli.Context) (backfill.Target, error) {
+	t := targetFromFlags(c)
+	if t.Job == "" {
+		return t, usagef("Job.Name is required")
+	}
+	return t, nil
 }
 
 func setCommand(stdout io.Writer) *cli.Command {
@@ -357,14 +351,14 @@ func setCommand(stdout io.Writer) *cli.Command {
 		Flags: append(controlFlags(),
 			&cli.Float64Flag{Name: "rate", Usage: "new cap in `ROWS_PER_S`; 0 for none"}),
 		Action: func(c *cli.Context) error {
-			req, err := controlRequest(c)
+			t, err := namedTarget(c)
 			if err != nil {
 				return err
 			}
 			if !c.IsSet("rate") {
 				return usagef("--rate is required: the new cap in rows per second, 0 for none")
 			}
-			state, err := backfill.SetRate(c.Context, req, c.Float64("rate"))
+			state, err := backfill.SetRate(c.Context, t, c.Float64("rate"))
 			if err != nil {
 				return err
 			}
@@ -372,7 +366,7 @@ func setCommand(stdout io.Writer) *cli.Command {
 			if state == "running" {
 				when = "within seconds"
 			}
-			fmt.Fprintf(stdout, "job %s (%s): rate set to %s; it applies %s\n", req.Job, state, rateText(c.Float64("rate")), when)
+			fmt.Fprintf(stdout, "job %s (%s): rate set to %s; it applies %s\n", t.Job, state, rateText(c.Float64("rate")), when)
 			return nil
 		},
 	}
@@ -392,14 +386,14 @@ func pauseCommand(stdout io.Writer) *cli.Command {
 		UsageText: "backfill pause --dest URL --job NAME",
 		Flags:     controlFlags(),
 		Action: func(c *cli.Context) error {
-			req, err := controlRequest(c)
+			t, err := namedTarget(c)
 			if err != nil {
 				return err
 			}
-			if err := backfill.Pause(c.Context, req); err != nil {
+			if err := backfill.Pause(c.Context, t); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "job %s: pause requested; its runner stops within a few seconds (watch `backfill status --job %s`), then `backfill resume` continues it\n", req.Job, req.Job)
+			fmt.Fprintf(stdout, "job %s: pause requested; its runner stops within a few seconds (watch `backfill status --job %s`), then `backfill resume` continues it\n", t.Job, t.Job)
 			return nil
 		},
 	}
@@ -420,20 +414,15 @@ func verifyCommand(stdout io.Writer) *cli.Command {
 		Usage: "compare a copy job's destination with its source over the job's whole key range (row counts and md5 digests computed by each database)",
 		UsageText: "backfill verify --source URL --dest URL --job NAME [--chunks-per-range N] [--json]\n" +
 			"Exit codes: 0 identical, 3 ranges differ (or a done job left rows uncopied), 4 the job is unfinished: rows still to copy, 1 cannot compare.",
-		Flags: append(connectionFlags(), // no --config: verify reads the job's stored spec
+		Flags: append(settingFlags(backfill.ScopeTarget), // no --config: verify reads the job's stored spec
 			&cli.IntFlag{Name: "chunks-per-range", Value: backfill.DefaultVerifyChunks, Usage: "the job's chunks (`N`) one comparison covers"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"}),
 		Action: func(c *cli.Context) error {
-			j := backfill.Job{
-				Name:        c.String("job"),
-				SourceURL:   firstSet(c.String("source"), os.Getenv("BACKFILL_SOURCE")),
-				StateSchema: c.String("state-schema"),
+			t, err := namedTarget(c)
+			if err != nil {
+				return err
 			}
-			j.DestURL = firstSet(c.String("dest"), os.Getenv("BACKFILL_DEST"), j.SourceURL)
-			if j.Name == "" {
-				return usagef("--job is required")
-			}
-			rep, err := backfill.Verify(c.Context, j, backfill.VerifyOptions{ChunksPerRange: c.Int("chunks-per-range")})
+			rep, err := backfill.Verify(c.Context, t, backfill.VerifyOptions{ChunksPerRange: c.Int("chunks-per-range")})
 			if err != nil {
 				return err
 			}
@@ -473,7 +462,7 @@ func printVerify(w io.Writer, r backfill.VerifyReport) {
 		printRanges(w, r.Mismatches, r.MismatchedRanges)
 	}
 	if r.UncoveredRanges > 0 {
-		if r.State == checkpoint.StateDone {
+		if r.State == backfill.StateDone {
 			fmt.Fprintf(w, "%d source rows were never copied, yet the job is done: no committed chunk covers %s:\n",
 				r.RowsNotCopied, plural(r.UncoveredRanges, "key range"))
 		} else {

@@ -49,10 +49,11 @@ func dryRunCommand(stdout, stderr io.Writer) *cli.Command {
 			}
 			rep, runErr := backfill.DryRun(c.Context, j, backfill.DryRunOptions{SampleChunks: sample, ExactCount: c.Bool("exact-count")})
 			runErr = annotate(runErr, spec)
-			if len(rep.Problems) > 0 && spec != nil {
-				for i, p := range rep.Problems {
-					rep.Problems[i] = annotate(errors.New(p), spec).Error()
-				}
+			for i, p := range rep.Problems {
+				rep.Problems[i] = flagWords(annotate(errors.New(p), spec).Error())
+			}
+			for i, n := range rep.Notes {
+				rep.Notes[i] = flagWords(n)
 			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(stdout)

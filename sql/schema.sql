@@ -200,3 +200,16 @@ BEGIN
     RETURN NEW;
 END
 $fence$;
+
+-- name: migration-6
+-- Replica lag as a reader of a standby sees it: the runner writes the time
+-- here on the destination each second and reads it back on each standby,
+-- as pt-heartbeat does (throttle.Heartbeat, throttle.ReplicaLag). A table
+-- of its own rather than jobs.heartbeat_at: that one proves the runner
+-- alive every few seconds through the runner's control session and its
+-- generation fence; this one is written from a connection of its own, each
+-- second, by whichever runner holds the job.
+CREATE TABLE {{schema}}.heartbeat (
+    job text PRIMARY KEY REFERENCES {{schema}}.jobs (name) ON DELETE CASCADE,
+    at  timestamptz NOT NULL
+);

@@ -66,6 +66,9 @@ type Cluster struct {
 	// root, so every binary runs as the postgres user instead.
 	cred *syscall.Credential
 	logf func(format string, args ...any)
+	// settings are server settings (name=value) beyond those every
+	// cluster runs with, such as a standby's cluster_name.
+	settings []string
 
 	mu      sync.Mutex
 	stopped bool
@@ -277,9 +280,17 @@ func (c *Cluster) startOnFreePort(ctx context.Context) error {
 	}
 }
 
+// serverOptions go to postgres through pg_ctl's shell. The standby takes
+// the same max_connections as its primary: a hot standby refuses to start
+// with fewer. max_wal_senders and wal_level keep their defaults (10,
+// replica), which let a standby stream.
 func (c *Cluster) serverOptions() string {
-	return fmt.Sprintf("-p %d -k '%s' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+	opts := fmt.Sprintf("-p %d -k '%s' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
 		c.port, c.socketDir())
+	for _, s := range c.settings {
+		opts += " -c " + s
+	}
+	return opts
 }
 
 // run runs one of the cluster's binaries in the cluster directory, as the

@@ -13,7 +13,8 @@
 // green by testing nothing.
 //
 // Tests never share a database: NewDatabase creates one per call and drops it
-// when the test ends. The package must never be imported by non-test code,
+// when the test ends. On the local cluster, NewStandby adds a streaming
+// standby of it for the test, whose replay the test may pause. The package must never be imported by non-test code,
 // and never touch a database it did not create, beyond creating and dropping
 // its own on the server it was given.
 package pgtest

@@ -278,6 +278,40 @@ func RestartContext(ctx context.Context) error {
 	return nil
 }
 
+// NewStandby starts a streaming hot standby of the harness's cluster (see
+// pgcluster.StartStandby), stopped and removed when tb ends; its URL(name)
+// reaches database name as replayed there. It skips tb unless the harness
+// started the cluster itself, except under $CI with local binaries, where a
+// standby test that could have run must not go green by skipping. Standbys
+// replicate the whole cluster: a test that reads pg_stat_replication must
+// not run in parallel with another that starts one.
+func NewStandby(tb testing.TB) *pgcluster.Standby {
+	tb.Helper()
+	srv := available(tb)
+	if srv.cluster == nil {
+		why := fmt.Sprintf("pgtest: a standby needs the local cluster, and this run uses %s", srv.path)
+		if _, err := pgcluster.FindBinaries(); err == nil && os.Getenv("CI") != "" {
+			tb.Fatalf("%s; CI is set and local PostgreSQL binaries exist, so run without $%s and Docker to test standbys", why, EnvURL)
+		}
+		tb.Skip(why)
+	}
+	ctx, cancel := context.WithTimeout(tb.Context(), localStartTimeout)
+	defer cancel()
+	s, err := srv.cluster.StartStandby(ctx)
+	if err != nil {
+		tb.Fatalf("pgtest: %v", err)
+	}
+	tb.Cleanup(func() {
+		// tb.Context is already cancelled when cleanups run.
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		defer cancel()
+		if err := s.Stop(ctx); err != nil {
+			tb.Errorf("pgtest: stop standby: %v", err)
+		}
+	})
+	return s
+}
+
 // Path says which server Main picked: PathEnv, PathTestcontainers,
 // PathLocal or PathNone.
 func Path() string {

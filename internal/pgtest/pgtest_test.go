@@ -120,3 +120,18 @@ func TestHarnessPath(t *testing.T) {
 		t.Fatalf("a server answered on harness path %q", pgtest.Path())
 	}
 }
+
+func TestNewStandbyReplaysTheTestDatabase(t *testing.T) {
+	ctx := t.Context()
+	dbURL := pgtest.NewDatabase(t)
+	primary := connect(t, dbURL)
+	if _, err := primary.Exec(ctx, "CREATE TABLE before_standby (n int); INSERT INTO before_standby VALUES (7)"); err != nil {
+		t.Fatal(err)
+	}
+	sb := pgtest.NewStandby(t)
+	standby := connect(t, sb.URL(currentDatabase(t, primary)))
+	var n int
+	if err := standby.QueryRow(ctx, "SELECT n FROM before_standby").Scan(&n); err != nil || n != 7 {
+		t.Fatalf("standby's before_standby: %d, %v; want 7", n, err)
+	}
+}

@@ -12,9 +12,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/backfill/backfill/checkpoint"
-	"github.com/backfill/backfill/paginator"
-	"github.com/backfill/backfill/retry"
-	"github.com/backfill/backfill/worker"
 )
 
 // DefaultSampleChunks is how many chunks a dry run pushes through.
@@ -242,35 +239,22 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 	rep.Dest.RowsEstimated = -1
 	_ = dst.QueryRow(ctx, "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1", p.dest.OID).Scan(&rep.Dest.RowsEstimated)
 
-	var upper []string
-	if !j.Follow {
-		if upper, err = paginator.LastKey(ctx, src, p.source.Name.Identifier(), p.key, j.Where); err != nil {
-			return err
-		}
-	}
-	pag, err := paginator.New(paginator.Config{
-		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.fixedChunkSize(), CopyOrder: p.straight,
-		Upper: upper, Where: j.Where, NextSeq: 1, Retry: retry.Policy{MaxRetries: j.MaxRetries},
-	})
+	upper, err := p.end(ctx, src, j)
 	if err != nil {
 		return err
 	}
-	pool, err := worker.New(worker.Config{
-		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write, SourceColumns: p.sourceColumns,
-		OverridingSystemValue: p.overriding, DirectCopy: p.direct, RangeKey: p.rangeKey, Straight: p.straight, Transformer: p.transformer,
-		Checkpoint: store, Workers: 1,
-	})
+	st, err := p.stages(j, pass{upper: upper, store: store, workers: 1})
 	if err != nil {
 		return err
 	}
-	ws := pool.SQL()
+	ws := st.pool.SQL()
 	rep.SQL = DryRunStatements{CopyToStage: ws.CopyToStage, Insert: ws.Insert, CopyDirect: ws.CopyDirect, WritePath: p.writePath}
-	st := pag.SQL()
-	rep.SQL.FirstPage, rep.SQL.NextPage, rep.SQL.ChunkEnd = st.FirstPage, st.NextPage, st.Step
+	ps := st.pag.SQL()
+	rep.SQL.FirstPage, rep.SQL.NextPage, rep.SQL.ChunkEnd = ps.FirstPage, ps.NextPage, ps.Step
 	rep.Preview.Columns = p.transformer.Columns()
 	rep.Preview.Rows = [][]any{}
 
-	if err := rehearse(ctx, pag, pool, src, dst, opts, rep); err != nil {
+	if err := rehearse(ctx, st, src, dst, opts, rep); err != nil {
 		return err
 	}
 
@@ -297,7 +281,7 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 
 // rehearse pushes the sample through the real paginator and worker code
 // inside one destination transaction, then rolls it back.
-func rehearse(ctx context.Context, pag *paginator.Paginator, pool *worker.Pool, src, dst *pgxpool.Pool, opts DryRunOptions, rep *DryRunReport) error {
+func rehearse(ctx context.Context, st stages, src, dst *pgxpool.Pool, opts DryRunOptions, rep *DryRunReport) error {
 	tx, err := dst.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin the dry run's transaction: %w", err)
@@ -306,19 +290,14 @@ func rehearse(ctx context.Context, pag *paginator.Paginator, pool *worker.Pool, 
 
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
-	chunks := make(chan *paginator.Chunk, 1)
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(chunks)
-		readErr <- pag.Run(readCtx, src, chunks)
-	}()
+	chunks, readErr := st.read(readCtx, src, 1)
 	began := time.Now()
 	rep.Sample.WholeTable = opts.SampleChunks == 0
 	for c := range chunks {
 		if len(c.Rows) == 0 {
 			continue // a step of a filtered job without a matching row: a run records it, a sample need not
 		}
-		reh, err := pool.Rehearse(ctx, tx, c, opts.PreviewRows-len(rep.Preview.Rows))
+		reh, err := st.pool.Rehearse(ctx, tx, c, opts.PreviewRows-len(rep.Preview.Rows))
 		if err != nil {
 			return fmt.Errorf("rehearse chunk %d: %w", c.Seq, err)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/backfill/backfill/catalog"
+	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/paginator"
 	"github.com/backfill/backfill/retry"
 	bfsql "github.com/backfill/backfill/sql"
@@ -249,7 +250,7 @@ func buildPlan(ctx context.Context, src, dst catalog.Querier, j Job, startedAt t
 	}
 	p.chooseWritePath(sourceCols, passes, raw)
 	p.straight = straightCopy(j, passes, raw)
-	if err := p.checkStatements(ctx, src, dst, j.Where); err != nil {
+	if err := p.checkStatements(ctx, src, dst, j); err != nil {
 		return nil, err
 	}
 	p.spec = j.storedSpec()
@@ -354,14 +355,23 @@ func marshalSpec(s Spec) (json.RawMessage, error) {
 	return b, nil
 }
 
+// storedSpec decodes the spec a job's row keeps, as marshalSpec wrote it.
+func storedSpec(j *checkpoint.Job) (Spec, error) {
+	var s Spec
+	if err := json.Unmarshal(j.Spec, &s); err != nil {
+		return s, fmt.Errorf("decode stored spec of job %q: %w", j.Name, err)
+	}
+	return s, nil
+}
+
 // trial applies the transform to the source's first chunk before anything
 // is written: a mistake that fails every row (a type the catalog check
 // could not see) is refused now, with an example key, instead of after
 // millions of failed rows. Rows that fail alone are only reported.
 func (p *plan) trial(ctx context.Context, src paginator.Querier, j Job, log zerolog.Logger) error {
-	pag, err := paginator.New(paginator.Config{
-		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.fixedChunkSize(), Where: j.Where,
-	})
+	read := p.reading(j)
+	read.CopyOrder = nil // the transform reads the rows' values, not COPY tuples
+	pag, err := paginator.New(read)
 	if err != nil {
 		return err
 	}
@@ -418,11 +428,10 @@ func tryApply(t transform.Transformer, row, dst []any) (err error) {
 // assignment cast from what is written to it (text into integer, 42804), a
 // key type without the comparison operators keyset paging needs (hstore's
 // are #<=# and so on, 42883), a where predicate that does not compile.
-func (p *plan) checkStatements(ctx context.Context, src, dst catalog.Querier, where string) error {
-	pag, err := paginator.New(paginator.Config{
-		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: 1, Where: where,
-		Upper: make([]string, len(p.key)),
-	})
+func (p *plan) checkStatements(ctx context.Context, src, dst catalog.Querier, j Job) error {
+	read := p.reading(j)
+	read.Upper = make([]string, len(p.key))
+	pag, err := paginator.New(read)
 	if err != nil {
 		return err
 	}

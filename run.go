@@ -70,7 +70,7 @@ func Run(ctx context.Context, j Job) (Report, error) {
 	if err := j.validate(); err != nil {
 		return Report{Job: j.Name}, err
 	}
-	r := &runner{job: j, log: j.Logger.With().Str("job", j.Name).Logger(), retry: retry.Policy{MaxRetries: j.MaxRetries, Base: retry.DefaultBase, Cap: retry.DefaultCap}}
+	r := &runner{job: j, log: j.Logger.With().Str("job", j.Name).Logger(), retry: retryPolicy(j.MaxRetries)}
 	defer r.close()
 	rep, err := r.run(ctx)
 	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrInterrupted) {
@@ -120,8 +120,8 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	case j.Mode == ModeResume && existing == nil:
 		return rep, refused(kind(ErrJobNotFound, fmt.Errorf("job %q does not exist in state schema %q of the destination", j.Name, j.StateSchema)))
 	case existing != nil:
-		if err := json.Unmarshal(existing.Spec, &stored); err != nil {
-			return rep, fmt.Errorf("decode stored spec of job %q: %w", j.Name, err)
+		if stored, err = storedSpec(existing); err != nil {
+			return rep, err
 		}
 	}
 	if j.Mode == ModeResume {
@@ -297,10 +297,8 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		if note := guessedEstimate(ctx, r.src, p, estimate); note != "" {
 			r.log.Warn().Msg(note)
 		}
-		if !j.Follow {
-			if upper, err = paginator.LastKey(ctx, r.src, p.source.Name.Identifier(), p.key, j.Where); err != nil {
-				return rep, err
-			}
+		if upper, err = p.end(ctx, r.src, j); err != nil {
+			return rep, err
 		}
 		spec, err := marshalSpec(p.spec)
 		if err != nil {
@@ -355,10 +353,9 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 	// the runner survives by taking the job again: like a resume, it reads
 	// the checkpoint afresh under its new generation.
 	for pass := 0; ; pass++ {
-		var pag *paginator.Paginator
-		var pool *worker.Pool
+		var st stages
 		var before checkpoint.Counters
-		pag, pool, before, runErr = r.preparePass(ctx, p, upper, limiter, func(res worker.Result) {
+		st, before, runErr = r.preparePass(ctx, p, upper, limiter, func(res worker.Result) {
 			tracker.Add(res.Read)
 			runRows.Add(int64(res.Read))
 			if r.sizer != nil {
@@ -380,10 +377,10 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 			tracker = progress.New(estimate, before.RowsRead, j.Now)
 		}
 		if j.RetryFailed && pass == 0 {
-			runErr = r.retryFailed(ctx, pag, pool)
+			runErr = r.retryFailed(ctx, st)
 		}
 		if runErr == nil {
-			runErr = r.pipeline(ctx, pag, pool, tracker, limiter)
+			runErr = r.pipeline(ctx, st, tracker, limiter)
 		}
 		if !errors.Is(runErr, errControlLost) || ctx.Err() != nil {
 			break
@@ -401,7 +398,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 // preparePass reads the job's checkpoint, which the runner's generation
 // now fences, and builds the paginator to read what it lacks and the
 // workers to write it.
-func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limiter *rate.Limiter, onChunk func(worker.Result)) (*paginator.Paginator, *worker.Pool, checkpoint.Counters, error) {
+func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limiter *rate.Limiter, onChunk func(worker.Result)) (stages, checkpoint.Counters, error) {
 	j := r.job
 	var (
 		resume checkpoint.Resume
@@ -416,36 +413,13 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 		return err
 	})
 	if err != nil {
-		return nil, nil, before, err
+		return stages{}, before, err
 	}
-	bounds, split := resumeBounds(resume)
-	pag, err := paginator.New(paginator.Config{
-		Table: p.source.Name.Identifier(), Key: p.key, Columns: p.read, ChunkSize: j.fixedChunkSize(), Sizer: r.sizer,
-		CopyOrder: p.straight, Upper: upper, Where: j.Where, Bounds: bounds, Split: split, NextSeq: resume.MaxSeq + 1, Retry: r.retry,
-		OnRetry: func(err error, attempt int) {
-			r.log.Warn().Err(err).Int("attempt", attempt).Msg("retrying source read")
-		},
+	st, err := p.stages(j, pass{
+		upper: upper, resume: resume, sizer: r.sizer, store: r.store, gen: r.gen, workers: j.Workers,
+		limiter: limiter, failedBefore: before.RowsFailed, log: r.log, onChunk: onChunk,
 	})
-	if err != nil {
-		return nil, nil, before, err
-	}
-	pool, err := worker.New(worker.Config{
-		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write, SourceColumns: p.sourceColumns,
-		OverridingSystemValue: p.overriding, DirectCopy: p.direct, RangeKey: p.rangeKey, Straight: p.straight,
-		Transformer: p.transformer, Checkpoint: r.store, Generation: r.gen,
-		Workers: j.Workers, Limiter: limiter, DrainTimeout: j.DrainTimeout, Retry: r.retry,
-		MaxFailedRows: max(j.MaxFailedRows, 0), FailedRowsBefore: before.RowsFailed, Logger: r.log,
-		OnChunk: func(res worker.Result) {
-			onChunk(res)
-			r.log.Debug().Int64("seq", res.Seq).Int("read", res.Read).Int("inserted", res.Inserted).
-				Int("skipped", res.Skipped).Int("filtered", res.Filtered).Int("failed", res.Failed).Str("path", res.Path).
-				Strs("last_key", res.Last).Msg("chunk committed")
-		},
-	})
-	if err != nil {
-		return nil, nil, before, err
-	}
-	return pag, pool, before, nil
+	return st, before, err
 }
 
 // finish records how the run ended. It runs even when ctx is cancelled,
@@ -503,7 +477,7 @@ func (r *runner) finish(ctx context.Context, rep Report, runErr error) (Report, 
 
 // retryFailed tries the job's recorded failed rows again, one chunk's rows
 // at a time, re-reading them from the source.
-func (r *runner) retryFailed(ctx context.Context, pag *paginator.Paginator, pool *worker.Pool) error {
+func (r *runner) retryFailed(ctx context.Context, st stages) error {
 	var groups []checkpoint.FailedGroup
 	err := r.withControl(ctx, func(c *pgx.Conn) error {
 		var err error
@@ -515,12 +489,12 @@ func (r *runner) retryFailed(ctx context.Context, pag *paginator.Paginator, pool
 	}
 	var total, fixed int
 	for _, g := range groups {
-		rows, err := pag.ReadKeys(ctx, r.src, g.Keys)
+		rows, err := st.pag.ReadKeys(ctx, r.src, g.Keys)
 		if err != nil {
 			return err
 		}
 		var still int
-		res, err := pool.RetryFailed(ctx, r.dst, rows, g.ChunkLast, func(ctx context.Context, conn *pgx.Conn, retried checkpoint.Retried) error {
+		res, err := st.pool.RetryFailed(ctx, r.dst, rows, g.ChunkLast, func(ctx context.Context, conn *pgx.Conn, retried checkpoint.Retried) error {
 			still = len(retried.StillFailing)
 			return r.store.ForgetFailedRows(ctx, conn, r.job.Name, r.gen, g.ChunkLast, retried)
 		})
@@ -546,16 +520,13 @@ func limitOf(rowsPerSec float64) rate.Limit {
 
 // pipeline runs paginator → channel → workers, with the progress log and
 // the heartbeat beside them until both finish.
-func (r *runner) pipeline(ctx context.Context, pag *paginator.Paginator, pool *worker.Pool, tracker *progress.Tracker, limiter *rate.Limiter) error {
-	chunks := make(chan *paginator.Chunk, r.job.QueueDepth)
+func (r *runner) pipeline(ctx context.Context, st stages, tracker *progress.Tracker, limiter *rate.Limiter) error {
 	pipeCtx, cancelPipe := context.WithCancelCause(ctx)
 	defer cancelPipe(nil)
 	g, gctx := errgroup.WithContext(pipeCtx)
-	g.Go(func() error {
-		defer close(chunks)
-		return pag.Run(gctx, r.src, chunks)
-	})
-	g.Go(func() error { return pool.Run(gctx, r.dst, chunks) })
+	chunks, readErr := st.read(gctx, r.src, r.job.QueueDepth)
+	g.Go(func() error { return <-readErr })
+	g.Go(func() error { return st.pool.Run(gctx, r.dst, chunks) })
 
 	sideCtx, stopSide := context.WithCancel(ctx)
 	var side sync.WaitGroup

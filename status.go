@@ -2,7 +2,6 @@ package backfill
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -89,8 +88,7 @@ func Status(ctx context.Context, t Target) ([]JobStatus, error) {
 		if err != nil {
 			return nil, err
 		}
-		var spec Spec
-		_ = json.Unmarshal(cj.Spec, &spec) // an unreadable spec only blanks From and To
+		spec, _ := storedSpec(&cj) // an unreadable spec only blanks From and To
 		s := JobStatus{
 			Job: cj.Name, State: cj.State, From: spec.From, To: spec.To,
 			RowsRead: c.RowsRead, RowsInserted: c.RowsInserted, RowsSkipped: c.RowsSkipped,

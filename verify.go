@@ -3,14 +3,12 @@ package backfill
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 
 	"github.com/backfill/backfill/catalog"
 	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/paginator"
-	"github.com/backfill/backfill/retry"
 )
 
 // DefaultVerifyChunks is how many of the job's chunks one comparison
@@ -100,9 +98,9 @@ func Verify(ctx context.Context, t Target, opts VerifyOptions) (VerifyReport, er
 		return rep, err
 	}
 	rep.State = job.State
-	var spec Spec
-	if err := json.Unmarshal(job.Spec, &spec); err != nil {
-		return rep, fmt.Errorf("decode stored spec of job %q: %w", t.Job, err)
+	spec, err := storedSpec(job)
+	if err != nil {
+		return rep, err
 	}
 	if len(spec.Columns) > 0 || spec.SkipIf != "" {
 		return rep, refused(fmt.Errorf("job %q computes its destination columns (columns or skip_if in its spec): its destination is not meant to equal its source, so verify cannot compare them", t.Job))
@@ -289,12 +287,12 @@ func verifyPlan(ctx context.Context, src, dst catalog.Querier, spec Spec, upper 
 	}
 	// a digest or count that meets a restart or a timeout is retried, as a
 	// run's reads are: verifying a long range must not fail on one blip
-	policy := retry.Policy{MaxRetries: DefaultMaxRetries, Base: retry.DefaultBase, Cap: retry.DefaultCap}
-	if v.srcPag, err = paginator.New(paginator.Config{Table: s.Name.Identifier(), Key: srcKey, ChunkSize: 1,
-		Where: spec.Where, Upper: v.end, Committed: ranges, Retry: policy}); err != nil {
+	srcRead := keyOrderReader(s.Name.Identifier(), srcKey, spec.Where, DefaultMaxRetries)
+	srcRead.Upper, srcRead.Committed = v.end, ranges
+	if v.srcPag, err = paginator.New(srcRead); err != nil {
 		return nil, err
 	}
-	if v.dstPag, err = paginator.New(paginator.Config{Table: d.Name.Identifier(), Key: dstKey, ChunkSize: 1, Retry: policy}); err != nil {
+	if v.dstPag, err = paginator.New(keyOrderReader(d.Name.Identifier(), dstKey, "", DefaultMaxRetries)); err != nil {
 		return nil, err
 	}
 	return v, nil

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	bfsql "github.com/backfill/backfill/sql"
 )
 
 // RedactURL hides the password in a connection string, in URL or
@@ -162,7 +164,7 @@ func applySettings(cfg *pgx.ConnConfig, s session, role string) {
 		// would refuse those that are not UTF-8 as it sends them: its
 		// bytes travel as they are
 		if pc.ParameterStatus("server_encoding") == "SQL_ASCII" {
-			if _, err := pc.Exec(ctx, "SET client_encoding = SQL_ASCII").ReadAll(); err != nil {
+			if _, err := pc.Exec(ctx, bfsql.Static(bfsql.KeepSQLASCII)).ReadAll(); err != nil {
 				return fmt.Errorf("keep the bytes of SQL_ASCII database %s: %w", role, err)
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/backfill/backfill/checkpoint"
+	bfsql "github.com/backfill/backfill/sql"
 )
 
 // DefaultSampleChunks is how many chunks a dry run pushes through.
@@ -218,11 +219,7 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 	rows := rep.Source.RowsEstimated
 	if opts.ExactCount {
 		var n int64
-		q := "SELECT count(*) FROM " + p.source.Name.String()
-		if j.Where != "" {
-			q += " WHERE (" + j.Where + ")"
-		}
-		if err := src.QueryRow(ctx, q).Scan(&n); err != nil {
+		if err := src.QueryRow(ctx, "SELECT count(*)"+sourceRows(p, j.Where)).Scan(&n); err != nil {
 			return fmt.Errorf("count rows of %s: %w", p.source.Name, err)
 		}
 		rep.Source.RowsExact, rows = &n, n
@@ -232,12 +229,12 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 		oid  uint32
 		into *int64
 	}{{src, p.source.OID, &rep.Source.SizeBytes}, {dst, p.dest.OID, &rep.Dest.SizeBytes}} {
-		if err := t.pool.QueryRow(ctx, "SELECT pg_total_relation_size($1)", t.oid).Scan(t.into); err != nil {
+		if err := t.pool.QueryRow(ctx, bfsql.Static(bfsql.CatalogTotalSize), t.oid).Scan(t.into); err != nil {
 			return fmt.Errorf("measure table size: %w", err)
 		}
 	}
 	rep.Dest.RowsEstimated = -1
-	_ = dst.QueryRow(ctx, "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1", p.dest.OID).Scan(&rep.Dest.RowsEstimated)
+	_ = dst.QueryRow(ctx, bfsql.Static(bfsql.CatalogRowsEstimated), p.dest.OID).Scan(&rep.Dest.RowsEstimated)
 
 	upper, err := p.end(ctx, src, j)
 	if err != nil {

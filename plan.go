@@ -335,7 +335,7 @@ func sameTable(ctx context.Context, src, dst catalog.Querier, s, d *catalog.Tabl
 	if s.OID != d.OID {
 		return false, nil
 	}
-	const q = "SELECT current_database(), coalesce(inet_server_addr()::text, ''), coalesce(inet_server_port(), 0), pg_postmaster_start_time()::text"
+	q := bfsql.Static(bfsql.ServerIdentity)
 	var a, b [4]string
 	var pa, pb int
 	if err := src.QueryRow(ctx, q).Scan(&a[0], &a[1], &pa, &a[3]); err != nil {
@@ -445,7 +445,7 @@ func (p *plan) checkStatements(ctx context.Context, src, dst catalog.Querier, j 
 	}
 	var role, database string
 	var mayStage bool
-	err = dst.QueryRow(ctx, bfsql.Static("catalog-may-create-temp")).Scan(&role, &database, &mayStage)
+	err = dst.QueryRow(ctx, bfsql.Static(bfsql.CatalogMayCreateTemp)).Scan(&role, &database, &mayStage)
 	if err != nil {
 		return fmt.Errorf("read the destination role's privileges: %w", err)
 	}

@@ -613,19 +613,26 @@ func (r *runner) newSizer() (*paginator.Sizer, error) {
 // "" otherwise, or when the catalog cannot tell.
 func guessedEstimate(ctx context.Context, q *pgxpool.Pool, p *plan, estimate int64) string {
 	var never bool
-	if err := q.QueryRow(ctx, bfsql.Static("catalog-never-analyzed"), p.source.OID).Scan(&never); err != nil || !never {
+	if err := q.QueryRow(ctx, bfsql.Static(bfsql.CatalogNeverAnalyzed), p.source.OID).Scan(&never); err != nil || !never {
 		return ""
 	}
 	return fmt.Sprintf("%s has never been analyzed: the planner's estimate of %d rows is a guess from its size, and so are the "+
 		"percentages and ETA; ANALYZE %s makes them exact enough", p.source.Name, estimate, p.source.Name)
 }
 
+// sourceRows is the FROM clause of a statement over the rows the job
+// reads: the source table, with the job's where.
+func sourceRows(p *plan, where string) string {
+	from := " FROM " + p.source.Name.String()
+	if where != "" {
+		from += " WHERE (" + where + ")"
+	}
+	return from
+}
+
 // estimateRows asks the planner how many rows the source query returns.
 func estimateRows(ctx context.Context, q *pgxpool.Pool, p *plan, where string) (int64, error) {
-	sql := "EXPLAIN (FORMAT JSON) SELECT 1 FROM " + p.source.Name.String()
-	if where != "" {
-		sql += " WHERE (" + where + ")"
-	}
+	sql := "EXPLAIN (FORMAT JSON) SELECT 1" + sourceRows(p, where)
 	var out []struct {
 		Plan struct {
 			Rows float64 `json:"Plan Rows"`

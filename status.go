@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/backfill/backfill/checkpoint"
+	bfsql "github.com/backfill/backfill/sql"
 )
 
 // JobStatus is one job as `backfill status` reports it. The JSON names are
@@ -69,7 +70,7 @@ func Status(ctx context.Context, t Target) ([]JobStatus, error) {
 	// destination's, so skew with this machine cannot make a live runner
 	// look dead
 	var now time.Time
-	if err := conn.QueryRow(ctx, "SELECT now()").Scan(&now); err != nil {
+	if err := conn.QueryRow(ctx, bfsql.Static(bfsql.ServerNow)).Scan(&now); err != nil {
 		return nil, fmt.Errorf("read the destination's clock: %w", err)
 	}
 	var jobs []checkpoint.Job

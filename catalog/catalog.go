@@ -76,7 +76,7 @@ var ErrNotFound = errors.New("does not exist")
 func Load(ctx context.Context, q Querier, name TableName) (*Table, error) {
 	t := &Table{}
 	var kind byte
-	err := q.QueryRow(ctx, bfsql.Static("catalog-resolve"), name.String()).Scan(&t.OID, &t.Name.Schema, &t.Name.Name, &kind, &t.RowSecurity, &t.HasRules)
+	err := q.QueryRow(ctx, bfsql.Static(bfsql.CatalogResolve), name.String()).Scan(&t.OID, &t.Name.Schema, &t.Name.Name, &kind, &t.RowSecurity, &t.HasRules)
 	if errors.Is(err, pgx.ErrNoRows) || isInvalidSchema(err) {
 		return nil, fmt.Errorf("table %s %w (check the name, its schema and the search_path; quote mixed-case names)", name, ErrNotFound)
 	}
@@ -85,7 +85,7 @@ func Load(ctx context.Context, q Querier, name TableName) (*Table, error) {
 	}
 	t.Kind = string(kind)
 
-	rows, err := q.Query(ctx, bfsql.Static("catalog-columns"), t.OID)
+	rows, err := q.Query(ctx, bfsql.Static(bfsql.CatalogColumns), t.OID)
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s: %w", t.Name, err)
 	}
@@ -98,7 +98,7 @@ func Load(ctx context.Context, q Querier, name TableName) (*Table, error) {
 		return nil, fmt.Errorf("read columns of %s: %w", t.Name, err)
 	}
 
-	rows, err = q.Query(ctx, bfsql.Static("catalog-unique-indexes"), t.OID)
+	rows, err = q.Query(ctx, bfsql.Static(bfsql.CatalogUniqueIndexes), t.OID)
 	if err != nil {
 		return nil, fmt.Errorf("read unique indexes of %s: %w", t.Name, err)
 	}

@@ -104,7 +104,7 @@ type Job struct {
 func (s *Store) Exists(ctx context.Context, q Querier) (bool, error) {
 	var oid *uint32
 	name := pgx.Identifier{s.schema, "jobs"}.Sanitize()
-	if err := q.QueryRow(ctx, "SELECT to_regclass($1)::oid", name).Scan(&oid); err != nil {
+	if err := q.QueryRow(ctx, bfsql.Static(bfsql.RelationOID), name).Scan(&oid); err != nil {
 		return false, fmt.Errorf("look for state table %s: %w", name, err)
 	}
 	return oid != nil, nil
@@ -119,13 +119,16 @@ func (s *Store) Migrate(ctx context.Context, db Beginner) error {
 		return fmt.Errorf("migrate state schema %q: %w", s.schema, err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
-	for _, name := range []string{"migrate-lock", "create-schema", "create-version-table"} {
+	if _, err := tx.Exec(ctx, bfsql.Static(bfsql.MigrateLock)); err != nil {
+		return fmt.Errorf("migrate state schema %q (%s): %w", s.schema, bfsql.MigrateLock, err)
+	}
+	for _, name := range []bfsql.Name{bfsql.CreateSchema, bfsql.CreateVersionTable} {
 		if _, err := tx.Exec(ctx, s.stmts.Get(name)); err != nil {
 			return fmt.Errorf("migrate state schema %q (%s): %w", s.schema, name, err)
 		}
 	}
 	var version int
-	if err := tx.QueryRow(ctx, s.stmts.Get("get-version")).Scan(&version); err != nil {
+	if err := tx.QueryRow(ctx, s.stmts.Get(bfsql.GetVersion)).Scan(&version); err != nil {
 		return fmt.Errorf("read version of state schema %q: %w", s.schema, err)
 	}
 	for _, m := range s.stmts.Migrations() {
@@ -135,7 +138,7 @@ func (s *Store) Migrate(ctx context.Context, db Beginner) error {
 		if _, err := tx.Exec(ctx, m.SQL); err != nil {
 			return fmt.Errorf("migrate state schema %q to version %d: %w", s.schema, m.Version, err)
 		}
-		if _, err := tx.Exec(ctx, s.stmts.Get("set-version"), m.Version); err != nil {
+		if _, err := tx.Exec(ctx, s.stmts.Get(bfsql.SetVersion), m.Version); err != nil {
 			return fmt.Errorf("record state schema %q version %d: %w", s.schema, m.Version, err)
 		}
 	}
@@ -162,7 +165,7 @@ func (s *Store) Job(ctx context.Context, q Querier, name string) (*Job, error) {
 	if !exists {
 		return nil, fmt.Errorf("job %q: %w (no state schema %q in this database)", name, ErrJobNotFound, s.schema)
 	}
-	j, err := scanJob(q.QueryRow(ctx, s.stmts.Get("job-get"), name))
+	j, err := scanJob(q.QueryRow(ctx, s.stmts.Get(bfsql.JobGet), name))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("job %q: %w in state schema %q", name, ErrJobNotFound, s.schema)
 	}
@@ -178,7 +181,7 @@ func (s *Store) Jobs(ctx context.Context, q Querier) ([]Job, error) {
 	if err != nil || !exists {
 		return nil, err
 	}
-	rows, err := q.Query(ctx, s.stmts.Get("job-list"))
+	rows, err := q.Query(ctx, s.stmts.Get(bfsql.JobList))
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
@@ -206,7 +209,7 @@ type NewJob struct {
 // generation.
 func (s *Store) CreateJob(ctx context.Context, q Querier, j NewJob) (int64, error) {
 	var gen int64
-	err := q.QueryRow(ctx, s.stmts.Get("job-create"), j.Name, j.Spec, j.Rate, j.Workers, j.RowsEstimated, j.UpperKey, j.Host, j.PID, j.StartedAt).Scan(&gen)
+	err := q.QueryRow(ctx, s.stmts.Get(bfsql.JobCreate), j.Name, j.Spec, j.Rate, j.Workers, j.RowsEstimated, j.UpperKey, j.Host, j.PID, j.StartedAt).Scan(&gen)
 	if err != nil {
 		return 0, fmt.Errorf("create job %q: %w", j.Name, err)
 	}
@@ -220,7 +223,7 @@ func (s *Store) CreateJob(ctx context.Context, q Querier, j NewJob) (int64, erro
 // includes them, and it reads the next seq only then.
 func (s *Store) ClaimJob(ctx context.Context, q Querier, name string, rate float64, workers int, host string, pid int) (int64, error) {
 	var gen int64
-	if err := q.QueryRow(ctx, s.stmts.Get("job-claim"), name, rate, workers, host, pid).Scan(&gen); err != nil {
+	if err := q.QueryRow(ctx, s.stmts.Get(bfsql.JobClaim), name, rate, workers, host, pid).Scan(&gen); err != nil {
 		return 0, fmt.Errorf("claim job %q: %w", name, err)
 	}
 	return gen, nil
@@ -231,7 +234,7 @@ func (s *Store) ClaimJob(ctx context.Context, q Querier, name string, rate float
 // generation; ErrFenced when another runner took the job meanwhile.
 func (s *Store) ReclaimJob(ctx context.Context, q Querier, name string, gen int64) (int64, error) {
 	var next int64
-	err := q.QueryRow(ctx, s.stmts.Get("job-reclaim"), name, gen).Scan(&next)
+	err := q.QueryRow(ctx, s.stmts.Get(bfsql.JobReclaim), name, gen).Scan(&next)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("job %q, generation %d: %w", name, gen, ErrFenced)
 	}
@@ -253,7 +256,7 @@ type Requests struct {
 // the job.
 func (s *Store) Heartbeat(ctx context.Context, q Querier, name string, gen int64) (Requests, error) {
 	var r Requests
-	err := q.QueryRow(ctx, s.stmts.Get("job-heartbeat"), name, gen).Scan(&r.Rate, &r.Pause)
+	err := q.QueryRow(ctx, s.stmts.Get(bfsql.JobHeartbeat), name, gen).Scan(&r.Rate, &r.Pause)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, fmt.Errorf("heartbeat of job %q, generation %d: %w", name, gen, ErrFenced)
 	}
@@ -268,7 +271,7 @@ func (s *Store) Heartbeat(ctx context.Context, q Querier, name string, gen int64
 // state.
 func (s *Store) SetRate(ctx context.Context, q Querier, name string, rate float64) (string, error) {
 	var state string
-	err := q.QueryRow(ctx, s.stmts.Get("job-set-rate"), name, rate).Scan(&state)
+	err := q.QueryRow(ctx, s.stmts.Get(bfsql.JobSetRate), name, rate).Scan(&state)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("job %q: %w", name, ErrJobNotFound)
 	}
@@ -282,7 +285,7 @@ func (s *Store) SetRate(ctx context.Context, q Querier, name string, rate float6
 // chunks and record the job as paused. It reports false when the job is
 // not running.
 func (s *Store) RequestPause(ctx context.Context, q Querier, name string) (bool, error) {
-	tag, err := q.Exec(ctx, s.stmts.Get("job-request-pause"), name)
+	tag, err := q.Exec(ctx, s.stmts.Get(bfsql.JobRequestPause), name)
 	if err != nil {
 		return false, fmt.Errorf("request a pause of job %q: %w", name, err)
 	}
@@ -297,7 +300,7 @@ func (s *Store) SetState(ctx context.Context, q Querier, name string, gen int64,
 	if lastError != "" {
 		errText = &lastError
 	}
-	tag, err := q.Exec(ctx, s.stmts.Get("job-set-state"), name, gen, state, errText)
+	tag, err := q.Exec(ctx, s.stmts.Get(bfsql.JobSetState), name, gen, state, errText)
 	if err != nil {
 		return fmt.Errorf("set job %q to %s: %w", name, state, err)
 	}
@@ -324,7 +327,7 @@ type Counters struct {
 // Counters sums the job's chunk rows.
 func (s *Store) Counters(ctx context.Context, q Querier, name string) (Counters, error) {
 	var c Counters
-	err := q.QueryRow(ctx, s.stmts.Get("job-counters"), name).Scan(
+	err := q.QueryRow(ctx, s.stmts.Get(bfsql.JobCounters), name).Scan(
 		&c.ChunksDone, &c.RowsRead, &c.RowsFiltered, &c.RowsFailed, &c.RowsInserted, &c.RowsSkipped, &c.LastKey,
 		&c.ChunksDirect, &c.ChunksStaged, &c.ChunksIsolated)
 	if err != nil {
@@ -347,7 +350,7 @@ type Range struct {
 // one, and the highest sequence id used. A resume reads ResumeState
 // instead, which does not hold a range per chunk.
 func (s *Store) Committed(ctx context.Context, q Querier, name string) ([]Range, int64, error) {
-	out, err := s.ranges(ctx, q, "chunk-ranges", name)
+	out, err := s.ranges(ctx, q, bfsql.ChunkRanges, name)
 	var maxSeq int64
 	for _, r := range out {
 		maxSeq = max(maxSeq, r.Seq)
@@ -356,7 +359,7 @@ func (s *Store) Committed(ctx context.Context, q Querier, name string) ([]Range,
 }
 
 // ranges reads committed ranges with the named statement.
-func (s *Store) ranges(ctx context.Context, q Querier, stmt, name string) ([]Range, error) {
+func (s *Store) ranges(ctx context.Context, q Querier, stmt bfsql.Name, name string) ([]Range, error) {
 	rows, err := q.Query(ctx, s.stmts.Get(stmt), name)
 	if err != nil {
 		return nil, fmt.Errorf("read committed chunks of job %q: %w", name, err)
@@ -396,7 +399,7 @@ type Resume struct {
 // can follow.
 func (s *Store) ResumeState(ctx context.Context, q Querier, name string) (Resume, error) {
 	var res Resume
-	rows, err := q.Query(ctx, s.stmts.Get("chunk-bounds"), name)
+	rows, err := q.Query(ctx, s.stmts.Get(bfsql.ChunkBounds), name)
 	if err != nil {
 		return res, fmt.Errorf("read the bounds of job %q's committed chunks: %w", name, err)
 	}
@@ -408,10 +411,10 @@ func (s *Store) ResumeState(ctx context.Context, q Querier, name string) (Resume
 	if err != nil {
 		return res, fmt.Errorf("read the bounds of job %q's committed chunks: %w", name, err)
 	}
-	if res.Split, err = s.ranges(ctx, q, "chunk-split-pieces", name); err != nil {
+	if res.Split, err = s.ranges(ctx, q, bfsql.ChunkSplitPieces, name); err != nil {
 		return res, err
 	}
-	if err := q.QueryRow(ctx, s.stmts.Get("chunk-max-seq"), name).Scan(&res.MaxSeq); err != nil {
+	if err := q.QueryRow(ctx, s.stmts.Get(bfsql.ChunkMaxSeq), name).Scan(&res.MaxSeq); err != nil {
 		return res, fmt.Errorf("read the last seq of job %q: %w", name, err)
 	}
 	return res, nil
@@ -424,7 +427,7 @@ func (s *Store) lockKey(job string) string { return "backfill:" + s.schema + ":"
 // killed runner never leaves a job locked.
 func (s *Store) TryLock(ctx context.Context, conn Querier, job string) (bool, error) {
 	var ok bool
-	if err := conn.QueryRow(ctx, s.stmts.Get("try-lock"), s.lockKey(job)).Scan(&ok); err != nil {
+	if err := conn.QueryRow(ctx, bfsql.Static(bfsql.TryLock), s.lockKey(job)).Scan(&ok); err != nil {
 		return false, fmt.Errorf("take runner lock of job %q: %w", job, err)
 	}
 	return ok, nil
@@ -432,7 +435,7 @@ func (s *Store) TryLock(ctx context.Context, conn Querier, job string) (bool, er
 
 // Unlock releases the lock TryLock took on the same session.
 func (s *Store) Unlock(ctx context.Context, conn Querier, job string) error {
-	if _, err := conn.Exec(ctx, s.stmts.Get("unlock"), s.lockKey(job)); err != nil {
+	if _, err := conn.Exec(ctx, bfsql.Static(bfsql.Unlock), s.lockKey(job)); err != nil {
 		return fmt.Errorf("release runner lock of job %q: %w", job, err)
 	}
 	return nil
@@ -442,7 +445,7 @@ func (s *Store) Unlock(ctx context.Context, conn Querier, job string) error {
 // whose row says running but whose lock nobody holds has lost its runner.
 func (s *Store) Locked(ctx context.Context, q Querier, job string) (bool, error) {
 	var held bool
-	if err := q.QueryRow(ctx, s.stmts.Get("lock-held"), s.lockKey(job)).Scan(&held); err != nil {
+	if err := q.QueryRow(ctx, bfsql.Static(bfsql.LockHeld), s.lockKey(job)).Scan(&held); err != nil {
 		return false, fmt.Errorf("check runner lock of job %q: %w", job, err)
 	}
 	return held, nil
@@ -453,7 +456,7 @@ func (s *Store) Locked(ctx context.Context, q Querier, job string) (bool, error)
 func (s *Store) LockHolder(ctx context.Context, q Querier, job string) string {
 	var pid int32
 	var addr, app string
-	err := q.QueryRow(ctx, s.stmts.Get("lock-holder"), s.lockKey(job)).Scan(&pid, &addr, &app)
+	err := q.QueryRow(ctx, bfsql.Static(bfsql.LockHolder), s.lockKey(job)).Scan(&pid, &addr, &app)
 	if err != nil {
 		return "another session"
 	}
@@ -490,7 +493,7 @@ const ChunkParams = 13
 // CommitChunkSQL wraps insert (an INSERT … ON CONFLICT DO NOTHING without a
 // RETURNING clause) so that one statement writes the rows and the chunk row.
 func (s *Store) CommitChunkSQL(insert string) string {
-	return strings.Replace(s.stmts.Get("commit-chunk"), "{{insert}}", insert, 1)
+	return strings.Replace(s.stmts.Get(bfsql.CommitChunk), "{{insert}}", insert, 1)
 }
 
 // CommitChunkArgs returns the arguments of the statement.
@@ -512,7 +515,7 @@ func nullIfZero[T comparable](v T) *T {
 
 // RecordChunkSQL records a chunk whose rows a transaction has written; its
 // arguments are RecordChunkArgs.
-func (s *Store) RecordChunkSQL() string { return s.stmts.Get("record-chunk") }
+func (s *Store) RecordChunkSQL() string { return s.stmts.Get(bfsql.RecordChunk) }
 
 // RecordChunkArgs returns the arguments of RecordChunkSQL: the chunk, and of
 // the rows offered (RowsWritten is not used) those inserted and skipped.
@@ -522,11 +525,11 @@ func RecordChunkArgs(job string, c ChunkRecord, inserted, skipped int) []any {
 
 // ChunkAfterSQL reads where the committed chunk of job $1 that ends at key
 // $2 begins.
-func (s *Store) ChunkAfterSQL() string { return s.stmts.Get("chunk-after") }
+func (s *Store) ChunkAfterSQL() string { return s.stmts.Get(bfsql.ChunkAfter) }
 
 // RecordFailedRowsSQL records failed rows: job, the chunk's last key, then
 // arrays of keys (JSON), SQLSTATEs, columns, messages and source rows (JSON).
-func (s *Store) RecordFailedRowsSQL() string { return s.stmts.Get("record-failed-rows") }
+func (s *Store) RecordFailedRowsSQL() string { return s.stmts.Get(bfsql.RecordFailedRows) }
 
 // FailedGroup is the failed rows of one chunk.
 type FailedGroup struct {
@@ -536,7 +539,7 @@ type FailedGroup struct {
 
 // FailedRows returns the job's failed rows grouped by chunk.
 func (s *Store) FailedRows(ctx context.Context, q Querier, job string) ([]FailedGroup, error) {
-	rows, err := q.Query(ctx, s.stmts.Get("failed-rows"), job)
+	rows, err := q.Query(ctx, s.stmts.Get(bfsql.FailedRows), job)
 	if err != nil {
 		return nil, fmt.Errorf("read failed rows of job %q: %w", job, err)
 	}
@@ -584,7 +587,7 @@ func (s *Store) ForgetFailedRows(ctx context.Context, tx Querier, job string, ge
 		}
 		keys[i] = string(b)
 	}
-	tag, err := tx.Exec(ctx, s.stmts.Get("forget-failed-rows"), job, chunkLast, keys, r.Inserted, r.Skipped, gen, r.Filtered)
+	tag, err := tx.Exec(ctx, s.stmts.Get(bfsql.ForgetFailedRows), job, chunkLast, keys, r.Inserted, r.Skipped, gen, r.Filtered)
 	if err != nil {
 		return fmt.Errorf("update failed rows of job %q: %w", job, err)
 	}
@@ -600,7 +603,7 @@ func (s *Store) ForgetFailedRows(ctx context.Context, tx Querier, job string, ge
 func (s *Store) RecentRate(ctx context.Context, q Querier, name string) (float64, error) {
 	var rows int64
 	var seconds *float64
-	if err := q.QueryRow(ctx, s.stmts.Get("job-recent-rows"), name).Scan(&rows, &seconds); err != nil {
+	if err := q.QueryRow(ctx, s.stmts.Get(bfsql.JobRecentRows), name).Scan(&rows, &seconds); err != nil {
 		return 0, fmt.Errorf("measure the recent rate of job %q: %w", name, err)
 	}
 	if seconds == nil || *seconds <= 0 {

@@ -126,12 +126,12 @@ func TestMigrateUpgradesAnOlderSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"create-schema", "create-version-table", "migration-1"} {
+	for _, name := range []bfsql.Name{bfsql.CreateSchema, bfsql.CreateVersionTable, bfsql.Migration1} {
 		if _, err := pool.Exec(ctx, stmts.Get(name)); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
-	if _, err := pool.Exec(ctx, stmts.Get("set-version"), 1); err != nil {
+	if _, err := pool.Exec(ctx, stmts.Get(bfsql.SetVersion), 1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pool.Exec(ctx, `INSERT INTO backfill.jobs (name, spec, state, rate, workers) VALUES ('old', '{}', 'interrupted', 500, 4)`); err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	bfsql "github.com/backfill/backfill/sql"
 )
 
 // ErrLeaseLost is returned (wrapped) for a write under a partition's lease
@@ -39,7 +41,7 @@ type Lease struct {
 // 1; in the transaction that creates the job, so none is missing.
 func (s *Store) CreatePartitions(ctx context.Context, q Querier, job string, parts []Partition) error {
 	for i, p := range parts {
-		if _, err := q.Exec(ctx, s.stmts.Get("partition-create"), job, i+1, p.After, p.Last, p.RowsEstimated); err != nil {
+		if _, err := q.Exec(ctx, s.stmts.Get(bfsql.PartitionCreate), job, i+1, p.After, p.Last, p.RowsEstimated); err != nil {
 			return fmt.Errorf("create partition %d of %d of job %q: %w", i+1, len(parts), job, err)
 		}
 	}
@@ -54,7 +56,7 @@ func (s *Store) CreatePartitions(ctx context.Context, q Querier, job string, par
 func (s *Store) ClaimPartition(ctx context.Context, q Querier, job, owner string, lease time.Duration) (*Lease, error) {
 	var l Lease
 	p := &l.Partition
-	err := q.QueryRow(ctx, s.stmts.Get("partition-claim"), job, owner, lease).Scan(&p.ID, &p.After, &p.Last, &p.Token, &p.RowsEstimated)
+	err := q.QueryRow(ctx, s.stmts.Get(bfsql.PartitionClaim), job, owner, lease).Scan(&p.ID, &p.After, &p.Last, &p.Token, &p.RowsEstimated)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -69,7 +71,7 @@ func (s *Store) ClaimPartition(ctx context.Context, q Querier, job, owner string
 // reports whether another runner asked for the partition to be split;
 // ErrLeaseLost once it has expired or the partition was claimed again.
 func (s *Store) RenewLease(ctx context.Context, q Querier, l *Lease, lease time.Duration) (split bool, err error) {
-	err = q.QueryRow(ctx, s.stmts.Get("partition-renew"), l.Job, l.Partition.ID, l.Token, lease).Scan(&split)
+	err = q.QueryRow(ctx, s.stmts.Get(bfsql.PartitionRenew), l.Job, l.Partition.ID, l.Token, lease).Scan(&split)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, fmt.Errorf("renew the lease of job %q partition %d (token %d): %w", l.Job, l.Partition.ID, l.Token, ErrLeaseLost)
 	}
@@ -81,7 +83,7 @@ func (s *Store) RenewLease(ctx context.Context, q Querier, l *Lease, lease time.
 
 // ReleaseLease gives a partition up for another runner to claim at once.
 func (s *Store) ReleaseLease(ctx context.Context, q Querier, l *Lease) error {
-	if _, err := q.Exec(ctx, s.stmts.Get("partition-release"), l.Job, l.Partition.ID, l.Token); err != nil {
+	if _, err := q.Exec(ctx, s.stmts.Get(bfsql.PartitionRelease), l.Job, l.Partition.ID, l.Token); err != nil {
 		return fmt.Errorf("release job %q partition %d: %w", l.Job, l.Partition.ID, err)
 	}
 	return nil
@@ -90,7 +92,7 @@ func (s *Store) ReleaseLease(ctx context.Context, q Querier, l *Lease) error {
 // FinishPartition records the partition read to its end, under a lease
 // still held; ErrLeaseLost otherwise.
 func (s *Store) FinishPartition(ctx context.Context, q Querier, l *Lease) error {
-	tag, err := q.Exec(ctx, s.stmts.Get("partition-done"), l.Job, l.Partition.ID, l.Token)
+	tag, err := q.Exec(ctx, s.stmts.Get(bfsql.PartitionDone), l.Job, l.Partition.ID, l.Token)
 	if err != nil {
 		return fmt.Errorf("finish job %q partition %d: %w", l.Job, l.Partition.ID, err)
 	}
@@ -102,7 +104,7 @@ func (s *Store) FinishPartition(ctx context.Context, q Querier, l *Lease) error 
 
 // Partitions lists a job's partitions by id.
 func (s *Store) Partitions(ctx context.Context, q Querier, job string) ([]Partition, error) {
-	rows, err := q.Query(ctx, s.stmts.Get("partition-list"), job)
+	rows, err := q.Query(ctx, s.stmts.Get(bfsql.PartitionList), job)
 	if err != nil {
 		return nil, fmt.Errorf("list the partitions of job %q: %w", job, err)
 	}

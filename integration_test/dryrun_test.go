@@ -158,3 +158,35 @@ func TestDryRunRefusals(t *testing.T) {
 		t.Fatalf("a dry-run of a running job must be refused, got %s", r)
 	}
 }
+
+// TestDryRunPrintsEachStatementAlone: each statement dry-run prints is the
+// one it names, with no comment of the next block in sql/ behind it (the
+// chunk's insert once ended in chunk-after's "-- Where the committed chunk
+// that ends at a key begins…", which the one-line form then commented the
+// rest of the line out with).
+func TestDryRunPrintsEachStatementAlone(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	sql(t, db,
+		"CREATE TABLE src (id bigint PRIMARY KEY, qty int)",
+		"INSERT INTO src SELECT g, g FROM generate_series(1, 3000) g",
+		"CREATE TABLE dst (id bigint PRIMARY KEY, qty int)",
+	)
+	rep := dryRunJSON(t, 0, "--source", db, "--job", "alone", "--from", "src", "--to", "dst", "--where", "qty % 2 = 0", "--chunk-size", "1000")
+	statements := map[string]string{
+		"first page": rep.SQL.FirstPage, "next page": rep.SQL.NextPage, "chunk end": rep.SQL.ChunkEnd,
+		"copy to stage": rep.SQL.CopyToStage, "insert": rep.SQL.Insert, "copy direct": rep.SQL.CopyDirect,
+	}
+	for name, q := range statements {
+		if q == "" || strings.Contains(q, "--") || strings.Contains(q, "…") {
+			t.Errorf("%s: %q", name, q)
+		}
+	}
+	if !strings.HasSuffix(rep.SQL.Insert, "RETURNING rows_inserted") {
+		t.Errorf("the insert does not end where commit-chunk does: %q", rep.SQL.Insert)
+	}
+	r := cli(t, "dry-run", "--source", db, "--job", "alone", "--from", "src", "--to", "dst", "--where", "qty % 2 = 0", "--chunk-size", "1000")
+	_, printed, found := strings.Cut(r.stdout, "Statements the run would use:")
+	if r.code != 0 || !found || strings.Contains(printed, "--") {
+		t.Fatalf("the printed statements hold a comment: %s", r)
+	}
+}

@@ -385,7 +385,7 @@ func (p *Paginator) rankKeys(ctx context.Context, q Querier, keys [][]string) ([
 	for i, k := range p.cfg.Key {
 		names[i] = k.Name
 	}
-	rows, err := q.Query(ctx, bfsql.Static("key-collations"), p.cfg.Table.Sanitize(), names)
+	rows, err := q.Query(ctx, bfsql.Static(bfsql.KeyCollations), p.cfg.Table.Sanitize(), names)
 	if err != nil {
 		return nil, fmt.Errorf("read key collations of %s: %w", p.cfg.Table.Sanitize(), err)
 	}

@@ -96,3 +96,15 @@ SELECT reltuples < 0 FROM pg_class WHERE oid = $1
 -- stage is one.
 -- name: catalog-may-create-temp
 SELECT current_user, current_database(), has_database_privilege(current_database(), 'TEMPORARY')
+
+-- The planner's row estimate of a table; 0 for one never analyzed.
+-- name: catalog-rows-estimated
+SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1
+
+-- The size of a table with its indexes and TOAST.
+-- name: catalog-total-size
+SELECT pg_total_relation_size($1)
+
+-- A relation's OID from its quoted name, NULL when there is none.
+-- name: relation-oid
+SELECT to_regclass($1)::oid

@@ -3,6 +3,7 @@ package sql
 import (
 	"embed"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -11,9 +12,12 @@ import (
 //go:embed *.sql
 var files embed.FS
 
-// Statements is the set of named statements for one state schema.
+//go:generate go test -run=^TestNamesFileDeclaresEveryBlock$ . -args -update
+
+// Statements are the statements of one state schema, rendered for it.
 type Statements struct {
-	byName map[string]string
+	text       []string // by Name
+	migrations []Migration
 }
 
 // Migration is one step of the state schema, applied in Version order.
@@ -21,6 +25,21 @@ type Migration struct {
 	Version int
 	SQL     string
 }
+
+// Name names a statement that mentions the state schema, which Statements
+// renders for one. The constants of names.go are every name there is:
+// code can ask for no statement that sql/ does not define.
+type Name int
+
+// StaticName names a statement that mentions no state schema, such as a
+// catalog query, which Static returns as sql/ holds it.
+type StaticName int
+
+// String is the name of the statement's block ("-- name: …").
+func (n Name) String() string { return names[n] }
+
+// String is the name of the statement's block ("-- name: …").
+func (n StaticName) String() string { return staticNames[n] }
 
 const namePrefix = "-- name: "
 
@@ -50,10 +69,21 @@ func For(quotedSchema string) (*Statements, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Statements{byName: make(map[string]string, len(all))}
-	for name, q := range all {
-		s.byName[name] = strings.ReplaceAll(q, "{{schema}}", quotedSchema)
+	s := &Statements{text: make([]string, len(names))}
+	for n, name := range names {
+		q, ok := all[name]
+		if !ok {
+			return nil, fmt.Errorf("sql: no statement named %q: names.go is older than the .sql files (go generate ./sql)", name)
+		}
+		s.text[n] = strings.ReplaceAll(q, "{{schema}}", quotedSchema)
 	}
+	for name, q := range all {
+		var v int
+		if _, err := fmt.Sscanf(name, "migration-%d", &v); err == nil {
+			s.migrations = append(s.migrations, Migration{Version: v, SQL: strings.ReplaceAll(q, "{{schema}}", quotedSchema)})
+		}
+	}
+	sort.Slice(s.migrations, func(i, j int) bool { return s.migrations[i].Version < s.migrations[j].Version })
 	return s, nil
 }
 
@@ -101,41 +131,21 @@ func withoutComments(block string) string {
 	return strings.TrimSpace(strings.Join(kept, "\n"))
 }
 
-// Get returns the named statement. A missing name is a programming error.
-func (s *Statements) Get(name string) string {
-	q, ok := s.byName[name]
-	if !ok {
-		panic(fmt.Sprintf("sql: no statement named %q", name))
-	}
-	return q
-}
+// Get returns the named statement.
+func (s *Statements) Get(n Name) string { return s.text[n] }
 
 // Migrations returns the blocks named "migration-N" in version order.
-func (s *Statements) Migrations() []Migration {
-	var out []Migration
-	for name, q := range s.byName {
-		var v int
-		if _, err := fmt.Sscanf(name, "migration-%d", &v); err == nil {
-			out = append(out, Migration{Version: v, SQL: q})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
-	return out
-}
+func (s *Statements) Migrations() []Migration { return slices.Clone(s.migrations) }
 
-// Static returns a named statement that does not mention the state schema,
-// such as the catalog queries.
-func Static(name string) string {
+// Static returns a statement that does not mention the state schema.
+func Static(n StaticName) string {
 	all, err := raw()
 	if err != nil {
 		panic(err) // the embedded files are part of the binary: a build defect
 	}
-	q, ok := all[name]
+	q, ok := all[staticNames[n]]
 	if !ok {
-		panic(fmt.Sprintf("sql: no statement named %q", name))
-	}
-	if strings.Contains(q, "{{schema}}") {
-		panic(fmt.Sprintf("sql: statement %q needs a schema; use For", name))
+		panic(fmt.Sprintf("sql: no statement named %q: names.go is older than the .sql files (go generate ./sql)", n))
 	}
 	return q
 }

@@ -66,7 +66,7 @@ func NewHeartbeat(cfg HeartbeatConfig) (*Heartbeat, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Heartbeat{cfg: cfg, stmt: stmts.Get("heartbeat-beat"), sess: session{connect: cfg.Connect}}, nil
+	return &Heartbeat{cfg: cfg, stmt: stmts.Get(bfsql.HeartbeatBeat), sess: session{connect: cfg.Connect}}, nil
 }
 
 // Beat writes one heartbeat.

@@ -69,7 +69,7 @@ func (l *Load) Check(ctx context.Context) (Reading, error) {
 	var active, hidden int
 	var user string
 	err := l.sess.do(ctx, func(conn *pgx.Conn) error {
-		return conn.QueryRow(ctx, bfsql.Static("active-sessions"), l.cfg.ApplicationName, own).Scan(&active, &hidden, &user)
+		return conn.QueryRow(ctx, bfsql.Static(bfsql.ActiveSessions), l.cfg.ApplicationName, own).Scan(&active, &hidden, &user)
 	})
 	if err != nil {
 		return Reading{}, fmt.Errorf("count active sessions on %s: %w", l.cfg.Where, err)

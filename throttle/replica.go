@@ -56,7 +56,7 @@ func NewReplicaLag(cfg ReplicaConfig) (*ReplicaLag, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ReplicaLag{cfg: cfg, stmt: stmts.Get("replica-lag"), sess: session{connect: cfg.Connect}}, nil
+	return &ReplicaLag{cfg: cfg, stmt: stmts.Get(bfsql.ReplicaLag), sess: session{connect: cfg.Connect}}, nil
 }
 
 // Name implements Signal.
@@ -183,7 +183,7 @@ func (s *Standbys) Check(ctx context.Context) (Reading, error) {
 	var user string
 	err := s.sess.do(ctx, func(conn *pgx.Conn) error {
 		senders = senders[:0]
-		rows, err := conn.Query(ctx, bfsql.Static("standby-lag"))
+		rows, err := conn.Query(ctx, bfsql.Static(bfsql.StandbyLag))
 		if err != nil {
 			return err
 		}

@@ -193,12 +193,3 @@ func (t *Table) CheckConflictTarget() error {
 	}
 	return nil
 }
-
-// TransformColumns returns the columns as the transform layer sees them.
-func (t *Table) TransformColumns() []transform.Column {
-	out := make([]transform.Column, len(t.Columns))
-	for i, c := range t.Columns {
-		out[i] = c.Column
-	}
-	return out
-}

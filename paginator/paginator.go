@@ -569,9 +569,9 @@ func (p *Paginator) keysetWhere(afterKey, bounded bool, predicate string) string
 	return " WHERE " + strings.Join(conds, " AND ")
 }
 
-// LastKeySQL returns the query for the last key of the table's rows that
+// lastKeySQL returns the query for the last key of the table's rows that
 // match where (all rows when where is empty).
-func LastKeySQL(table pgx.Identifier, key []KeyColumn, where string) string {
+func lastKeySQL(table pgx.Identifier, key []KeyColumn, where string) string {
 	var sel []string
 	for _, k := range key {
 		sel = append(sel, pgx.Identifier{tableAlias, k.Name}.Sanitize()+"::text")
@@ -583,9 +583,9 @@ func LastKeySQL(table pgx.Identifier, key []KeyColumn, where string) string {
 	return q + " ORDER BY " + qualifiedKeys(key, " DESC") + " LIMIT 1"
 }
 
-// LastKeySearch bounds the search for the last key of the rows that match
+// lastKeySearch bounds the search for the last key of the rows that match
 // a where predicate.
-const LastKeySearch = 5 * time.Second
+const lastKeySearch = 5 * time.Second
 
 // LastKey returns the text form of the last key of the table's rows that
 // match where, the job's end, or an empty non-nil slice when none does.
@@ -594,15 +594,15 @@ const LastKeySearch = 5 * time.Second
 // 1000000) needs, or the job would step through the rest of the table to
 // find nothing. But for a rare predicate no index serves, finding it is a
 // backward scan as long as the table; when it takes longer than
-// LastKeySearch, the table's last key bounds the same rows instead.
+// lastKeySearch, the table's last key bounds the same rows instead.
 func LastKey(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn, where string) ([]string, error) {
-	return lastKeyWithin(ctx, q, table, key, where, LastKeySearch)
+	return lastKeyWithin(ctx, q, table, key, where, lastKeySearch)
 }
 
 func lastKeyWithin(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn, where string, search time.Duration) ([]string, error) {
 	if where != "" {
 		searchCtx, cancel := context.WithTimeout(ctx, search)
-		last, err := lastKey(searchCtx, q, LastKeySQL(table, key, where), len(key))
+		last, err := lastKey(searchCtx, q, lastKeySQL(table, key, where), len(key))
 		cancel()
 		if err == nil || ctx.Err() != nil || retry.Classify(err) != retry.Timeout && !errors.Is(err, context.DeadlineExceeded) {
 			if err != nil {
@@ -611,7 +611,7 @@ func lastKeyWithin(ctx context.Context, q Querier, table pgx.Identifier, key []K
 			return last, nil
 		}
 	}
-	last, err := lastKey(ctx, q, LastKeySQL(table, key, ""), len(key))
+	last, err := lastKey(ctx, q, lastKeySQL(table, key, ""), len(key))
 	if err != nil {
 		return nil, fmt.Errorf("read last key of %s: %w", table.Sanitize(), err)
 	}
@@ -891,7 +891,7 @@ func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args 
 		c.Tuples = store.tuples
 	}
 	if p.cfg.Sizer != nil {
-		p.cfg.Sizer.ObservePage(len(c.Rows), store.size())
+		p.cfg.Sizer.observePage(len(c.Rows), store.size())
 	}
 	c.First, c.Last = c.Keys[0], key
 	return c, nil

@@ -15,7 +15,7 @@ type SizerConfig struct {
 	Min, Max int
 	// MaxBytes, if positive, bounds the memory one chunk holds: the size
 	// is at most MaxBytes over the bytes a row has taken in the pages read
-	// so far (ObservePage), so that the chunks the pipeline holds at once
+	// so far (observePage), so that the chunks the pipeline holds at once
 	// fit the job's memory however wide its rows.
 	MaxBytes int64
 	// OnResize, if set, hears of the size each time it has moved by a
@@ -45,7 +45,7 @@ type Sizer struct {
 	seen       bool
 	told       int // the size OnResize last heard of
 	// rowBytes is an exponentially weighted average of the memory a row
-	// has taken, from ObservePage; 0 before the first page.
+	// has taken, from observePage; 0 before the first page.
 	rowBytes float64
 }
 
@@ -87,8 +87,8 @@ func (s *Sizer) Hold(held bool) {
 	s.held = held
 }
 
-// ObservePage reports a page read: its rows and the memory they take.
-func (s *Sizer) ObservePage(rows int, bytes int64) {
+// observePage reports a page read: its rows and the memory they take.
+func (s *Sizer) observePage(rows int, bytes int64) {
 	if rows <= 0 || s.cfg.MaxBytes <= 0 {
 		return
 	}

@@ -213,13 +213,13 @@ func TestSizerKeepsAChunkWithinItsBytes(t *testing.T) {
 	if got := s.Next(); got != cfg.Max {
 		t.Fatalf("size %d before any page's bytes, want Max %d", got, cfg.Max)
 	}
-	s.ObservePage(1000, 200_000) // 200 bytes a row
+	s.observePage(1000, 200_000) // 200 bytes a row
 	feed(s, 1e6, 20)
 	if got, want := s.Next(), int(cfg.MaxBytes/200); got != want {
 		t.Fatalf("size %d with 200-byte rows, want %d", got, want)
 	}
 	for range 20 {
-		s.ObservePage(1000, 1000*(cfg.MaxBytes/500)) // rows of 4 KiB
+		s.observePage(1000, 1000*(cfg.MaxBytes/500)) // rows of 4 KiB
 	}
 	feed(s, 1e6, 5)
 	if got := s.Next(); got != cfg.Min {

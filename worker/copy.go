@@ -48,10 +48,10 @@ func stageColumn(c Column) string {
 
 func stageColumnName(i int) string { return fmt.Sprintf("c%d", i+1) }
 
-// InsertSQL is the INSERT … SELECT that moves rows from the relation from,
+// insertSQL is the INSERT … SELECT that moves rows from the relation from,
 // whose columns c1… hold the destination columns' values as stageColumn
 // types them. where, if not empty, restricts the rows.
-func InsertSQL(table pgx.Identifier, cols []Column, overriding bool, from, where string) string {
+func insertSQL(table pgx.Identifier, cols []Column, overriding bool, from, where string) string {
 	names := make([]string, len(cols))
 	sel := make([]string, len(cols))
 	for i, c := range cols {
@@ -80,7 +80,7 @@ func CheckSQL(table pgx.Identifier, cols []Column, overriding bool) string {
 	for i, c := range cols {
 		nulls[i] = "NULL::" + stageColumn(c) + " AS " + stageColumnName(i)
 	}
-	return InsertSQL(table, cols, overriding, "(SELECT "+strings.Join(nulls, ", ")+") AS s", "")
+	return insertSQL(table, cols, overriding, "(SELECT "+strings.Join(nulls, ", ")+") AS s", "")
 }
 
 func buildStatements(cfg Config, commitChunk func(insert string) string) statements {
@@ -105,8 +105,8 @@ func buildStatements(cfg Config, commitChunk func(insert string) string) stateme
 		copyStage:   "COPY " + stage + " (" + strings.Join(stageCols, ", ") + ")" + binaryCopy,
 		copyRows:    "COPY " + stage + " (" + ordinalColumn + ", " + strings.Join(stageCols, ", ") + ")" + binaryCopy,
 		copyDest:    "COPY " + cfg.Table.Sanitize() + " (" + strings.Join(destCols, ", ") + ")" + binaryCopy,
-		commit:      commitChunk(InsertSQL(cfg.Table, cfg.Columns, cfg.OverridingSystemValue, stage, "")),
-		insertRange: "WITH ins AS (" + InsertSQL(cfg.Table, cfg.Columns, cfg.OverridingSystemValue, stage, ordinalColumn+" >= $1 AND "+ordinalColumn+" < $2") + " RETURNING 1) SELECT count(*) FROM ins",
+		commit:      commitChunk(insertSQL(cfg.Table, cfg.Columns, cfg.OverridingSystemValue, stage, "")),
+		insertRange: "WITH ins AS (" + insertSQL(cfg.Table, cfg.Columns, cfg.OverridingSystemValue, stage, ordinalColumn+" >= $1 AND "+ordinalColumn+" < $2") + " RETURNING 1) SELECT count(*) FROM ins",
 	}
 	if len(cfg.RangeKey) > 0 {
 		st.probe = RangeProbeSQL(cfg.Table, cfg.RangeKey)

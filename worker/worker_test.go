@@ -23,13 +23,13 @@ func TestInsertSQL(t *testing.T) {
 		{Name: "code", Type: "character(8)", Cast: "bpchar", OID: pgtype.BPCharOID},
 		{Name: "flags", Type: "bit(5)", Cast: `"bit"`, OID: pgtype.BitOID, AsText: true},
 	}
-	got := InsertSQL(pgx.Identifier{"sales", "Order Items"}, cols, true, "pg_temp.stage", "bf_row < $1")
+	got := insertSQL(pgx.Identifier{"sales", "Order Items"}, cols, true, "pg_temp.stage", "bf_row < $1")
 	want := `INSERT INTO "sales"."Order Items" ("id", "Odd ""name""", "doc", "tags", "code", "flags") OVERRIDING SYSTEM VALUE ` +
 		`SELECT c1, c2, c3::jsonb, c4::bpchar[], c5, c6::"bit" FROM pg_temp.stage WHERE bf_row < $1 ON CONFLICT DO NOTHING`
 	if got != want {
-		t.Fatalf("InsertSQL:\n got %s\nwant %s", got, want)
+		t.Fatalf("insertSQL:\n got %s\nwant %s", got, want)
 	}
-	if plain := InsertSQL(pgx.Identifier{"t"}, cols[:1], false, "s", ""); strings.Contains(plain, "OVERRIDING") || strings.Contains(plain, "WHERE") {
+	if plain := insertSQL(pgx.Identifier{"t"}, cols[:1], false, "s", ""); strings.Contains(plain, "OVERRIDING") || strings.Contains(plain, "WHERE") {
 		t.Fatalf("OVERRIDING without identity columns, or WHERE without a condition: %s", plain)
 	}
 	check := CheckSQL(pgx.Identifier{"t"}, cols[4:], false)

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/backfill/backfill/checkpoint"
+	"github.com/backfill/backfill/chunk"
 	"github.com/backfill/backfill/paginator"
 	"github.com/backfill/backfill/retry"
 	"github.com/backfill/backfill/worker"
@@ -111,8 +112,8 @@ func (p *plan) stages(j Job, ps pass) (stages, error) {
 // read runs the paginator on a goroutine of its own into a channel of
 // depth chunks, which it closes when the paginator returns; the error
 // channel then holds what the paginator returned (nil at the job's end).
-func (s stages) read(ctx context.Context, src paginator.Querier, depth int) (<-chan *paginator.Chunk, <-chan error) {
-	chunks := make(chan *paginator.Chunk, depth)
+func (s stages) read(ctx context.Context, src paginator.Querier, depth int) (<-chan *chunk.Chunk, <-chan error) {
+	chunks := make(chan *chunk.Chunk, depth)
 	done := make(chan error, 1)
 	go func() {
 		defer close(chunks)

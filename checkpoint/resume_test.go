@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/backfill/backfill/checkpoint"
+	"github.com/backfill/backfill/chunk"
 	"github.com/backfill/backfill/paginator"
 )
 
@@ -36,7 +37,7 @@ func chunksRead(t *testing.T, q paginator.Querier, cfg paginator.Config) ([]pagi
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make(chan *paginator.Chunk, 10_000)
+	out := make(chan *chunk.Chunk, 10_000)
 	if err := p.Run(t.Context(), q, out); err != nil {
 		t.Fatal(err)
 	}

@@ -12,24 +12,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/backfill/backfill/chunk"
 	"github.com/backfill/backfill/retry"
 	bfsql "github.com/backfill/backfill/sql"
 )
-
-// Chunk is one page of source rows.
-type Chunk struct {
-	Seq   int64
-	After []string // exclusive lower bound; nil for the first chunk of the table
-	First []string
-	Last  []string
-	Rows  [][]any    // source values in the order of Config.Columns; empty rows with Tuples
-	Keys  [][]string // each row's key, for splitting the chunk and naming failed rows
-	// Tuples holds, for a straight copy (Config.CopyOrder), each row as a
-	// tuple of a binary COPY stream of the destination's columns: the
-	// source's bytes, undecoded and unboxed. Its Rows are then empty.
-	Tuples [][]byte
-	store  *rowStore // where Rows, Keys, First and Last live, until Release
-}
 
 // KeyColumn is one column of the pagination key.
 type KeyColumn struct {
@@ -56,7 +42,7 @@ type ReadColumn struct {
 	// cast keeps as stored.
 	StoredText bool
 	// Raw reads the column in its binary form and keeps the bytes, a
-	// *Raw, undecoded: for a value passed through to a destination column
+	// *chunk.Raw, undecoded: for a value passed through to a destination column
 	// of the same built-in type, whose binary form means the same there.
 	Raw bool
 }
@@ -118,7 +104,7 @@ type Config struct {
 	// CopyOrder, for a straight copy (every value written is a raw value
 	// of a column, untransformed, unfiltered), lists the Columns (by
 	// index) that make each row's COPY tuple, in the destination's order:
-	// the paginator then builds Chunk.Tuples instead of Rows' values.
+	// the paginator then builds each chunk's Tuples instead of its Rows' values.
 	// Every column it names must be Raw.
 	CopyOrder []int
 	// Retry is how transient read errors are retried.
@@ -651,7 +637,7 @@ func lastKey(ctx context.Context, q Querier, query string, keyParts int) ([]stri
 //
 // A step of a filtered job in which no row matches is sent as a chunk
 // without rows, so that the walk through it can be recorded.
-func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error {
+func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *chunk.Chunk) error {
 	if p.cfg.Upper != nil && len(p.cfg.Upper) == 0 {
 		return nil // the table was empty when the job began
 	}
@@ -687,7 +673,7 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *Chunk) error
 		next := slices.Clone(st.next)
 		c := st.chunk
 		if c == nil && st.next != nil {
-			c = &Chunk{After: cursor, Last: st.next} // a step without a matching row
+			c = &chunk.Chunk{After: cursor, Last: st.next} // a step without a matching row
 		}
 		if c != nil {
 			c.Seq = restSeq
@@ -749,7 +735,7 @@ func (p *Paginator) retrying(ctx context.Context, op func() error) error {
 // step is what one read covered: chunk (nil when no row there matched)
 // and the key to read on from, nil when the range is exhausted.
 type step struct {
-	chunk *Chunk
+	chunk *chunk.Chunk
 	next  []string
 }
 
@@ -853,14 +839,15 @@ func (p *Paginator) keysetArgs(n int, cursor, bound []string) []any {
 
 // readRows runs a page query of up to size rows; nil when it returned no
 // row.
-func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args []any, cursor []string, size int) (*Chunk, error) {
+func (p *Paginator) readRows(ctx context.Context, q Querier, query string, args []any, cursor []string, size int) (*chunk.Chunk, error) {
 	rows, err := q.Query(ctx, query, append([]any{p.formats}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read page of %s after key %v: %w", p.cfg.Table.Sanitize(), cursor, err)
 	}
 	defer rows.Close()
 	store := p.store(size)
-	c := &Chunk{After: cursor, store: store}
+	c := chunk.InStorage(store)
+	c.After = cursor
 	defer func() {
 		if c.Rows == nil { // an error, or no row: nobody will release it
 			c.Release()
@@ -1000,7 +987,7 @@ func (p *Paginator) byKeysSQL() string {
 
 // ReadKeys reads the rows with the given keys (rows since deleted, or no
 // longer matching Where, are absent from the result).
-func (p *Paginator) ReadKeys(ctx context.Context, q Querier, keys [][]string) (*Chunk, error) {
+func (p *Paginator) ReadKeys(ctx context.Context, q Querier, keys [][]string) (*chunk.Chunk, error) {
 	nk := len(p.cfg.Key)
 	args := make([]any, nk)
 	for i := range nk {
@@ -1015,7 +1002,7 @@ func (p *Paginator) ReadKeys(ctx context.Context, q Querier, keys [][]string) (*
 		return nil, err
 	}
 	if c == nil {
-		c = &Chunk{}
+		c = &chunk.Chunk{}
 	}
 	return c, nil
 }
@@ -1028,7 +1015,7 @@ const firstSteps = 100
 // First reads the table's first chunk that has rows, looking no further
 // than firstSteps chunks' worth of the table, for trying a transform on
 // real rows before any write. The chunk is empty when none was found.
-func (p *Paginator) First(ctx context.Context, q Querier) (*Chunk, error) {
+func (p *Paginator) First(ctx context.Context, q Querier) (*chunk.Chunk, error) {
 	var cursor []string
 	for range firstSteps {
 		st, err := p.readWithRetry(ctx, q, cursor, nil)
@@ -1043,7 +1030,7 @@ func (p *Paginator) First(ctx context.Context, q Querier) (*Chunk, error) {
 		}
 		cursor = st.next
 	}
-	return &Chunk{}, nil
+	return &chunk.Chunk{}, nil
 }
 
 // digestSQL counts the rows of one key range and digests the text of the

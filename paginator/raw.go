@@ -1,28 +1,10 @@
 package paginator
 
-import "unsafe"
+import (
+	"unsafe"
 
-// Raw is a value as the source sent it, in its type's binary form, never
-// decoded: a column the transform only moves (ReadColumn.Raw) reaches the
-// destination byte for byte. A chunk's rows hold *Raw, pointing into
-// storage the chunk shares, so a value costs no allocation of its own.
-type Raw []byte
-
-// Release hands the chunk's storage back to its paginator for a later
-// page, once the chunk is written and nothing will read its rows, keys or
-// bounds again. Without it the storage is left to the garbage collector,
-// which a copy of 10⁹ rows keeps busy.
-func (c *Chunk) Release() {
-	if c.store == nil {
-		return
-	}
-	c.store.reset()
-	select {
-	case c.store.free <- c.store:
-	default: // enough kept already
-	}
-	c.store, c.Rows, c.Keys, c.Tuples, c.First, c.Last = nil, nil, nil, nil, nil, nil
-}
+	"github.com/backfill/backfill/chunk"
+)
 
 // rowStore holds a chunk's rows: their values, keys and raw bytes in a few
 // large blocks instead of several allocations per row. A slice it hands
@@ -35,7 +17,7 @@ type rowStore struct {
 	tuples                [][]byte // a straight copy's rows (Config.CopyOrder)
 	values                blocks[any]
 	keys                  blocks[string]
-	raws                  blocks[Raw]
+	raws                  blocks[chunk.Raw]
 	bytes                 blocks[byte]
 	keyText               int64 // bytes of the keys' strings
 	width, keyWidth, nRaw int
@@ -78,11 +60,21 @@ func (s *rowStore) row() ([]any, []string) {
 
 // raw copies b, which the driver reuses for the next row, and returns it
 // as a value.
-func (s *rowStore) raw(b []byte) *Raw {
+func (s *rowStore) raw(b []byte) *chunk.Raw {
 	r := &s.raws.take(1)[0]
-	*r = Raw(s.bytes.take(len(b)))
+	*r = chunk.Raw(s.bytes.take(len(b)))
 	copy(*r, b)
 	return r
+}
+
+// Recycle takes the store back, once its chunk is released, for a later
+// page.
+func (s *rowStore) Recycle() {
+	s.reset()
+	select {
+	case s.free <- s:
+	default: // enough kept already
+	}
 }
 
 func (s *rowStore) reset() {

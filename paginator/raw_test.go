@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/backfill/backfill/chunk"
 )
 
 // TestBlocksNeverMoveWhatTheyHandOut: slices taken from blocks keep their
@@ -52,24 +54,28 @@ func TestBlocksNeverMoveWhatTheyHandOut(t *testing.T) {
 func TestReleasedStoreServesTheNextChunkOnly(t *testing.T) {
 	p := &Paginator{cfg: Config{Key: []KeyColumn{{Name: "id"}}, Columns: []ReadColumn{{Name: "v", Raw: true}}}, rawWidth: 1,
 		free: make(chan *rowStore, freeStores)}
-	page := func(prefix string, n int) *Chunk {
+	stores := map[*chunk.Chunk]*rowStore{}
+	page := func(prefix string, n int) *chunk.Chunk {
 		s := p.store(n)
 		for i := range n {
 			vals, key := s.row()
 			key[0] = prefix + string(rune('a'+i))
 			vals[0] = s.raw([]byte(key[0]))
 		}
-		return &Chunk{Rows: s.rows, Keys: s.keyRows, store: s}
+		c := chunk.InStorage(s)
+		c.Rows, c.Keys = s.rows, s.keyRows
+		stores[c] = s
+		return c
 	}
 	a, b := page("a", 5), page("b", 5)
 	want := slices.Clone(a.Keys)
 	b.Release()
 	c := page("c", 5)
-	if c.store == a.store {
+	if stores[c] == stores[a] {
 		t.Fatal("a chunk not released lent its storage")
 	}
 	for i, row := range a.Rows {
-		if got := string(*row[0].(*Raw)); got != want[i][0] || a.Keys[i][0] != want[i][0] {
+		if got := string(*row[0].(*chunk.Raw)); got != want[i][0] || a.Keys[i][0] != want[i][0] {
 			t.Fatalf("row %d of the chunk not released became %q, key %q; want %q", i, got, a.Keys[i][0], want[i][0])
 		}
 	}
@@ -94,7 +100,7 @@ func TestChunksReleasedAtOnceLoseNoKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := make(chan *Chunk)
+		out := make(chan *chunk.Chunk)
 		errc := make(chan error, 1)
 		go func() { errc <- p.Run(t.Context(), pool, out); close(out) }()
 		seen := map[string]bool{}
@@ -150,7 +156,7 @@ func TestRawColumnsRefuseText(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = p.Run(t.Context(), simple, make(chan *Chunk, 10))
+			err = p.Run(t.Context(), simple, make(chan *chunk.Chunk, 10))
 			if err == nil || !strings.Contains(err.Error(), `column "v": came in text form`) {
 				t.Fatalf("got %v, want the text form refused naming the column", err)
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/backfill/backfill/chunk"
 	"github.com/backfill/backfill/internal/pgtest"
 	"github.com/backfill/backfill/retry"
 )
@@ -34,15 +35,15 @@ func testPool(t *testing.T, setup ...string) *pgxpool.Pool {
 
 // readAll runs p to the end and returns the keys of every row it read, and
 // the chunks.
-func readAll(t *testing.T, p *Paginator, q Querier) ([]string, []*Chunk) {
+func readAll(t *testing.T, p *Paginator, q Querier) ([]string, []*chunk.Chunk) {
 	t.Helper()
-	out := make(chan *Chunk, 1000)
+	out := make(chan *chunk.Chunk, 1000)
 	if err := p.Run(context.Background(), q, out); err != nil {
 		t.Fatal(err)
 	}
 	close(out)
 	var keys []string
-	var chunks []*Chunk
+	var chunks []*chunk.Chunk
 	for c := range out {
 		chunks = append(chunks, c)
 		for _, k := range c.Keys {

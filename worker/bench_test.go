@@ -11,9 +11,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/backfill/backfill/checkpoint"
+	"github.com/backfill/backfill/chunk"
 	"github.com/backfill/backfill/internal/benchdata"
 	"github.com/backfill/backfill/internal/pgtest"
-	"github.com/backfill/backfill/paginator"
 	"github.com/backfill/backfill/transform"
 	"github.com/backfill/backfill/worker"
 )
@@ -34,8 +34,8 @@ func benchColumns() ([]transform.Column, []worker.Column) {
 
 // benchChunk is chunk seq of the benchmark table: keys (seq-1)·n+1 … seq·n,
 // values as the paginator hands them over.
-func benchChunk(seq int64, n int) *paginator.Chunk {
-	c := &paginator.Chunk{Seq: seq}
+func benchChunk(seq int64, n int) *chunk.Chunk {
+	c := &chunk.Chunk{Seq: seq}
 	first := (seq-1)*int64(n) + 1
 	for id := first; id < first+int64(n); id++ {
 		c.Rows = append(c.Rows, benchdata.Row(id))
@@ -86,7 +86,7 @@ func BenchmarkWriteChunk(b *testing.B) {
 	}
 	// One Run over all b.N chunks, as a job runs: a Run per chunk would
 	// charge each chunk for starting a worker.
-	in := make(chan *paginator.Chunk, b.N)
+	in := make(chan *chunk.Chunk, b.N)
 	for i := range b.N {
 		in <- benchChunk(int64(i+1), benchChunkRows)
 	}
@@ -119,10 +119,10 @@ func BenchmarkBuildCopyStream(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	chunk := benchChunk(1, benchChunkRows)
+	transformed := benchChunk(1, benchChunkRows)
 	m := pgtype.NewMap()
-	straight := &paginator.Chunk{Seq: 1, Keys: chunk.Keys, First: chunk.First, Last: chunk.Last}
-	for _, row := range chunk.Rows {
+	straight := &chunk.Chunk{Seq: 1, Keys: transformed.Keys, First: transformed.First, Last: transformed.Last}
+	for _, row := range transformed.Rows {
 		tuple := binary.BigEndian.AppendUint16(nil, uint16(len(row)))
 		for i, v := range row {
 			enc, err := m.Encode(wc[i].OID, pgtype.BinaryFormatCode, v, nil)
@@ -130,13 +130,13 @@ func BenchmarkBuildCopyStream(b *testing.B) {
 				b.Fatalf("encode %s: %v", wc[i].Name, err)
 			}
 			tuple = append(binary.BigEndian.AppendUint32(tuple, uint32(len(enc))), enc...)
-			raw := paginator.Raw(enc)
+			raw := chunk.Raw(enc)
 			row[i] = &raw
 		}
 		straight.Rows = append(straight.Rows, []any{})
 		straight.Tuples = append(straight.Tuples, tuple)
 	}
-	for name, c := range map[string]*paginator.Chunk{"straight": straight, "transformed": chunk} {
+	for name, c := range map[string]*chunk.Chunk{"straight": straight, "transformed": transformed} {
 		b.Run(name, func(b *testing.B) {
 			build := workers.CopyStreamBuilder()
 			var size int

@@ -13,8 +13,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/backfill/backfill/checkpoint"
+	"github.com/backfill/backfill/chunk"
 	"github.com/backfill/backfill/internal/pgtest"
-	"github.com/backfill/backfill/paginator"
 	"github.com/backfill/backfill/retry"
 	"github.com/backfill/backfill/transform"
 	"github.com/backfill/backfill/worker"
@@ -72,17 +72,17 @@ func newCommitFixture(t *testing.T) *commitFixture {
 	return f
 }
 
-// commit sends chunk through the pool once.
-func (f *commitFixture) commit(ctx context.Context, chunk *paginator.Chunk) error {
-	in := make(chan *paginator.Chunk, 1)
-	in <- chunk
+// commit sends c through the pool once.
+func (f *commitFixture) commit(ctx context.Context, c *chunk.Chunk) error {
+	in := make(chan *chunk.Chunk, 1)
+	in <- c
 	close(in)
 	return f.workers.Run(ctx, f.db, in)
 }
 
 // threeRows is a chunk of keys 1…3 from the start of the table.
-func threeRows() *paginator.Chunk {
-	return &paginator.Chunk{Seq: 1, First: []string{"1"}, Last: []string{"3"},
+func threeRows() *chunk.Chunk {
+	return &chunk.Chunk{Seq: 1, First: []string{"1"}, Last: []string{"3"},
 		Rows: [][]any{{int64(1), int32(10)}, {int64(2), int32(20)}, {int64(3), int32(30)}},
 		Keys: [][]string{{"1"}, {"2"}, {"3"}}}
 }
@@ -151,7 +151,7 @@ func TestFencedCommitStopsTheWorkers(t *testing.T) {
 	var logs strings.Builder
 	cfg := f.cfg
 	cfg.Logger, cfg.Retry = zerolog.New(&logs), retry.Policy{MaxRetries: 3}
-	clean := &paginator.Chunk{Seq: 1, First: []string{"1"}, Last: []string{"2"},
+	clean := &chunk.Chunk{Seq: 1, First: []string{"1"}, Last: []string{"2"},
 		Rows: [][]any{{int64(1), int32(10)}, {int64(2), int32(20)}}, Keys: [][]string{{"1"}, {"2"}}}
 	for _, directCopy := range []bool{false, true} {
 		cfg.DirectCopy = directCopy
@@ -159,7 +159,7 @@ func TestFencedCommitStopsTheWorkers(t *testing.T) {
 		if f.workers, err = worker.New(cfg); err != nil {
 			t.Fatal(err)
 		}
-		for name, chunk := range map[string]*paginator.Chunk{"fast path": clean, "isolating path": threeRows()} {
+		for name, chunk := range map[string]*chunk.Chunk{"fast path": clean, "isolating path": threeRows()} {
 			err := f.commit(ctx, chunk)
 			if !errors.Is(err, checkpoint.ErrFenced) {
 				t.Fatalf("%s (direct COPY %v): commit as a superseded generation: %v; want ErrFenced", name, directCopy, err)
@@ -272,9 +272,9 @@ func TestDirectCopyRestsAfterRepeatedFallbacks(t *testing.T) {
 	if _, err := f.db.Exec(ctx, "INSERT INTO dst SELECT g, 0 FROM generate_series(1, 6) g"); err != nil {
 		t.Fatal(err)
 	}
-	in := make(chan *paginator.Chunk, 6)
+	in := make(chan *chunk.Chunk, 6)
 	for k := int64(1); k <= 6; k++ {
-		c := &paginator.Chunk{Seq: k, First: []string{fmt.Sprint(k)}, Last: []string{fmt.Sprint(k)},
+		c := &chunk.Chunk{Seq: k, First: []string{fmt.Sprint(k)}, Last: []string{fmt.Sprint(k)},
 			Rows: [][]any{{k, int32(k)}}, Keys: [][]string{{fmt.Sprint(k)}}}
 		if k > 1 {
 			c.After = []string{fmt.Sprint(k - 1)}

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/backfill/backfill/paginator"
+	"github.com/backfill/backfill/chunk"
 )
 
 // copyHeader begins a binary COPY stream: the signature, no flags, no
@@ -163,7 +163,7 @@ func (w *worker) appendValue(buf []byte, col Column, v any) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:
 		return binary.BigEndian.AppendUint32(buf, 0xffffffff), nil
-	case *paginator.Raw:
+	case *chunk.Raw:
 		buf = binary.BigEndian.AppendUint32(buf, uint32(len(*x)))
 		return append(buf, *x...), nil
 	case string:
@@ -225,7 +225,7 @@ func rawField(f []byte) any {
 	if f == nil {
 		return nil
 	}
-	r := paginator.Raw(f)
+	r := chunk.Raw(f)
 	return &r
 }
 

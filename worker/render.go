@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/backfill/backfill/paginator"
+	"github.com/backfill/backfill/chunk"
 )
 
 // asText replaces, in place, each raw value of rows by its text as its
@@ -33,7 +33,7 @@ func asText(ctx context.Context, conn *pgconn.PgConn, rows [][]any, oids []uint3
 		var types []uint32
 		var formats []int16
 		for i, v := range row {
-			if raw, ok := v.(*paginator.Raw); ok {
+			if raw, ok := v.(*chunk.Raw); ok {
 				sel = append(sel, fmt.Sprintf("$%d", len(vals)+1))
 				vals, types, formats = append(vals, *raw), append(types, oids[i]), append(formats, 1)
 			}
@@ -63,7 +63,7 @@ func asText(ctx context.Context, conn *pgconn.PgConn, rows [][]any, oids []uint3
 		texts := results[k+1].Rows[0]
 		j := 0
 		for i, v := range rows[r] {
-			if _, ok := v.(*paginator.Raw); ok {
+			if _, ok := v.(*chunk.Raw); ok {
 				rows[r][i] = string(texts[j])
 				j++
 			}

@@ -23,7 +23,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/backfill/backfill/checkpoint"
-	"github.com/backfill/backfill/paginator"
+	"github.com/backfill/backfill/chunk"
 	"github.com/backfill/backfill/retry"
 	"github.com/backfill/backfill/transform"
 )
@@ -52,7 +52,7 @@ type Column struct {
 	// decoding would lose their exact text), and the types pgx has no
 	// binary form for. The other values go in Cast's binary form: the
 	// source's own bytes for a value passed through raw
-	// (*paginator.Raw), a Go value encoded by pgx.
+	// (*chunk.Raw), a Go value encoded by pgx.
 	AsText bool
 	JSON   bool
 }
@@ -237,7 +237,7 @@ func (p *Pool) SQL() Statements {
 // or ctx is cancelled. Cancelling ctx stops workers from taking chunks;
 // chunks being written finish within DrainTimeout. The first error stops all
 // workers and is returned.
-func (p *Pool) Run(ctx context.Context, db DB, in <-chan *paginator.Chunk) error {
+func (p *Pool) Run(ctx context.Context, db DB, in <-chan *chunk.Chunk) error {
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelDrain()
 	stopDrainTimer := context.AfterFunc(ctx, func() { time.AfterFunc(p.cfg.DrainTimeout, cancelDrain) })
@@ -285,7 +285,7 @@ type Forget func(ctx context.Context, conn *pgx.Conn, r checkpoint.Retried) erro
 // chunk (chunkLast): c holds those still in the source. Rows that still
 // fail are recorded again with their new error; forget moves the others
 // out of failed_rows, all in one transaction.
-func (p *Pool) RetryFailed(ctx context.Context, db DB, c *paginator.Chunk, chunkLast []string, forget Forget) (Result, error) {
+func (p *Pool) RetryFailed(ctx context.Context, db DB, c *chunk.Chunk, chunkLast []string, forget Forget) (Result, error) {
 	var res Result
 	pc := piece{chunk: c, lo: 0, hi: len(c.Rows), last: chunkLast, retried: forget, result: &res}
 	w, err := p.newWorker().commit(ctx, db, pc)
@@ -297,7 +297,7 @@ func (p *Pool) RetryFailed(ctx context.Context, db DB, c *paginator.Chunk, chunk
 // chunk, or half of one split after repeated timeouts. It covers the keys
 // (after, last] and the chunk's rows [lo, hi).
 type piece struct {
-	chunk  *paginator.Chunk
+	chunk  *chunk.Chunk
 	lo, hi int
 	after  []string
 	last   []string
@@ -990,7 +990,7 @@ type Rehearsal struct {
 // bisecting rows that fail on their data, but records nothing: the caller
 // rolls tx back. The conflicts, constraint violations and transform errors
 // it meets are real.
-func (p *Pool) Rehearse(ctx context.Context, tx pgx.Tx, c *paginator.Chunk, previewRows int) (Rehearsal, error) {
+func (p *Pool) Rehearse(ctx context.Context, tx pgx.Tx, c *chunk.Chunk, previewRows int) (Rehearsal, error) {
 	w := p.newWorker()
 	pc := piece{chunk: c, lo: 0, hi: len(c.Rows), after: c.After, last: c.Last}
 	reh := Rehearsal{Result: Result{Seq: c.Seq, Read: len(c.Rows), Last: c.Last}}
@@ -1041,7 +1041,7 @@ func (p *Pool) Rehearse(ctx context.Context, tx pgx.Tx, c *paginator.Chunk, prev
 // failed row's copy, a dry run's preview. Bytes it cannot decode stay
 // bytes.
 func (w *worker) readable(oid uint32, v any) any {
-	raw, ok := v.(*paginator.Raw)
+	raw, ok := v.(*chunk.Raw)
 	if !ok {
 		return v
 	}
@@ -1111,7 +1111,7 @@ func (w *worker) recordFailures(ctx context.Context, conn *pgx.Conn, pc piece, f
 
 // sourceRow returns row r of c as the source's values, in the order of
 // SourceColumns: a straight copy's tuple taken apart again.
-func (w *worker) sourceRow(c *paginator.Chunk, r int) []any {
+func (w *worker) sourceRow(c *chunk.Chunk, r int) []any {
 	if c.Tuples == nil {
 		return c.Rows[r]
 	}
@@ -1196,9 +1196,9 @@ func (w *worker) textForm(col Column, v any) (any, error) {
 // writes it: transform it and build its COPY stream, whose size it
 // returns. For measuring the client's cost of a chunk without a server;
 // the builder is one worker's, for one goroutine.
-func (p *Pool) CopyStreamBuilder() func(c *paginator.Chunk) (int, error) {
+func (p *Pool) CopyStreamBuilder() func(c *chunk.Chunk) (int, error) {
 	w := p.newWorker()
-	return func(c *paginator.Chunk) (int, error) {
+	return func(c *chunk.Chunk) (int, error) {
 		var res Result
 		if failures := w.transform(piece{chunk: c, lo: 0, hi: len(c.Rows)}, &res); len(failures) > 0 {
 			return 0, fmt.Errorf("chunk %d: %d rows failed, the first: %s", c.Seq, len(failures), failures[0].message)

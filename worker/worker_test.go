@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/backfill/backfill/paginator"
+	"github.com/backfill/backfill/chunk"
 	"github.com/backfill/backfill/transform"
 )
 
@@ -100,7 +100,7 @@ func TestPieceSplitCoversTheRangeExactly(t *testing.T) {
 	}
 }
 
-func chunkWithKeys(keys [][]string) *paginator.Chunk {
+func chunkWithKeys(keys [][]string) *chunk.Chunk {
 	rows := make([][]any, len(keys))
-	return &paginator.Chunk{Keys: keys, Rows: rows}
+	return &chunk.Chunk{Keys: keys, Rows: rows}
 }

@@ -67,18 +67,98 @@ func (s *Store) ClaimPartition(ctx context.Context, q Querier, job, owner string
 	return &l, nil
 }
 
-// RenewLease extends a lease that has not expired by lease from now, and
-// reports whether another runner asked for the partition to be split;
-// ErrLeaseLost once it has expired or the partition was claimed again.
-func (s *Store) RenewLease(ctx context.Context, q Querier, l *Lease, lease time.Duration) (split bool, err error) {
-	err = q.QueryRow(ctx, s.stmts.Get(bfsql.PartitionRenew), l.Job, l.Partition.ID, l.Token, lease).Scan(&split)
+// LeaseState is what a renewal of a lease reads for its runner.
+type LeaseState struct {
+	// Split is whether an idle runner asked for the partition to be split.
+	Split bool
+	// Rate is the job's rate cap across all its runners (0: none), and
+	// Pause whether an operator asked it to pause.
+	Rate  float64
+	Pause bool
+	// Live is how many leases of the job are live, this one included.
+	Live int
+}
+
+// RenewLease extends a lease that has not expired by lease from now and
+// reads the job's requests; ErrLeaseLost once it has expired or the
+// partition was claimed again.
+func (s *Store) RenewLease(ctx context.Context, q Querier, l *Lease, lease time.Duration) (LeaseState, error) {
+	var st LeaseState
+	err := q.QueryRow(ctx, s.stmts.Get(bfsql.PartitionRenew), l.Job, l.Partition.ID, l.Token, lease).Scan(&st.Split, &st.Rate, &st.Pause, &st.Live)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return false, fmt.Errorf("renew the lease of job %q partition %d (token %d): %w", l.Job, l.Partition.ID, l.Token, ErrLeaseLost)
+		return st, fmt.Errorf("renew the lease of job %q partition %d (token %d): %w", l.Job, l.Partition.ID, l.Token, ErrLeaseLost)
 	}
 	if err != nil {
-		return false, fmt.Errorf("renew the lease of job %q partition %d: %w", l.Job, l.Partition.ID, err)
+		return st, fmt.Errorf("renew the lease of job %q partition %d: %w", l.Job, l.Partition.ID, err)
 	}
-	return split, nil
+	return st, nil
+}
+
+// SplitPartition ends the lease's partition at key at and makes the rest,
+// up to its old end, a new pending partition, whose id it returns;
+// ErrLeaseLost when the lease is no longer live. rows are the estimated
+// rows of the partition as cut and of the new one.
+func (s *Store) SplitPartition(ctx context.Context, q Querier, l *Lease, at []string, keep, handOver int64) (int, error) {
+	var id int
+	err := q.QueryRow(ctx, s.stmts.Get(bfsql.PartitionSplit), l.Job, l.Partition.ID, l.Token, at, l.Partition.Last, handOver, keep).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("split job %q partition %d (token %d): %w", l.Job, l.Partition.ID, l.Token, ErrLeaseLost)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("split job %q partition %d at %v: %w", l.Job, l.Partition.ID, at, err)
+	}
+	l.Partition.Last, l.Partition.RowsEstimated = at, keep
+	return id, nil
+}
+
+// RequestSplit asks the holder of the partition with the most rows left
+// to split it, if that is at least minRows; it returns the partition's id,
+// 0 when none qualifies.
+func (s *Store) RequestSplit(ctx context.Context, q Querier, job string, minRows int64) (int, error) {
+	var id int
+	err := q.QueryRow(ctx, s.stmts.Get(bfsql.PartitionRequestSplit), job, minRows).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("ask for a split of a partition of job %q: %w", job, err)
+	}
+	return id, nil
+}
+
+// PartitionSeqs is how many seqs each partition's chunks may take: the
+// chunks of partition n are numbered from n × PartitionSeqs + 1.
+const PartitionSeqs = 1 << 40
+
+// PartitionNextSeq is the seq the next chunk of a partition takes.
+func (s *Store) PartitionNextSeq(ctx context.Context, q Querier, job string, partition int) (int64, error) {
+	base := int64(partition) * PartitionSeqs
+	var last int64
+	if err := q.QueryRow(ctx, s.stmts.Get(bfsql.ChunkMaxSeqIn), job, base, base+PartitionSeqs).Scan(&last); err != nil {
+		return 0, fmt.Errorf("read the last seq of job %q partition %d: %w", job, partition, err)
+	}
+	return last + 1, nil
+}
+
+// RunPartitioned records a partitioned job as running, for a runner that
+// joins it.
+func (s *Store) RunPartitioned(ctx context.Context, q Querier, job string) error {
+	if _, err := q.Exec(ctx, s.stmts.Get(bfsql.JobRunPartitioned), job); err != nil {
+		return fmt.Errorf("record job %q running: %w", job, err)
+	}
+	return nil
+}
+
+// SetStatePartitioned records how a partitioned job's run ended, if this
+// runner is the one to: done only once no partition is left to read,
+// another state only when no other runner holds a live lease. It reports
+// whether it recorded it.
+func (s *Store) SetStatePartitioned(ctx context.Context, q Querier, job, state, lastError string) (bool, error) {
+	tag, err := q.Exec(ctx, s.stmts.Get(bfsql.JobSetStatePartitioned), job, state, nullIfEmpty(lastError))
+	if err != nil {
+		return false, fmt.Errorf("set job %q to %s: %w", job, state, err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 // ReleaseLease gives a partition up for another runner to claim at once.

@@ -129,8 +129,8 @@ func TestLeaseFencesItsRunner(t *testing.T) {
 	if err := store.FinishPartition(ctx, pool, a); !errors.Is(err, checkpoint.ErrLeaseLost) {
 		t.Fatalf("finish by the old holder: %v", err)
 	}
-	if split, err := store.RenewLease(ctx, pool, b, time.Minute); err != nil || split {
-		t.Fatalf("renewal of a live lease: %v, %v", split, err)
+	if st, err := store.RenewLease(ctx, pool, b, time.Minute); err != nil || st.Split || st.Live != 1 || st.Rate != 1000 {
+		t.Fatalf("renewal of a live lease: %+v, %v", st, err)
 	}
 	if err := store.FinishPartition(ctx, pool, b); err != nil {
 		t.Fatal(err)

@@ -86,6 +86,15 @@ type Config struct {
 	// Upper is the inclusive last key to read; the job's defined end.
 	// An empty non-nil slice means the table was empty when the job began.
 	Upper []string
+	// Lower, when set, is the exclusive first key to read: keys up to it
+	// are some other reader's (a partition of a job spread over several
+	// runners, which sets Partition too).
+	Lower []string
+	// Partition says that ranges beyond Upper may be committed too, by the
+	// readers of the job's other partitions: a committed run that reaches
+	// past Upper is read as ending there, so the read never leaves its
+	// range.
+	Partition bool
 	// Where is an optional SQL predicate over the source row.
 	Where string
 	// Committed are the ranges a previous run already committed, every
@@ -107,6 +116,13 @@ type Config struct {
 	// the paginator then builds each chunk's Tuples instead of its Rows' values.
 	// Every column it names must be Raw.
 	CopyOrder []int
+	// Cut, when set, may end the read before Upper: it is called before
+	// each page once no committed range lies ahead, with the key read up
+	// to (nil: none yet) and the current end, and returns a new end, after
+	// cursor and not past the current one, or nil to read on. A runner
+	// hands the unread rest of its partition to another this way, at a key
+	// no page it has read or is reading crosses.
+	Cut func(ctx context.Context, cursor, upper []string) ([]string, error)
 	// Retry is how transient read errors are retried.
 	Retry retry.Policy
 	// OnRetry, if set, hears of each retried error.
@@ -182,6 +198,9 @@ func New(cfg Config) (*Paginator, error) {
 	bounds, split := cfg.Bounds, cfg.Split
 	if cfg.Committed != nil {
 		bounds, split = rangeBounds(cfg.Committed), cfg.Committed
+	}
+	if cfg.Lower != nil { // as if (start, Lower] were committed
+		bounds = append(slices.Clone(bounds), Bound{Key: nil, Delta: 1}, Bound{Key: cfg.Lower, Delta: -1})
 	}
 	p := &Paginator{cfg: cfg, bounds: bounds, rest: splitRests(split), nextSeq: cfg.NextSeq}
 	// a resumed job of 10⁹ rows may have 10⁶ ranges; the bounds say it all
@@ -290,6 +309,9 @@ func (p *Paginator) orderRuns(ctx context.Context, q Querier) error {
 	case 0:
 		return nil
 	case 2: // one run: nothing to order, and no gap after it to bound a rest
+		if p.cfg.Partition {
+			break // unless it may reach past Upper
+		}
 		first, last := p.bounds[0], p.bounds[1]
 		if first.Delta < 0 {
 			first, last = last, first
@@ -309,6 +331,10 @@ func (p *Paginator) orderRuns(ctx context.Context, q Querier) error {
 	}
 	for _, r := range p.rest {
 		keys = append(keys, r.last)
+	}
+	clip := p.cfg.Partition && len(p.cfg.Upper) > 0
+	if clip {
+		keys = append(keys, p.cfg.Upper)
 	}
 	var ranks []int
 	err := p.retrying(ctx, func() error {
@@ -359,6 +385,22 @@ func (p *Paginator) orderRuns(ctx context.Context, q Querier) error {
 	}
 	if covering != 0 {
 		return fmt.Errorf("order the committed ranges of %s: their bounds sum to %d, not 0: the checkpoint's ranges do not each begin and end", p.cfg.Table.Sanitize(), covering)
+	}
+	if clip {
+		// the runs as this partition sees them: none from its end on, and
+		// one that reaches past its end ending there
+		end := rank(p.cfg.Upper)
+		runs := p.runs[:0]
+		for _, r := range p.runs {
+			if r.start != nil && rank(r.start) >= end {
+				continue
+			}
+			if rank(r.end) > end {
+				r.end = p.cfg.Upper
+			}
+			runs = append(runs, r)
+		}
+		p.runs = runs
 	}
 	p.bounds = nil
 	return nil
@@ -655,6 +697,15 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *chunk.Chunk)
 		}
 		if p.cfg.Upper != nil && KeyString(cursor) == upper {
 			return nil
+		}
+		if p.cfg.Cut != nil && len(runs) == 0 && len(p.rest) == 0 {
+			end, err := p.cfg.Cut(ctx, cursor, p.cfg.Upper)
+			if err != nil {
+				return err
+			}
+			if end != nil {
+				p.cfg.Upper, upper = end, KeyString(end)
+			}
 		}
 		var before []string // nil: read to the job's end
 		if len(runs) > 0 {

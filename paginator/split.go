@@ -24,32 +24,33 @@ const (
 )
 
 // SplitPoints returns keys k₁ < … < kₘ (m ≤ n-1) that cut the table's rows
-// matching where, up to and including upper (nil: no bound), into m+1
-// ranges (…, k₁], (k₁, k₂], …, (kₘ, upper] of about equal row counts.
+// matching where, after after (nil: from the start) up to and including
+// upper (nil: no bound), into m+1 ranges (after, k₁], (k₁, k₂], …,
+// (kₘ, upper] of about equal row counts.
 // estimate is the table's row count as the planner has it (pg_class
 // reltuples; negative when unknown): up to a few hundred thousand rows the
 // points are exact quantiles of every matching row, above that of a
 // TABLESAMPLE SYSTEM of the table, which reads a sample of its pages
 // rather than all of them. Equal keys in the sample, a small table or a
 // rare predicate give fewer points; none when n < 2 or no row matches.
-func SplitPoints(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn, where string, upper []string, n int, estimate int64) ([][]string, error) {
-	return splitPoints(ctx, q, table, key, where, upper, n, estimate, splitExactUpTo)
+func SplitPoints(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn, where string, after, upper []string, n int, estimate int64) ([][]string, error) {
+	return splitPoints(ctx, q, table, key, where, after, upper, n, estimate, splitExactUpTo)
 }
 
-func splitPoints(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn, where string, upper []string, n int, estimate, exactUpTo int64) ([][]string, error) {
+func splitPoints(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn, where string, after, upper []string, n int, estimate, exactUpTo int64) ([][]string, error) {
 	if n < 2 || len(key) == 0 {
 		return nil, nil
 	}
 	if estimate > exactUpTo {
 		percent := min(100, 100*float64(max(splitSampleRows, 100*int64(n)))/float64(estimate))
-		points, sampled, err := queryPoints(ctx, q, table, key, where, upper, n, percent)
+		points, sampled, err := queryPoints(ctx, q, table, key, where, after, upper, n, percent)
 		// a rare predicate leaves too few rows in the sample to place n
 		// partitions: then every matching row decides, as for a small table
 		if err != nil || sampled >= splitSampleMin*int64(n) {
 			return points, err
 		}
 	}
-	points, _, err := queryPoints(ctx, q, table, key, where, upper, n, 100)
+	points, _, err := queryPoints(ctx, q, table, key, where, after, upper, n, 100)
 	return points, err
 }
 
@@ -59,8 +60,8 @@ const splitSampleMin = 20
 
 // queryPoints runs splitSQL and returns the points and how many rows they
 // were chosen from (0 when fewer than two).
-func queryPoints(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn, where string, upper []string, n int, percent float64) ([][]string, int64, error) {
-	query, args := splitSQL(table, key, where, upper, n, percent)
+func queryPoints(ctx context.Context, q Querier, table pgx.Identifier, key []KeyColumn, where string, after, upper []string, n int, percent float64) ([][]string, int64, error) {
+	query, args := splitSQL(table, key, where, after, upper, n, percent)
 	rows, err := q.Query(ctx, query, args...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("find %d partitions of %s: %w", n, table.Sanitize(), err)
@@ -84,8 +85,8 @@ func queryPoints(ctx context.Context, q Querier, table pgx.Identifier, key []Key
 
 // splitSQL numbers the matching rows (or a sample of them) in key order and
 // keeps the last of each of n equal groups but the last group: $1 is n,
-// $2… the upper bound's key parts.
-func splitSQL(table pgx.Identifier, key []KeyColumn, where string, upper []string, n int, percent float64) (string, []any) {
+// $2… the lower bound's key parts, then the upper bound's.
+func splitSQL(table pgx.Identifier, key []KeyColumn, where string, after, upper []string, n int, percent float64) (string, []any) {
 	cols := make([]string, len(key))
 	for i, k := range key {
 		cols[i] = fmt.Sprintf("%s::text AS bf_key_%d", pgx.Identifier{tableAlias, k.Name}.Sanitize(), i+1)
@@ -100,13 +101,19 @@ func splitSQL(table pgx.Identifier, key []KeyColumn, where string, upper []strin
 		sample = " TABLESAMPLE SYSTEM (" + strconv.FormatFloat(percent, 'g', 6, 64) + ")"
 	}
 	var conds []string
-	if upper != nil {
+	bound := func(op string, b []string) {
 		parts := make([]string, len(key))
 		for i, k := range key {
-			parts[i] = fmt.Sprintf("$%d::text::%s", 2+i, k.Type)
-			args = append(args, upper[i])
+			parts[i] = fmt.Sprintf("$%d::text::%s", len(args)+1, k.Type)
+			args = append(args, b[i])
 		}
-		conds = append(conds, "("+qualifiedKeys(key, "")+") <= ("+strings.Join(parts, ", ")+")")
+		conds = append(conds, "("+qualifiedKeys(key, "")+") "+op+" ("+strings.Join(parts, ", ")+")")
+	}
+	if after != nil {
+		bound(">", after)
+	}
+	if upper != nil {
+		bound("<=", upper)
 	}
 	if where != "" {
 		conds = append(conds, "("+where+")")

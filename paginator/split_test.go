@@ -27,24 +27,25 @@ func TestSplitPointsCutEqualPartitions(t *testing.T) {
 		table     string
 		key       []KeyColumn
 		where     string
+		after     []string
 		upper     []string
 		n         int
 		exactUpTo int64
 		tolerance float64 // of a partition's share of the rows
 		count     string  // the rows to be split, as SQL
 	}{
-		{"exact", "single", single, "", nil, 6, splitExactUpTo * 10, 0.001, "SELECT count(*) FROM single"},
-		{"exact, where and upper", "single", single, "v <> 3", []string{"200000"}, 4, splitExactUpTo * 10, 0.001,
-			"SELECT count(*) FROM single WHERE v <> 3 AND id <= 200000"},
-		{"sampled", "single", single, "", nil, 6, 0, 0.05, "SELECT count(*) FROM single"},
-		{"composite, exact", "composite", composite, "", nil, 5, splitExactUpTo * 10, 0.001, "SELECT count(*) FROM composite"},
-		{"composite, sampled, upper", "composite", composite, "", []string{"t5", "0"}, 3, 0, 0.05,
+		{"exact", "single", single, "", nil, nil, 6, splitExactUpTo * 10, 0.001, "SELECT count(*) FROM single"},
+		{"exact, where, after and upper", "single", single, "v <> 3", []string{"1000"}, []string{"200000"}, 4, splitExactUpTo * 10, 0.001,
+			"SELECT count(*) FROM single WHERE v <> 3 AND id > 1000 AND id <= 200000"},
+		{"sampled", "single", single, "", nil, nil, 6, 0, 0.05, "SELECT count(*) FROM single"},
+		{"composite, exact", "composite", composite, "", nil, nil, 5, splitExactUpTo * 10, 0.001, "SELECT count(*) FROM composite"},
+		{"composite, sampled, upper", "composite", composite, "", nil, []string{"t5", "0"}, 3, 0, 0.05,
 			"SELECT count(*) FROM composite WHERE (tenant, n) <= ('t5', 0)"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := t.Context()
-			points, err := splitPoints(ctx, pool, pgx.Identifier{c.table}, c.key, c.where, c.upper, c.n, 300000, c.exactUpTo)
+			points, err := splitPoints(ctx, pool, pgx.Identifier{c.table}, c.key, c.where, c.after, c.upper, c.n, 300000, c.exactUpTo)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -55,7 +56,7 @@ func TestSplitPointsCutEqualPartitions(t *testing.T) {
 			if err := pool.QueryRow(ctx, c.count).Scan(&total); err != nil {
 				t.Fatal(err)
 			}
-			bounds := append(append([][]string{nil}, points...), c.upper)
+			bounds := append(append([][]string{c.after}, points...), c.upper)
 			var sum int64
 			for i := 1; i < len(bounds); i++ {
 				got := countBetween(t, pool, c.table, c.key, c.where, bounds[i-1], bounds[i])
@@ -71,14 +72,14 @@ func TestSplitPointsCutEqualPartitions(t *testing.T) {
 		})
 	}
 	t.Run("fewer points than partitions", func(t *testing.T) {
-		points, err := SplitPoints(t.Context(), pool, pgx.Identifier{"single"}, single, "id <= 3", nil, 10, 300000)
+		points, err := SplitPoints(t.Context(), pool, pgx.Identifier{"single"}, single, "id <= 3", nil, nil, 10, 300000)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !slices.EqualFunc(points, [][]string{{"1"}, {"2"}}, slices.Equal[[]string]) {
 			t.Fatalf("3 matching rows in 10 partitions: points %v, want [1] [2]", points)
 		}
-		if points, err := SplitPoints(t.Context(), pool, pgx.Identifier{"single"}, single, "false", nil, 4, 300000); err != nil || len(points) != 0 {
+		if points, err := SplitPoints(t.Context(), pool, pgx.Identifier{"single"}, single, "false", nil, nil, 4, 300000); err != nil || len(points) != 0 {
 			t.Fatalf("no matching row: %v, %v", points, err)
 		}
 	})

@@ -227,13 +227,25 @@ FROM free
 WHERE p.job = $1 AND p.id = free.id
 RETURNING p.id, p.after_key, p.last_key, p.token, p.rows_estimated
 
--- Renews a lease that has not expired; no row once it has, or once another
--- runner took the partition. Returns whether a split was asked for.
+-- Renews a lease that has not expired and reads what the runner acts on:
+-- whether a split of the partition was asked for, the job's rate and
+-- pause request, and how many leases are live (the rate's share). No row
+-- once the lease has expired, or another runner took the partition. The
+-- job's heartbeat is the runners' too, so status tells a live job.
 -- name: partition-renew
-UPDATE {{schema}}.partitions
-SET lease_until = now() + $4::interval
-WHERE job = $1 AND id = $2 AND token = $3 AND lease_until > now()
-RETURNING split_requested
+WITH renewed AS (
+    UPDATE {{schema}}.partitions
+    SET lease_until = now() + $4::interval
+    WHERE job = $1 AND id = $2 AND token = $3 AND lease_until > now()
+    RETURNING split_requested
+), beat AS (
+    UPDATE {{schema}}.jobs SET heartbeat_at = now() WHERE name = $1 AND EXISTS (SELECT 1 FROM renewed)
+)
+SELECT r.split_requested, j.rate, j.pause_requested,
+       (SELECT count(*) FROM {{schema}}.partitions
+        WHERE job = $1 AND state = 'pending' AND lease_until > now())
+FROM renewed AS r, {{schema}}.jobs AS j
+WHERE j.name = $1
 
 -- name: partition-release
 UPDATE {{schema}}.partitions SET owner = NULL, lease_until = NULL
@@ -247,3 +259,60 @@ WHERE job = $1 AND id = $2 AND token = $3 AND lease_until > now()
 -- name: partition-list
 SELECT id, after_key, last_key, rows_estimated, state, owner, token, lease_until, lease_until > now()
 FROM {{schema}}.partitions WHERE job = $1 ORDER BY id
+
+-- Hands the rest of a partition, after key $4, to a new partition: the
+-- holder of a live lease ($3) ends its own at $4 and the new one reads
+-- (after $4, up to $5]; $6 and $7 are their estimated rows. The new id is
+-- the job's next; two splits at once collide on it, and one fails.
+-- name: partition-split
+WITH cut AS (
+    UPDATE {{schema}}.partitions SET last_key = $4, rows_estimated = $7, split_requested = false
+    WHERE job = $1 AND id = $2 AND token = $3 AND lease_until > now()
+    RETURNING job
+)
+INSERT INTO {{schema}}.partitions (job, id, after_key, last_key, rows_estimated)
+SELECT $1, (SELECT max(id) + 1 FROM {{schema}}.partitions WHERE job = $1), $4, $5, $6 FROM cut
+RETURNING id
+
+-- An idle runner asks the holder of the partition with the most rows left
+-- to read (by its estimate less the rows its chunks read) to split it,
+-- when that is at least $2 rows.
+-- name: partition-request-split
+WITH left_to_read AS (
+    SELECT p.id, p.rows_estimated - coalesce((SELECT sum(c.rows_read) FROM {{schema}}.chunks AS c
+                                             WHERE c.job = p.job AND c.partition = p.id), 0) AS n
+    FROM {{schema}}.partitions AS p
+    WHERE p.job = $1 AND p.state = 'pending' AND p.lease_until > now() AND NOT p.split_requested
+    ORDER BY 2 DESC
+    LIMIT 1
+)
+UPDATE {{schema}}.partitions AS p SET split_requested = true
+FROM left_to_read AS l
+WHERE p.job = $1 AND p.id = l.id AND l.n >= $2
+RETURNING p.id
+
+-- The last seq a partition's chunks took, in its own range of seqs
+-- [$2, $3); $2 when none: each partition numbers its chunks apart, so
+-- the pieces of a split chunk are told by seq as in a job of one runner.
+-- name: chunk-max-seq-in
+SELECT coalesce(max(seq), $2) FROM {{schema}}.chunks WHERE job = $1 AND seq >= $2 AND seq < $3
+
+-- A partitioned job is running again once a runner joins it.
+-- name: job-run-partitioned
+UPDATE {{schema}}.jobs
+SET state = 'running', pause_requested = false, finished_at = NULL, last_error = NULL,
+    updated_at = now(), heartbeat_at = now()
+WHERE name = $1
+
+-- How a partitioned job's run ended, recorded by the runner that stops
+-- last: done once no partition is left to read, another state only when no
+-- other runner holds a live lease (it records its own end in turn).
+-- name: job-set-state-partitioned
+UPDATE {{schema}}.jobs
+SET state = $2, last_error = $3, updated_at = now(), heartbeat_at = NULL, pause_requested = false,
+    finished_at = CASE WHEN $2 = 'done' THEN now() END
+WHERE name = $1
+  AND CASE WHEN $2 = 'done'
+           THEN NOT EXISTS (SELECT 1 FROM {{schema}}.partitions WHERE job = $1 AND state = 'pending')
+           ELSE NOT EXISTS (SELECT 1 FROM {{schema}}.partitions WHERE job = $1 AND state = 'pending' AND lease_until > now())
+      END

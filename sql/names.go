@@ -4,87 +4,97 @@ package sql
 
 // The statements that mention the state schema ({{schema}}): Statements.Get.
 const (
-	JobGet             Name = iota // checkpoint.sql: job-get
-	JobList                        // checkpoint.sql: job-list
-	JobCreate                      // checkpoint.sql: job-create
-	JobClaim                       // checkpoint.sql: job-claim
-	JobReclaim                     // checkpoint.sql: job-reclaim
-	JobHeartbeat                   // checkpoint.sql: job-heartbeat
-	JobSetRate                     // checkpoint.sql: job-set-rate
-	JobRequestPause                // checkpoint.sql: job-request-pause
-	JobSetState                    // checkpoint.sql: job-set-state
-	JobCounters                    // checkpoint.sql: job-counters
-	ChunkRanges                    // checkpoint.sql: chunk-ranges
-	ChunkBounds                    // checkpoint.sql: chunk-bounds
-	ChunkSplitPieces               // checkpoint.sql: chunk-split-pieces
-	ChunkMaxSeq                    // checkpoint.sql: chunk-max-seq
-	CommitChunk                    // checkpoint.sql: commit-chunk
-	ChunkAfter                     // checkpoint.sql: chunk-after
-	RecordChunk                    // checkpoint.sql: record-chunk
-	RecordFailedRows               // checkpoint.sql: record-failed-rows
-	FailedRows                     // checkpoint.sql: failed-rows
-	ForgetFailedRows               // checkpoint.sql: forget-failed-rows
-	JobRecentRows                  // checkpoint.sql: job-recent-rows
-	PartitionCreate                // checkpoint.sql: partition-create
-	PartitionClaim                 // checkpoint.sql: partition-claim
-	PartitionRenew                 // checkpoint.sql: partition-renew
-	PartitionRelease               // checkpoint.sql: partition-release
-	PartitionDone                  // checkpoint.sql: partition-done
-	PartitionList                  // checkpoint.sql: partition-list
-	CreateSchema                   // schema.sql: create-schema
-	CreateVersionTable             // schema.sql: create-version-table
-	GetVersion                     // schema.sql: get-version
-	SetVersion                     // schema.sql: set-version
-	Migration1                     // schema.sql: migration-1
-	Migration2                     // schema.sql: migration-2
-	Migration3                     // schema.sql: migration-3
-	Migration4                     // schema.sql: migration-4
-	Migration5                     // schema.sql: migration-5
-	Migration6                     // schema.sql: migration-6
-	HeartbeatBeat                  // throttle.sql: heartbeat-beat
-	ReplicaLag                     // throttle.sql: replica-lag
+	JobGet                 Name = iota // checkpoint.sql: job-get
+	JobList                            // checkpoint.sql: job-list
+	JobCreate                          // checkpoint.sql: job-create
+	JobClaim                           // checkpoint.sql: job-claim
+	JobReclaim                         // checkpoint.sql: job-reclaim
+	JobHeartbeat                       // checkpoint.sql: job-heartbeat
+	JobSetRate                         // checkpoint.sql: job-set-rate
+	JobRequestPause                    // checkpoint.sql: job-request-pause
+	JobSetState                        // checkpoint.sql: job-set-state
+	JobCounters                        // checkpoint.sql: job-counters
+	ChunkRanges                        // checkpoint.sql: chunk-ranges
+	ChunkBounds                        // checkpoint.sql: chunk-bounds
+	ChunkSplitPieces                   // checkpoint.sql: chunk-split-pieces
+	ChunkMaxSeq                        // checkpoint.sql: chunk-max-seq
+	CommitChunk                        // checkpoint.sql: commit-chunk
+	ChunkAfter                         // checkpoint.sql: chunk-after
+	RecordChunk                        // checkpoint.sql: record-chunk
+	RecordFailedRows                   // checkpoint.sql: record-failed-rows
+	FailedRows                         // checkpoint.sql: failed-rows
+	ForgetFailedRows                   // checkpoint.sql: forget-failed-rows
+	JobRecentRows                      // checkpoint.sql: job-recent-rows
+	PartitionCreate                    // checkpoint.sql: partition-create
+	PartitionClaim                     // checkpoint.sql: partition-claim
+	PartitionRenew                     // checkpoint.sql: partition-renew
+	PartitionRelease                   // checkpoint.sql: partition-release
+	PartitionDone                      // checkpoint.sql: partition-done
+	PartitionList                      // checkpoint.sql: partition-list
+	PartitionSplit                     // checkpoint.sql: partition-split
+	PartitionRequestSplit              // checkpoint.sql: partition-request-split
+	ChunkMaxSeqIn                      // checkpoint.sql: chunk-max-seq-in
+	JobRunPartitioned                  // checkpoint.sql: job-run-partitioned
+	JobSetStatePartitioned             // checkpoint.sql: job-set-state-partitioned
+	CreateSchema                       // schema.sql: create-schema
+	CreateVersionTable                 // schema.sql: create-version-table
+	GetVersion                         // schema.sql: get-version
+	SetVersion                         // schema.sql: set-version
+	Migration1                         // schema.sql: migration-1
+	Migration2                         // schema.sql: migration-2
+	Migration3                         // schema.sql: migration-3
+	Migration4                         // schema.sql: migration-4
+	Migration5                         // schema.sql: migration-5
+	Migration6                         // schema.sql: migration-6
+	HeartbeatBeat                      // throttle.sql: heartbeat-beat
+	ReplicaLag                         // throttle.sql: replica-lag
 )
 
 var names = [...]string{
-	JobGet:             "job-get",
-	JobList:            "job-list",
-	JobCreate:          "job-create",
-	JobClaim:           "job-claim",
-	JobReclaim:         "job-reclaim",
-	JobHeartbeat:       "job-heartbeat",
-	JobSetRate:         "job-set-rate",
-	JobRequestPause:    "job-request-pause",
-	JobSetState:        "job-set-state",
-	JobCounters:        "job-counters",
-	ChunkRanges:        "chunk-ranges",
-	ChunkBounds:        "chunk-bounds",
-	ChunkSplitPieces:   "chunk-split-pieces",
-	ChunkMaxSeq:        "chunk-max-seq",
-	CommitChunk:        "commit-chunk",
-	ChunkAfter:         "chunk-after",
-	RecordChunk:        "record-chunk",
-	RecordFailedRows:   "record-failed-rows",
-	FailedRows:         "failed-rows",
-	ForgetFailedRows:   "forget-failed-rows",
-	JobRecentRows:      "job-recent-rows",
-	PartitionCreate:    "partition-create",
-	PartitionClaim:     "partition-claim",
-	PartitionRenew:     "partition-renew",
-	PartitionRelease:   "partition-release",
-	PartitionDone:      "partition-done",
-	PartitionList:      "partition-list",
-	CreateSchema:       "create-schema",
-	CreateVersionTable: "create-version-table",
-	GetVersion:         "get-version",
-	SetVersion:         "set-version",
-	Migration1:         "migration-1",
-	Migration2:         "migration-2",
-	Migration3:         "migration-3",
-	Migration4:         "migration-4",
-	Migration5:         "migration-5",
-	Migration6:         "migration-6",
-	HeartbeatBeat:      "heartbeat-beat",
-	ReplicaLag:         "replica-lag",
+	JobGet:                 "job-get",
+	JobList:                "job-list",
+	JobCreate:              "job-create",
+	JobClaim:               "job-claim",
+	JobReclaim:             "job-reclaim",
+	JobHeartbeat:           "job-heartbeat",
+	JobSetRate:             "job-set-rate",
+	JobRequestPause:        "job-request-pause",
+	JobSetState:            "job-set-state",
+	JobCounters:            "job-counters",
+	ChunkRanges:            "chunk-ranges",
+	ChunkBounds:            "chunk-bounds",
+	ChunkSplitPieces:       "chunk-split-pieces",
+	ChunkMaxSeq:            "chunk-max-seq",
+	CommitChunk:            "commit-chunk",
+	ChunkAfter:             "chunk-after",
+	RecordChunk:            "record-chunk",
+	RecordFailedRows:       "record-failed-rows",
+	FailedRows:             "failed-rows",
+	ForgetFailedRows:       "forget-failed-rows",
+	JobRecentRows:          "job-recent-rows",
+	PartitionCreate:        "partition-create",
+	PartitionClaim:         "partition-claim",
+	PartitionRenew:         "partition-renew",
+	PartitionRelease:       "partition-release",
+	PartitionDone:          "partition-done",
+	PartitionList:          "partition-list",
+	PartitionSplit:         "partition-split",
+	PartitionRequestSplit:  "partition-request-split",
+	ChunkMaxSeqIn:          "chunk-max-seq-in",
+	JobRunPartitioned:      "job-run-partitioned",
+	JobSetStatePartitioned: "job-set-state-partitioned",
+	CreateSchema:           "create-schema",
+	CreateVersionTable:     "create-version-table",
+	GetVersion:             "get-version",
+	SetVersion:             "set-version",
+	Migration1:             "migration-1",
+	Migration2:             "migration-2",
+	Migration3:             "migration-3",
+	Migration4:             "migration-4",
+	Migration5:             "migration-5",
+	Migration6:             "migration-6",
+	HeartbeatBeat:          "heartbeat-beat",
+	ReplicaLag:             "replica-lag",
 }
 
 // The statements that mention no state schema: Static.

@@ -148,6 +148,10 @@ type Config struct {
 	// Generation is the runner's, from claiming the job: every commit
 	// carries it, and fails once a newer runner has raised it.
 	Generation int64
+	// Partition is the partition of a job spread over several runners
+	// that the chunks belong to, 0 for a job of one runner; Generation is
+	// then the token of the runner's lease on it.
+	Partition int
 	Workers    int
 	// Limiter caps rows per second across all workers; nil means no cap.
 	Limiter      *rate.Limiter
@@ -816,7 +820,7 @@ func (w *worker) record(pc piece, res *Result, written int) checkpoint.ChunkReco
 	return checkpoint.ChunkRecord{
 		Seq: pc.chunk.Seq, After: pc.after, First: first, Last: pc.last,
 		RowsRead: res.Read, RowsFiltered: res.Filtered, RowsFailed: res.Failed, RowsWritten: written,
-		Generation: w.p.cfg.Generation, SplitLast: splitLast, Path: res.Path,
+		Generation: w.p.cfg.Generation, SplitLast: splitLast, Path: res.Path, Partition: w.p.cfg.Partition,
 	}
 }
 

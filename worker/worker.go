@@ -152,7 +152,7 @@ type Config struct {
 	// that the chunks belong to, 0 for a job of one runner; Generation is
 	// then the token of the runner's lease on it.
 	Partition int
-	Workers    int
+	Workers   int
 	// Limiter caps rows per second across all workers; nil means no cap.
 	Limiter      *rate.Limiter
 	DrainTimeout time.Duration

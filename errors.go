@@ -34,6 +34,11 @@ var (
 	// ErrPaused is returned when an operator paused the job (Pause); the
 	// job is resumable.
 	ErrPaused = errors.New("paused")
+	// ErrLeaseLost is returned when a runner of a partitioned job lost
+	// its lease on a partition (it was stopped, or cut off from the
+	// destination, past Job.LeaseTimeout): none of its writes after that
+	// counted, and another runner continues the partition.
+	ErrLeaseLost = checkpoint.ErrLeaseLost
 
 	// errControlLost stops the pipeline when the control session, and with
 	// it the runner lock, is gone: the runner takes the job again, or stops.

@@ -38,6 +38,12 @@ const (
 	DefaultConnectTimeout   = 10 * time.Second
 	DefaultStatementTimeout = 30 * time.Second
 	DefaultLockTimeout      = 5 * time.Second
+	// DefaultLeaseTimeout is how long a runner's lease on a partition
+	// lasts unrenewed; it renews it every third of that.
+	DefaultLeaseTimeout = 30 * time.Second
+	// MaxPartitions bounds Job.Partitions: each is a row of the state
+	// schema and a claim now and then, not a connection.
+	MaxPartitions = 10000
 	// DefaultHeartbeat is how often the runner proves it is alive and
 	// reads an operator's requests (pause, a new rate).
 	DefaultHeartbeat     = 2 * time.Second
@@ -61,6 +67,10 @@ const (
 	ModeStart Mode = iota
 	// ModeResume continues an existing job from its checkpoint.
 	ModeResume
+	// ModeJoin adds a runner to a partitioned job, running or not: it
+	// resumes the job as ModeResume does, and is refused for a job of one
+	// runner.
+	ModeJoin
 )
 
 // Job is everything Run needs. Settings declares each setting among its
@@ -102,6 +112,14 @@ type Job struct {
 	// Follow reads to the end of the table as it is when the copy gets
 	// there, instead of stopping at the last key seen at job start.
 	Follow bool
+	// Partitions splits the key range at start into this many ranges of
+	// about equal row counts, each read by one runner at a time (a process
+	// of Run, on any host): 0 or 1 is one runner for the whole job.
+	Partitions int
+	// LeaseTimeout is how long a partitioned job's runner may go without
+	// renewing its lease on a partition before another runner may take
+	// it over; 0 means DefaultLeaseTimeout.
+	LeaseTimeout time.Duration
 	// MaxRetries bounds the attempts of one chunk or page on transient
 	// errors; 0 means DefaultMaxRetries.
 	MaxRetries int

@@ -72,6 +72,14 @@ type pass struct {
 	failedBefore int64
 	log          zerolog.Logger
 	onChunk      func(worker.Result) // nil for nothing more than the log's line
+	// A partition of a job spread over several runners: its id (0 for a
+	// job of one runner), the key it starts after, the seq its next chunk
+	// takes (0: after the job's last), and the hook that may end its read
+	// early to hand the rest to another runner.
+	partition int
+	lower     []string
+	nextSeq   int64
+	cut       func(ctx context.Context, cursor, upper []string) ([]string, error)
 }
 
 // stages builds the paginator that reads what the pass lacks and the
@@ -81,6 +89,9 @@ func (p *plan) stages(j Job, ps pass) (stages, error) {
 	read.Upper, read.Sizer = ps.upper, ps.sizer
 	read.Bounds, read.Split = resumeBounds(ps.resume)
 	read.NextSeq = ps.resume.MaxSeq + 1
+	if ps.partition != 0 {
+		read.Lower, read.Partition, read.NextSeq, read.Cut = ps.lower, true, ps.nextSeq, ps.cut
+	}
 	read.OnRetry = func(err error, attempt int) {
 		ps.log.Warn().Err(err).Int("attempt", attempt).Msg("retrying source read")
 	}
@@ -91,7 +102,7 @@ func (p *plan) stages(j Job, ps pass) (stages, error) {
 	pool, err := worker.New(worker.Config{
 		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write, SourceColumns: p.sourceColumns,
 		OverridingSystemValue: p.overriding, DirectCopy: p.direct, RangeKey: p.rangeKey, Straight: p.straight,
-		Transformer: p.transformer, Checkpoint: ps.store, Generation: ps.gen,
+		Transformer: p.transformer, Checkpoint: ps.store, Generation: ps.gen, Partition: ps.partition,
 		Workers: ps.workers, Limiter: ps.limiter, DrainTimeout: j.DrainTimeout, Retry: retryPolicy(j.MaxRetries),
 		MaxFailedRows: max(j.MaxFailedRows, 0), FailedRowsBefore: ps.failedBefore, Logger: ps.log,
 		OnChunk: func(res worker.Result) {

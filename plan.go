@@ -37,6 +37,9 @@ type Spec struct {
 	// size they ran with (1000 by default), and keep it.
 	ChunkSize int  `json:"chunk_size"`
 	Follow    bool `json:"follow,omitempty"`
+	// Partitions is how many key ranges the job was split into at start;
+	// 0 (jobs stored before partitions) and 1 are one runner's.
+	Partitions int `json:"partitions,omitempty"`
 	// Columns and SkipIf are the expression transform; a Go transform
 	// is not recorded (its code is not data), so changing one is on
 	// the embedding program.

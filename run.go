@@ -54,7 +54,12 @@ type runner struct {
 	controlCfg *pgx.ConnConfig
 	// gen is the runner's generation of the job, taken with the lock: the
 	// fencing token that every write of the runner's carries.
-	gen   int64
+	gen int64
+	// locking says the control session holds the job's runner lock: a job
+	// of one runner's. A partitioned job's runners take leases instead.
+	locking bool
+	// owner names this runner in the leases of a partitioned job.
+	owner string
 	src   *pgxpool.Pool
 	dst   *pgxpool.Pool
 	retry retry.Policy
@@ -117,15 +122,26 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	}
 	var stored Spec
 	switch {
-	case j.Mode == ModeResume && existing == nil:
+	case j.Mode != ModeStart && existing == nil:
 		return rep, refused(kind(ErrJobNotFound, fmt.Errorf("job %q does not exist in state schema %q of the destination", j.Name, j.StateSchema)))
 	case existing != nil:
 		if stored, err = storedSpec(existing); err != nil {
 			return rep, err
 		}
 	}
-	if j.Mode == ModeResume {
+	if j.Mode != ModeStart {
 		j.resumeFrom(stored, *existing)
+	}
+	partitioned := j.Partitions > 1
+	switch {
+	case j.Mode == ModeJoin && !partitioned:
+		return rep, refused(fmt.Errorf("job %q has one runner, which takes the job's lock: resume it instead of joining it", j.Name))
+	case partitioned && j.RetryFailed:
+		return rep, refused(fmt.Errorf("job %q is partitioned: retrying its failed rows is not supported yet", j.Name))
+	case !partitioned:
+		if err := r.lock(ctx); err != nil {
+			return rep, err
+		}
 	}
 
 	if r.src, err = openPool(ctx, j.SourceURL, j.session(), "source", 2, true); err != nil {
@@ -160,11 +176,15 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 			return rep, err
 		}
 	}
+	if partitioned {
+		return r.executePartitioned(ctx, p, existing, startedAt)
+	}
 	return r.execute(ctx, p, existing, startedAt)
 }
 
-// connectControl opens the control connection and takes the job's runner
-// lock on it; ErrJobBusy when another runner holds it.
+// connectControl opens the control connection and, for a job of one
+// runner once it is known to be one, takes the job's runner lock on it;
+// ErrJobBusy when another runner holds it.
 func (r *runner) connectControl(ctx context.Context) error {
 	if r.control != nil {
 		_ = r.control.Close(ctx)
@@ -175,7 +195,17 @@ func (r *runner) connectControl(ctx context.Context) error {
 		return fmt.Errorf("connect to destination database %s: %w", describeTarget(r.controlCfg), err)
 	}
 	r.control = conn
-	locked, err := r.store.TryLock(ctx, conn, r.job.Name)
+	if !r.locking {
+		return nil
+	}
+	return r.lock(ctx)
+}
+
+// lock takes the job's runner lock on the control session; ErrJobBusy when
+// another runner holds it.
+func (r *runner) lock(ctx context.Context) error {
+	r.locking = true
+	locked, err := r.store.TryLock(ctx, r.control, r.job.Name)
 	if err != nil {
 		return err
 	}
@@ -291,20 +321,8 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		err      error
 	)
 	if existing == nil {
-		if estimate, err = estimateRows(ctx, r.src, p, j.Where); err != nil {
-			return rep, err
-		}
-		if note := guessedEstimate(ctx, r.src, p, estimate); note != "" {
-			r.log.Warn().Msg(note)
-		}
-		if upper, err = p.end(ctx, r.src, j); err != nil {
-			return rep, err
-		}
-		spec, err := marshalSpec(p.spec)
-		if err != nil {
-			return rep, err
-		}
-		if err := r.migrate(ctx); err != nil {
+		var spec []byte
+		if estimate, upper, spec, err = r.newJob(ctx, p); err != nil {
 			return rep, err
 		}
 		if r.gen, err = r.store.CreateJob(ctx, r.control, checkpoint.NewJob{
@@ -334,16 +352,9 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		}
 	}
 
-	// always a limiter, unlimited or not, so `backfill set --rate` can
-	// change it while the job runs; its burst is the fixed chunk size even
-	// when chunks are sized by time, for a cap is applied at that size (the
-	// workers wait for a larger chunk read before the cap in parts)
-	limiter := rate.NewLimiter(limitOf(j.Rate), j.fixedChunkSize())
-	if j.ChunkSize == 0 {
-		if r.sizer, err = r.newSizer(); err != nil {
-			return rep, err
-		}
-		r.sizer.Hold(limitOf(j.Rate) != rate.Inf)
+	limiter, err := r.newLimiter(limitOf(j.Rate))
+	if err != nil {
+		return rep, err
 	}
 	var tracker *progress.Tracker
 	var runRows atomic.Int64
@@ -380,7 +391,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 			runErr = r.retryFailed(ctx, st)
 		}
 		if runErr == nil {
-			runErr = r.pipeline(ctx, st, tracker, limiter)
+			runErr = r.pipeline(ctx, st, tracker, func(ctx context.Context) error { return r.heartbeat(ctx, limiter) })
 		}
 		if !errors.Is(runErr, errControlLost) || ctx.Err() != nil {
 			break
@@ -393,6 +404,43 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 	rep.Elapsed = j.Now().Sub(began)
 	rep.RunRows = runRows.Load()
 	return r.finish(ctx, rep, runErr)
+}
+
+// newJob finds what a new job records: the planner's estimate of its rows
+// (warning when that is a guess), its end, and its stored spec; and brings
+// the state schema up to date for it.
+func (r *runner) newJob(ctx context.Context, p *plan) (estimate int64, upper []string, spec []byte, err error) {
+	if estimate, err = estimateRows(ctx, r.src, p, r.job.Where); err != nil {
+		return 0, nil, nil, err
+	}
+	if note := guessedEstimate(ctx, r.src, p, estimate); note != "" {
+		r.log.Warn().Msg(note)
+	}
+	if upper, err = p.end(ctx, r.src, r.job); err != nil {
+		return 0, nil, nil, err
+	}
+	if spec, err = marshalSpec(p.spec); err != nil {
+		return 0, nil, nil, err
+	}
+	return estimate, upper, spec, r.migrate(ctx)
+}
+
+// newLimiter is the run's rate limiter, starting at limit, and for a job
+// sized by time its sizer. There is always a limiter, unlimited or not,
+// so `backfill set --rate` can change it while the job runs; its burst is
+// the fixed chunk size even when chunks are sized by time, for a cap is
+// applied at that size (the workers wait for a larger chunk read before
+// the cap in parts).
+func (r *runner) newLimiter(limit rate.Limit) (*rate.Limiter, error) {
+	limiter := rate.NewLimiter(limit, r.job.fixedChunkSize())
+	if r.job.ChunkSize == 0 {
+		var err error
+		if r.sizer, err = r.newSizer(); err != nil {
+			return nil, err
+		}
+		r.sizer.Hold(limit != rate.Inf)
+	}
+	return limiter, nil
 }
 
 // preparePass reads the job's checkpoint, which the runner's generation
@@ -519,8 +567,9 @@ func limitOf(rowsPerSec float64) rate.Limit {
 }
 
 // pipeline runs paginator → channel → workers, with the progress log and
-// the heartbeat beside them until both finish.
-func (r *runner) pipeline(ctx context.Context, st stages, tracker *progress.Tracker, limiter *rate.Limiter) error {
+// beat (the job's heartbeat, or a partition's lease renewal) beside them
+// until both finish. An error of beat's stops the pipeline.
+func (r *runner) pipeline(ctx context.Context, st stages, tracker *progress.Tracker, beat func(context.Context) error) error {
 	pipeCtx, cancelPipe := context.WithCancelCause(ctx)
 	defer cancelPipe(nil)
 	g, gctx := errgroup.WithContext(pipeCtx)
@@ -532,14 +581,15 @@ func (r *runner) pipeline(ctx context.Context, st stages, tracker *progress.Trac
 	var side sync.WaitGroup
 	side.Go(func() { tracker.Log(sideCtx, r.log, r.job.ProgressInterval) })
 	side.Go(func() {
-		if err := r.heartbeat(sideCtx, limiter); err != nil {
-			cancelPipe(err) // paused, lost the control session, or the job to another runner
+		if err := beat(sideCtx); err != nil {
+			cancelPipe(err) // paused, lost the control session, the job to another runner, or the lease
 		}
 	})
 	err := g.Wait()
 	stopSide()
 	side.Wait()
-	if cause := context.Cause(pipeCtx); errors.Is(cause, ErrJobBusy) || errors.Is(cause, ErrPaused) || errors.Is(cause, errControlLost) {
+	if cause := context.Cause(pipeCtx); errors.Is(cause, ErrJobBusy) || errors.Is(cause, ErrPaused) || errors.Is(cause, errControlLost) ||
+		errors.Is(cause, ErrLeaseLost) {
 		return cause
 	}
 	return err

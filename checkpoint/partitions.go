@@ -140,10 +140,11 @@ func (s *Store) PartitionNextSeq(ctx context.Context, q Querier, job string, par
 	return last + 1, nil
 }
 
-// RunPartitioned records a partitioned job as running, for a runner that
+// RunPartitioned records a partitioned job as running at rate (rows per
+// second, 0 for no cap, shared by all its runners), for a runner that
 // joins it.
-func (s *Store) RunPartitioned(ctx context.Context, q Querier, job string) error {
-	if _, err := q.Exec(ctx, s.stmts.Get(bfsql.JobRunPartitioned), job); err != nil {
+func (s *Store) RunPartitioned(ctx context.Context, q Querier, job string, rate float64) error {
+	if _, err := q.Exec(ctx, s.stmts.Get(bfsql.JobRunPartitioned), job, rate); err != nil {
 		return fmt.Errorf("record job %q running: %w", job, err)
 	}
 	return nil
@@ -203,4 +204,14 @@ func (s *Store) Partitions(ctx context.Context, q Querier, job string) ([]Partit
 		return nil, fmt.Errorf("list the partitions of job %q: %w", job, err)
 	}
 	return parts, nil
+}
+
+// Requests reads a job's rate cap and pause request without a heartbeat:
+// for a runner of a partitioned job between partitions.
+func (s *Store) Requests(ctx context.Context, q Querier, job string) (Requests, error) {
+	var r Requests
+	if err := q.QueryRow(ctx, s.stmts.Get(bfsql.JobRequests), job).Scan(&r.Rate, &r.Pause); err != nil {
+		return r, fmt.Errorf("read the requests of job %q: %w", job, err)
+	}
+	return r, nil
 }

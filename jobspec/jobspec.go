@@ -37,6 +37,8 @@ type File struct {
 	Rate             *float64      `yaml:"rate"`
 	StateSchema      string        `yaml:"state_schema"`
 	Follow           *bool         `yaml:"follow"`
+	Partitions       *int          `yaml:"partitions"`
+	LeaseTimeout     *Duration     `yaml:"lease_timeout"`
 	MaxRetries       *int          `yaml:"max_retries"`
 	MaxFailedRows    *int64        `yaml:"max_failed_rows"`
 	StatementTimeout *Duration     `yaml:"statement_timeout"`

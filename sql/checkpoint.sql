@@ -297,10 +297,11 @@ RETURNING p.id
 -- name: chunk-max-seq-in
 SELECT coalesce(max(seq), $2) FROM {{schema}}.chunks WHERE job = $1 AND seq >= $2 AND seq < $3
 
--- A partitioned job is running again once a runner joins it.
+-- A partitioned job is running again once a runner joins it, at the rate
+-- it was given ($2; the job's own when it was given none).
 -- name: job-run-partitioned
 UPDATE {{schema}}.jobs
-SET state = 'running', pause_requested = false, finished_at = NULL, last_error = NULL,
+SET state = 'running', rate = $2, pause_requested = false, finished_at = NULL, last_error = NULL,
     updated_at = now(), heartbeat_at = now()
 WHERE name = $1
 
@@ -316,3 +317,9 @@ WHERE name = $1
            THEN NOT EXISTS (SELECT 1 FROM {{schema}}.partitions WHERE job = $1 AND state = 'pending')
            ELSE NOT EXISTS (SELECT 1 FROM {{schema}}.partitions WHERE job = $1 AND state = 'pending' AND lease_until > now())
       END
+
+-- What the runners of a partitioned job read between partitions: its rate
+-- cap and whether an operator asked it to pause, or it was paused by the
+-- runner that stopped last (which clears the request).
+-- name: job-requests
+SELECT rate, pause_requested OR state = 'paused' FROM {{schema}}.jobs WHERE name = $1

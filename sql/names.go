@@ -36,6 +36,7 @@ const (
 	ChunkMaxSeqIn                      // checkpoint.sql: chunk-max-seq-in
 	JobRunPartitioned                  // checkpoint.sql: job-run-partitioned
 	JobSetStatePartitioned             // checkpoint.sql: job-set-state-partitioned
+	JobRequests                        // checkpoint.sql: job-requests
 	CreateSchema                       // schema.sql: create-schema
 	CreateVersionTable                 // schema.sql: create-version-table
 	GetVersion                         // schema.sql: get-version
@@ -83,6 +84,7 @@ var names = [...]string{
 	ChunkMaxSeqIn:          "chunk-max-seq-in",
 	JobRunPartitioned:      "job-run-partitioned",
 	JobSetStatePartitioned: "job-set-state-partitioned",
+	JobRequests:            "job-requests",
 	CreateSchema:           "create-schema",
 	CreateVersionTable:     "create-version-table",
 	GetVersion:             "get-version",

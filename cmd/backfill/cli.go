@@ -95,6 +95,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			startCommand(stderr),
 			resumeCommand(stderr),
+			joinCommand(stderr),
 			statusCommand(stdout),
 			dryRunCommand(stdout, stderr),
 			setCommand(stdout),
@@ -153,6 +154,23 @@ func resumeCommand(stderr io.Writer) *cli.Command {
 			settingFlags(backfill.ScopeResume)...),
 		Action: func(c *cli.Context) error {
 			j, spec, err := jobFromFlags(c, backfill.ModeResume)
+			if err != nil {
+				return err
+			}
+			return annotate(runJob(c.Context, c, j, spec, stderr), spec)
+		},
+	}
+}
+
+func joinCommand(stderr io.Writer) *cli.Command {
+	return &cli.Command{
+		Name:  "join",
+		Usage: "add a runner to a partitioned job (--partitions), from any host: it claims partitions until none is left",
+		UsageText: "backfill join --source URL --dest URL --job NAME [--workers N] [--lease-timeout DURATION]\n" +
+			"   (the job's spec comes from its row, as for resume; start and resume of a partitioned job are runners too)",
+		Flags: append(append(sourceFlags(), settingFlags(backfill.ScopeTuning)...), logFlags()...),
+		Action: func(c *cli.Context) error {
+			j, spec, err := jobFromFlags(c, backfill.ModeJoin)
 			if err != nil {
 				return err
 			}
@@ -226,7 +244,7 @@ func runJob(ctx context.Context, c *cli.Context, j backfill.Job, spec *jobspec.F
 		return err
 	case errors.Is(err, backfill.ErrJobExists):
 		return fmt.Errorf("%w: continue it with `backfill resume --job %s`", err, j.Name)
-	case errors.Is(err, backfill.ErrJobNotFound) && j.Mode == backfill.ModeResume:
+	case errors.Is(err, backfill.ErrJobNotFound) && j.Mode != backfill.ModeStart:
 		return fmt.Errorf("%w: start it with `backfill start`", err)
 	case err != nil:
 		return err

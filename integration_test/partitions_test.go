@@ -1,0 +1,126 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// partitionOf is the partition runner holds a live lease on, 0 for none.
+func partitionOf(ctx context.Context, db, job string, runner *background) int64 {
+	return pollInt(ctx, db, fmt.Sprintf(`SELECT coalesce(min(id), 0) FROM backfill.partitions
+		WHERE job = '%s' AND owner LIKE '%%:%d:%%' AND lease_until > now()`, job, runner.cmd.Process.Pid))
+}
+
+// assertCopiedOnce checks a partitioned job's end: the destination equals
+// the source, the counters are those of one clean run over the source,
+// every partition is done, and no two committed chunks overlap.
+func assertCopiedOnce(t *testing.T, db, job string) {
+	t.Helper()
+	assertSameRows(t, db, "src", db, "dst")
+	rows := queryInt(t, db, "SELECT count(*) FROM src")
+	st := status(t, db, job)
+	clean := counters{RowsRead: rows, RowsInserted: rows}
+	got := countersOf(st)
+	got.ChunksDone = 0 // partitions cut chunks at their bounds
+	if got != clean || st.State != "done" {
+		t.Errorf("state %s, counters %+v, want done and %+v", st.State, got, clean)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM backfill.partitions WHERE job = $1 AND state <> 'done'", job); n != 0 {
+		t.Errorf("%d partitions not done", n)
+	}
+	assertNoOverlapAndUniqueSeqs(t, db, job)
+}
+
+// TestThreeRunnersOneKilled: three runner processes share a job of six
+// partitions; one is SIGKILLed in the middle of a partition. The others
+// take its partition over once its lease expires, and the job ends exact:
+// every row once, the counters of one clean run, no overlapping chunks.
+func TestThreeRunnersOneKilled(t *testing.T) {
+	const lease = 3 * time.Second
+	db := itemsDatabase(t, 500_000)
+	ctx := t.Context()
+	common := []string{"--source", db, "--dest", db, "--job", "p", "--workers", "2", "--lease-timeout", lease.String(), "--log-format", "json"}
+	first := startBackground(ctx, t, append([]string{"start", "--from", "src", "--to", "dst", "--partitions", "6", "--rate", "60000"}, common...)...)
+	waitUntil(t, first.done, first.stderr, "the partitions exist", func() bool {
+		return pollInt(ctx, db, "SELECT count(*) FROM backfill.partitions WHERE job = 'p'") == 6
+	})
+	runners := []*background{first, startBackground(ctx, t, append([]string{"join"}, common...)...),
+		startBackground(ctx, t, append([]string{"join"}, common...)...)}
+	victim := runners[1]
+	var held int64
+	waitUntil(t, victim.done, victim.stderr, "the second runner is inside a partition", func() bool {
+		held = partitionOf(ctx, db, "p", victim)
+		return held > 0 && pollInt(ctx, db, fmt.Sprintf("SELECT count(*) FROM backfill.chunks WHERE job = 'p' AND partition = %d", held)) >= 5
+	})
+	token := queryInt(t, db, "SELECT token FROM backfill.partitions WHERE job = 'p' AND id = $1", held)
+	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	<-victim.done
+	var takenOver time.Duration
+	waitUntil(t, first.done, first.stderr, "another runner takes the killed runner's partition", func() bool {
+		state := queryString(t, db, "SELECT state || ':' || token FROM backfill.partitions WHERE job = 'p' AND id = $1", held)
+		if state != fmt.Sprintf("pending:%d", token) {
+			takenOver = time.Since(killed)
+			return true
+		}
+		return false
+	})
+	// the lease runs out at most one lease after the kill; a runner with
+	// nothing to do claims within a beat of that
+	if limit := lease + 2*time.Second; takenOver > limit {
+		t.Errorf("partition %d taken over %s after the kill, want within %s", held, takenOver.Round(time.Millisecond), limit)
+	}
+	for _, r := range []*background{runners[0], runners[2]} {
+		if code := r.exitCode(); code != 0 {
+			t.Fatalf("runner exited %d:\n%s", code, r.stderr)
+		}
+	}
+	t.Logf("partition %d taken over %s after its runner was killed", held, takenOver.Round(time.Millisecond))
+	assertCopiedOnce(t, db, "p")
+}
+
+// TestStoppedRunnerLosesItsLease: a runner stopped (SIGSTOP) past its
+// lease's timeout cannot commit a chunk once it goes on (SIGCONT): it exits
+// saying it lost its lease, and a runner that joins then finishes the job
+// exact.
+func TestStoppedRunnerLosesItsLease(t *testing.T) {
+	const lease = 2 * time.Second
+	db := itemsDatabase(t, 100_000)
+	ctx := t.Context()
+	common := []string{"--source", db, "--dest", db, "--job", "p", "--workers", "2", "--lease-timeout", lease.String(), "--log-format", "json"}
+	runner := startBackground(ctx, t, append([]string{"start", "--from", "src", "--to", "dst", "--partitions", "2", "--rate", "5000"}, common...)...)
+	var held int64
+	waitUntil(t, runner.done, runner.stderr, "the runner commits chunks of a partition", func() bool {
+		held = partitionOf(ctx, db, "p", runner)
+		return held > 0 && pollInt(ctx, db, "SELECT count(*) FROM backfill.chunks WHERE job = 'p'") >= 3
+	})
+	token := queryInt(t, db, "SELECT token FROM backfill.partitions WHERE job = 'p' AND id = $1", held)
+	if err := runner.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(lease + time.Second)
+	resumedAt := queryString(t, db, "SELECT clock_timestamp()::text")
+	if err := runner.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-runner.done:
+	case <-time.After(time.Minute):
+		t.Fatalf("the stopped runner did not exit within a minute of going on:\n%s", runner.stderr)
+	}
+	if code := runner.cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(runner.stderr.String(), "lost the lease") {
+		t.Fatalf("the runner exited %d, want a failure saying it lost its lease:\n%s", code, runner.stderr)
+	}
+	if n := queryInt(t, db, `SELECT count(*) FROM backfill.chunks WHERE job = 'p' AND partition = $1 AND generation = $2
+		AND finished_at > $3::timestamptz`, held, token, resumedAt); n != 0 {
+		t.Fatalf("the runner committed %d chunks under its expired lease after going on", n)
+	}
+	mustSucceed(t, append([]string{"join", "--rate", "0"}, common...)...)
+	assertCopiedOnce(t, db, "p")
+}

@@ -106,7 +106,7 @@ func Settings() []Setting {
 				givenZero: refuse[int]("must be a positive number of rows"),
 				check:     within(0, "must be a positive number of rows", 100000, "at most 100000 rows, so one chunk stays one short statement")}),
 		declare(Setting{Key: "partitions", Flag: "partitions", Scope: ScopeSpec,
-			Usage: "split the key range into `N` partitions of about equal rows, each read by one runner at a time: more runners join with backfill join",
+			Usage:       "split the key range into `N` partitions of about equal rows, each read by one runner at a time: more runners join with backfill join",
 			DefaultText: "1: one runner"},
 			typed[int]{field: func(j *Job) *int { return &j.Partitions }, spec: func(s *Spec) *int { return &s.Partitions },
 				givenZero: refuse[int]("must be at least 1"),

@@ -124,3 +124,32 @@ func TestStoppedRunnerLosesItsLease(t *testing.T) {
 	mustSucceed(t, append([]string{"join", "--rate", "0"}, common...)...)
 	assertCopiedOnce(t, db, "p")
 }
+
+// TestIdleRunnerSplitsTheLargestPartition: a runner that finds no free
+// partition gets the unread half of the one another runner is reading:
+// the holder cuts its read, a new partition takes the rest, the idle
+// runner claims it, and the job ends exact.
+func TestIdleRunnerSplitsTheLargestPartition(t *testing.T) {
+	db := itemsDatabase(t, 200_000)
+	ctx := t.Context()
+	common := []string{"--source", db, "--dest", db, "--job", "p", "--workers", "2", "--lease-timeout", "3s", "--log-format", "json"}
+	first := startBackground(ctx, t, append([]string{"start", "--from", "src", "--to", "dst", "--partitions", "2", "--rate", "40000"}, common...)...)
+	waitUntil(t, first.done, first.stderr, "the first runner is inside partition 1", func() bool {
+		return partitionOf(ctx, db, "p", first) == 1 && pollInt(ctx, db, "SELECT count(*) FROM backfill.chunks WHERE job = 'p'") >= 10
+	})
+	second := startBackground(ctx, t, append([]string{"join"}, common...)...)
+	for _, r := range []*background{first, second} {
+		if code := r.exitCode(); code != 0 {
+			t.Fatalf("runner exited %d:\n%s", code, r.stderr)
+		}
+	}
+	parts := queryInt(t, db, "SELECT count(*) FROM backfill.partitions WHERE job = 'p'")
+	logs := first.stderr.String() + second.stderr.String()
+	if parts < 3 || !strings.Contains(logs, "partition split: another runner takes the rest") {
+		t.Fatalf("%d partitions after the run, want a split of one:\n%s", parts, logs)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM backfill.chunks WHERE job = 'p' AND partition > 2"); n == 0 {
+		t.Errorf("no chunk was committed in the partitions split off")
+	}
+	assertCopiedOnce(t, db, "p")
+}

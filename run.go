@@ -123,6 +123,10 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	var stored Spec
 	switch {
 	case j.Mode != ModeStart && existing == nil:
+		// a runner that holds the lock may be starting the job right now
+		if err := r.lock(ctx); err != nil {
+			return rep, err
+		}
 		return rep, refused(kind(ErrJobNotFound, fmt.Errorf("job %q does not exist in state schema %q of the destination", j.Name, j.StateSchema)))
 	case existing != nil:
 		if stored, err = storedSpec(existing); err != nil {

@@ -44,7 +44,8 @@ func TestWithDefaults(t *testing.T) {
 	want := Job{Mode: ModeStart, SourceURL: "postgres://db/src", DestURL: "postgres://db/src", StateSchema: "backfill",
 		Workers: DefaultWorkers, QueueDepth: DefaultQueueDepth, Rate: DefaultRate, TargetChunkTime: DefaultTargetChunkTime,
 		ProgressInterval: DefaultProgressInterval, StatementTimeout: DefaultStatementTimeout, LockTimeout: DefaultLockTimeout,
-		ConnectTimeout: DefaultConnectTimeout, MaxRetries: DefaultMaxRetries, MaxFailedRows: DefaultMaxFailedRows}
+		ConnectTimeout: DefaultConnectTimeout, MaxRetries: DefaultMaxRetries, MaxFailedRows: DefaultMaxFailedRows,
+		LeaseTimeout: DefaultLeaseTimeout}
 	start.Now, want.Now = nil, nil
 	if !reflect.DeepEqual(start, want) {
 		t.Errorf("start's defaults:\n got %+v\nwant %+v", start, want)

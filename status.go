@@ -3,6 +3,8 @@ package backfill
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/backfill/backfill/checkpoint"
@@ -43,6 +45,36 @@ type JobStatus struct {
 	Runner      string     `json:"runner"`
 	LastKey     []string   `json:"last_key"`
 	LastError   *string    `json:"last_error"`
+	// Runners are, for a partitioned job (Job.Partitions), the runners
+	// holding a live lease; Partitions its partitions, when Status is
+	// asked for the one job.
+	Runners    []RunnerStatus    `json:"runners,omitempty"`
+	Partitions []PartitionStatus `json:"partitions,omitempty"`
+}
+
+// RunnerStatus is one runner of a partitioned job.
+type RunnerStatus struct {
+	Runner     string  `json:"runner"` // host:pid:nonce, as its leases name it
+	Host       string  `json:"host"`
+	PID        int     `json:"pid"`
+	Partitions []int   `json:"partitions"`
+	RowsPerSec float64 `json:"rows_per_sec"` // over the last minute
+	// HeartbeatAgeSeconds is how long ago it last renewed a lease.
+	HeartbeatAgeSeconds float64 `json:"heartbeat_age_seconds"`
+}
+
+// PartitionStatus is one partition of a partitioned job: the keys it
+// covers, (after_key, last_key] (null: the table's start, the job's end).
+type PartitionStatus struct {
+	ID            int      `json:"id"`
+	AfterKey      []string `json:"after_key"`
+	LastKey       []string `json:"last_key"`
+	State         string   `json:"state"` // pending or done
+	RowsEstimated int64    `json:"rows_estimated"`
+	RowsRead      int64    `json:"rows_read"`
+	Percent       float64  `json:"percent"`
+	Owner         string   `json:"owner,omitempty"` // the runner holding a live lease
+	Token         int64    `json:"token"`
 }
 
 // A job's states, as JobStatus and VerifyReport say them.
@@ -105,17 +137,24 @@ func Status(ctx context.Context, t Target) ([]JobStatus, error) {
 		if cj.RunnerHost != nil && cj.RunnerPID != nil {
 			s.Runner = fmt.Sprintf("%s:%d", *cj.RunnerHost, *cj.RunnerPID)
 		}
-		switch {
-		case s.State == checkpoint.StateDone:
-			s.Percent = 100
-		case s.RowsEstimated > 0:
-			s.Percent = min(99.9, float64(int64(1000*float64(s.RowsRead)/float64(s.RowsEstimated)))/10)
-		}
-		if s.State == checkpoint.StateRunning {
-			held, err := store.Locked(ctx, conn, cj.Name)
+		s.Percent = percentDone(s.State == checkpoint.StateDone, s.RowsRead, s.RowsEstimated)
+		held := false
+		if spec.Partitions > 1 {
+			parts, err := store.Partitions(ctx, conn, cj.Name)
 			if err != nil {
 				return nil, err
 			}
+			s.Runners, s.Partitions = runnersOf(parts, now), partitionStatuses(parts)
+			held = len(s.Runners) > 0
+			if t.Job == "" {
+				s.Partitions = nil
+			}
+		} else if s.State == checkpoint.StateRunning {
+			if held, err = store.Locked(ctx, conn, cj.Name); err != nil {
+				return nil, err
+			}
+		}
+		if s.State == checkpoint.StateRunning {
 			stale := cj.HeartbeatAt == nil || now.Sub(*cj.HeartbeatAt) > StaleHeartbeat
 			if !held || stale {
 				s.State = checkpoint.StateInterrupted // the runner is gone
@@ -129,4 +168,67 @@ func Status(ctx context.Context, t Target) ([]JobStatus, error) {
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// runnersOf are the runners holding live leases among parts.
+func runnersOf(parts []checkpoint.Partition, now time.Time) []RunnerStatus {
+	var out []RunnerStatus
+	at := map[string]int{}
+	for _, p := range parts {
+		if !p.LeaseLive || p.Owner == "" {
+			continue
+		}
+		i, ok := at[p.Owner]
+		if !ok {
+			r := RunnerStatus{Runner: p.Owner}
+			if host, rest, found := strings.Cut(p.Owner, ":"); found {
+				pid, _, _ := strings.Cut(rest, ":")
+				r.Host, r.PID = host, atoiOr0(pid)
+			}
+			i, at[p.Owner] = len(out), len(out)
+			out = append(out, r)
+		}
+		r := &out[i]
+		r.Partitions = append(r.Partitions, p.ID)
+		r.RowsPerSec += float64(p.RecentRows) / 60
+		if p.RenewedAt != nil {
+			age := now.Sub(*p.RenewedAt).Seconds()
+			if len(r.Partitions) == 1 || age < r.HeartbeatAgeSeconds {
+				r.HeartbeatAgeSeconds = max(0, age)
+			}
+		}
+	}
+	return out
+}
+
+// partitionStatuses reports a job's partitions.
+func partitionStatuses(parts []checkpoint.Partition) []PartitionStatus {
+	out := make([]PartitionStatus, len(parts))
+	for i, p := range parts {
+		ps := PartitionStatus{ID: p.ID, AfterKey: p.After, LastKey: p.Last, State: p.State, RowsEstimated: p.RowsEstimated,
+			RowsRead: p.RowsRead, Token: p.Token}
+		if p.LeaseLive {
+			ps.Owner = p.Owner
+		}
+		ps.Percent = percentDone(p.State == checkpoint.StateDone, p.RowsRead, p.RowsEstimated)
+		out[i] = ps
+	}
+	return out
+}
+
+// percentDone is read of estimated rows in percent, to a tenth: 100 once
+// done, at most 99.9 before (the estimate is the planner's).
+func percentDone(done bool, read, estimated int64) float64 {
+	switch {
+	case done:
+		return 100
+	case estimated > 0:
+		return min(99.9, float64(int64(1000*float64(read)/float64(estimated)))/10)
+	}
+	return 0
+}
+
+func atoiOr0(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }

@@ -26,7 +26,11 @@ type Partition struct {
 	Owner         string // the runner holding its lease, "" for none
 	Token         int64  // raised by every claim
 	LeaseUntil    *time.Time
-	LeaseLive     bool // by the database's clock
+	LeaseLive     bool       // by the database's clock
+	RenewedAt     *time.Time // when the lease was last taken or renewed
+	// RowsRead counts the rows the partition's chunks read, in all and
+	// over the last minute.
+	RowsRead, RecentRows int64
 }
 
 // Lease is a runner's hold on a partition: the partition's token fences
@@ -193,7 +197,8 @@ func (s *Store) Partitions(ctx context.Context, q Querier, job string) ([]Partit
 		var p Partition
 		var owner *string
 		var live *bool
-		err := r.Scan(&p.ID, &p.After, &p.Last, &p.RowsEstimated, &p.State, &owner, &p.Token, &p.LeaseUntil, &live)
+		err := r.Scan(&p.ID, &p.After, &p.Last, &p.RowsEstimated, &p.State, &owner, &p.Token, &p.LeaseUntil, &live,
+			&p.RenewedAt, &p.RowsRead, &p.RecentRows)
 		if owner != nil {
 			p.Owner = *owner
 		}

@@ -56,6 +56,18 @@ func TestThreeRunnersOneKilled(t *testing.T) {
 		held = partitionOf(ctx, db, "p", victim)
 		return held > 0 && pollInt(ctx, db, fmt.Sprintf("SELECT count(*) FROM backfill.chunks WHERE job = 'p' AND partition = %d", held)) >= 5
 	})
+	waitUntil(t, first.done, first.stderr, "status lists the three runners", func() bool {
+		return len(status(t, db, "p").Runners) == 3
+	})
+	st := status(t, db, "p")
+	if st.State != "running" || len(st.Partitions) < 6 {
+		t.Fatalf("status of the running job: state %s, %d partitions, want running and 6 or more", st.State, len(st.Partitions))
+	}
+	for _, r := range st.Runners {
+		if r.PID == 0 || r.Host == "" || len(r.Partitions) != 1 || r.HeartbeatAgeSeconds > lease.Seconds() {
+			t.Errorf("runner %+v: want its host, pid, one partition and a fresh heartbeat", r)
+		}
+	}
 	token := queryInt(t, db, "SELECT token FROM backfill.partitions WHERE job = 'p' AND id = $1", held)
 	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -222,7 +222,7 @@ WITH free AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE {{schema}}.partitions AS p
-SET owner = $2, token = p.token + 1, lease_until = now() + $3::interval, split_requested = false
+SET owner = $2, token = p.token + 1, lease_until = now() + $3::interval, renewed_at = now(), split_requested = false
 FROM free
 WHERE p.job = $1 AND p.id = free.id
 RETURNING p.id, p.after_key, p.last_key, p.token, p.rows_estimated
@@ -235,7 +235,7 @@ RETURNING p.id, p.after_key, p.last_key, p.token, p.rows_estimated
 -- name: partition-renew
 WITH renewed AS (
     UPDATE {{schema}}.partitions
-    SET lease_until = now() + $4::interval
+    SET lease_until = now() + $4::interval, renewed_at = now()
     WHERE job = $1 AND id = $2 AND token = $3 AND lease_until > now()
     RETURNING split_requested
 ), beat AS (
@@ -256,9 +256,20 @@ WHERE job = $1 AND id = $2 AND token = $3
 UPDATE {{schema}}.partitions SET state = 'done', owner = NULL, lease_until = NULL, split_requested = false
 WHERE job = $1 AND id = $2 AND token = $3 AND lease_until > now()
 
+-- Each partition with what its chunks read, in all and over the last
+-- minute.
 -- name: partition-list
-SELECT id, after_key, last_key, rows_estimated, state, owner, token, lease_until, lease_until > now()
-FROM {{schema}}.partitions WHERE job = $1 ORDER BY id
+SELECT p.id, p.after_key, p.last_key, p.rows_estimated, p.state, p.owner, p.token, p.lease_until,
+       coalesce(p.lease_until > now(), false), p.renewed_at,
+       coalesce(c.rows, 0), coalesce(c.recent, 0)
+FROM {{schema}}.partitions AS p
+LEFT JOIN (
+    SELECT partition, sum(rows_read) AS rows,
+           sum(rows_read) FILTER (WHERE finished_at > now() - interval '1 minute') AS recent
+    FROM {{schema}}.chunks WHERE job = $1 AND partition IS NOT NULL GROUP BY partition
+) AS c ON c.partition = p.id
+WHERE p.job = $1
+ORDER BY p.id
 
 -- Hands the rest of a partition, after key $4, to a new partition: the
 -- holder of a live lease ($3) ends its own at $4 and the new one reads

@@ -213,3 +213,8 @@ CREATE TABLE {{schema}}.heartbeat (
     job text PRIMARY KEY REFERENCES {{schema}}.jobs (name) ON DELETE CASCADE,
     at  timestamptz NOT NULL
 );
+
+-- name: migration-7
+-- When each partition's lease was last taken or renewed: status shows the
+-- age of each runner's heartbeat, as it does the job's for one runner.
+ALTER TABLE {{schema}}.partitions ADD COLUMN renewed_at timestamptz;

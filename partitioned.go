@@ -238,11 +238,16 @@ func (r *runner) waitForPartition(ctx context.Context, first bool) (done bool, e
 }
 
 // leaseBeat is how often a runner renews its lease: a third of the lease,
-// at most the job heartbeat's interval, so a new rate share or a split
-// request is acted on as soon as a rate change of a job of one runner.
+// at most once a second, so that the rate's shares follow runners coming
+// and going within a second (a share left unused by a runner gone idle is
+// rate the job loses), and a split is asked of a holder within one.
 func (r *runner) leaseBeat() time.Duration {
-	return min(r.job.LeaseTimeout/3, DefaultHeartbeat)
+	return min(r.job.LeaseTimeout/3, leaseBeatMax)
 }
+
+// leaseBeatMax bounds leaseBeat: a renewal a second per runner is little
+// for the state table to carry.
+const leaseBeatMax = time.Second
 
 // readPartition reads and writes the partition of lease to its end, under
 // its token, renewing the lease beside the pipeline.

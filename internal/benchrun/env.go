@@ -96,6 +96,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (err error) {
 		{groupStage, b.stageGroup},
 		{groupChunks, b.chunksGroup},
 		{groupResume, b.resumeGroup},
+		{groupRunners, b.runnersGroup},
 		{groupMemory, b.memoryGroup},
 		{groupRate, b.rateGroup},
 		{groupProfile, b.profileGroup},

@@ -26,14 +26,15 @@ const (
 	groupRate    = "rate"
 	groupProfile = "profile"
 	groupImpact  = "impact"
+	groupRunners = "runners"
 )
 
-var allGroups = []string{groupMethods, groupStage, groupChunks, groupResume, groupMemory, groupRate, groupProfile, groupImpact}
+var allGroups = []string{groupMethods, groupStage, groupChunks, groupResume, groupRunners, groupMemory, groupRate, groupProfile, groupImpact}
 
 // defaultGroups fit in about ten minutes on the 2-core development
 // machine; memory (10 M rows), rate (two minutes of waiting) and profile
 // are asked for by name, and so is impact (make bench-impact).
-var defaultGroups = []string{groupMethods, groupStage, groupChunks, groupResume}
+var defaultGroups = []string{groupMethods, groupStage, groupChunks, groupResume, groupRunners}
 
 // Methods of the methods group, as -methods names them.
 const (

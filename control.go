@@ -3,6 +3,7 @@ package backfill
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -83,7 +84,8 @@ func SetRate(ctx context.Context, t Target, rowsPerSec float64) (string, error) 
 
 // Pause asks a running job's runner, wherever it runs, to finish its
 // in-flight chunks, record the job as paused and exit (Run returns
-// ErrPaused). Resume continues it. A job that is not running is refused.
+// ErrPaused); every runner of a partitioned job does. Resume continues it.
+// A job that is not running is refused.
 func Pause(ctx context.Context, t Target) error {
 	t = t.withDefaults()
 	conn, store, err := openState(ctx, t, "pause")
@@ -95,7 +97,7 @@ func Pause(ctx context.Context, t Target) error {
 	if err != nil {
 		return err
 	}
-	held, err := store.Locked(ctx, conn, t.Job)
+	held, err := runnerAlive(ctx, conn, store, j)
 	if err != nil {
 		return err
 	}
@@ -114,4 +116,17 @@ func Pause(ctx context.Context, t Target) error {
 		return refused(fmt.Errorf("job %q stopped before the pause could be requested", t.Job))
 	}
 	return nil
+}
+
+// runnerAlive reports whether a runner works on the job: one holding its
+// runner lock, or for a partitioned job one holding a live lease.
+func runnerAlive(ctx context.Context, conn *pgx.Conn, store *checkpoint.Store, j *checkpoint.Job) (bool, error) {
+	if spec, err := storedSpec(j); err == nil && spec.Partitions > 1 {
+		parts, err := store.Partitions(ctx, conn, j.Name)
+		if err != nil {
+			return false, err
+		}
+		return slices.ContainsFunc(parts, func(p checkpoint.Partition) bool { return p.LeaseLive }), nil
+	}
+	return store.Locked(ctx, conn, j.Name)
 }

@@ -165,3 +165,31 @@ func TestIdleRunnerSplitsTheLargestPartition(t *testing.T) {
 	}
 	assertCopiedOnce(t, db, "p")
 }
+
+// TestPauseStopsEveryRunner: pause reaches both runners of a partitioned
+// job; each exits as paused (130), the job is paused, and a resume
+// finishes it exact.
+func TestPauseStopsEveryRunner(t *testing.T) {
+	db := itemsDatabase(t, 100_000)
+	ctx := t.Context()
+	common := []string{"--source", db, "--dest", db, "--job", "p", "--workers", "2", "--log-format", "json"}
+	first := startBackground(ctx, t, append([]string{"start", "--from", "src", "--to", "dst", "--partitions", "4", "--rate", "5000"}, common...)...)
+	waitUntil(t, first.done, first.stderr, "the partitions exist", func() bool {
+		return pollInt(ctx, db, "SELECT count(*) FROM backfill.partitions WHERE job = 'p'") == 4
+	})
+	second := startBackground(ctx, t, append([]string{"join"}, common...)...)
+	waitUntil(t, second.done, second.stderr, "both runners hold a partition", func() bool {
+		return partitionOf(ctx, db, "p", first) > 0 && partitionOf(ctx, db, "p", second) > 0
+	})
+	mustSucceed(t, "pause", "--dest", db, "--job", "p")
+	for _, r := range []*background{first, second} {
+		if code := r.exitCode(); code != 130 {
+			t.Fatalf("runner exited %d after the pause, want 130:\n%s", code, r.stderr)
+		}
+	}
+	if st := status(t, db, "p"); st.State != "paused" || len(st.Runners) != 0 {
+		t.Fatalf("after the pause: state %s, %d runners, want paused and none", st.State, len(st.Runners))
+	}
+	mustSucceed(t, append([]string{"resume", "--rate", "0"}, common...)...)
+	assertCopiedOnce(t, db, "p")
+}

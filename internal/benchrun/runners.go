@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
 	"time"
 )
@@ -46,15 +47,19 @@ func (b *bench) runnersGroup(ctx context.Context) error {
 		fmt.Sprintf("Across databases, %d partitions per runner; the first runner starts the job and the others join it as soon as "+
 			"its partitions exist. Wall-clock is from the first start to the last exit. CPU of the runners summed; the server's "+
 			"meanwhile. Medians over %s.", partitionsPerRunner, b.roundsText()))
-	fmt.Fprintln(b.out, "| runners | partitions | median s | rows/s | × one runner | client CPU µs/row | server CPU µs/row |")
-	fmt.Fprintln(b.out, "|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintf(b.out, "| runners | partitions | median s | rows/s | × one runner | client CPU µs/row | server CPU µs/row | "+
+		"server's share of the %d cores | runners' share |\n", runtime.NumCPU())
+	fmt.Fprintln(b.out, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	one := medianRunners(got[1], func(s runnersSample) float64 { return s.wall.Seconds() })
 	for _, n := range runnerCounts {
 		wall := medianRunners(got[n], func(s runnersSample) float64 { return s.wall.Seconds() })
 		cpu := medianRunners(got[n], func(s runnersSample) float64 { return perRow(s.client, s.rows) })
 		server := medianRunners(got[n], func(s runnersSample) float64 { return perRow(s.server, s.rows) })
-		fmt.Fprintf(b.out, "| %d | %d | %.2f | %s | %.2f | %.2f | %.2f |\n", n, n*partitionsPerRunner, wall,
-			thousands(int64(float64(b.cfg.rows)/wall)), one/wall, cpu, server)
+		share := func(per float64) string { // of the cores over the wall time
+			return fmt.Sprintf("%.0f%%", 100*per*float64(b.cfg.rows)/1e6/wall/float64(runtime.NumCPU()))
+		}
+		fmt.Fprintf(b.out, "| %d | %d | %.2f | %s | %.2f | %.2f | %.2f | %s | %s |\n", n, n*partitionsPerRunner, wall,
+			thousands(int64(float64(b.cfg.rows)/wall)), one/wall, cpu, server, share(server), share(cpu))
 	}
 	fmt.Fprintln(b.out)
 

@@ -47,6 +47,7 @@ const (
 	Migration4                         // schema.sql: migration-4
 	Migration5                         // schema.sql: migration-5
 	Migration6                         // schema.sql: migration-6
+	Migration7                         // schema.sql: migration-7
 	HeartbeatBeat                      // throttle.sql: heartbeat-beat
 	ReplicaLag                         // throttle.sql: replica-lag
 )
@@ -95,6 +96,7 @@ var names = [...]string{
 	Migration4:             "migration-4",
 	Migration5:             "migration-5",
 	Migration6:             "migration-6",
+	Migration7:             "migration-7",
 	HeartbeatBeat:          "heartbeat-beat",
 	ReplicaLag:             "replica-lag",
 }

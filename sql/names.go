@@ -11,6 +11,8 @@ const (
 	JobReclaim                         // checkpoint.sql: job-reclaim
 	JobHeartbeat                       // checkpoint.sql: job-heartbeat
 	JobSetRate                         // checkpoint.sql: job-set-rate
+	JobSetWorkers                      // checkpoint.sql: job-set-workers
+	JobSyncWorkers                     // checkpoint.sql: job-sync-workers
 	JobRequestPause                    // checkpoint.sql: job-request-pause
 	JobSetState                        // checkpoint.sql: job-set-state
 	JobCounters                        // checkpoint.sql: job-counters
@@ -47,6 +49,7 @@ const (
 	Migration4                         // schema.sql: migration-4
 	Migration5                         // schema.sql: migration-5
 	Migration6                         // schema.sql: migration-6
+	Migration7                         // schema.sql: migration-7
 	HeartbeatBeat                      // throttle.sql: heartbeat-beat
 	ReplicaLag                         // throttle.sql: replica-lag
 )
@@ -59,6 +62,8 @@ var names = [...]string{
 	JobReclaim:             "job-reclaim",
 	JobHeartbeat:           "job-heartbeat",
 	JobSetRate:             "job-set-rate",
+	JobSetWorkers:          "job-set-workers",
+	JobSyncWorkers:         "job-sync-workers",
 	JobRequestPause:        "job-request-pause",
 	JobSetState:            "job-set-state",
 	JobCounters:            "job-counters",
@@ -95,6 +100,7 @@ var names = [...]string{
 	Migration4:             "migration-4",
 	Migration5:             "migration-5",
 	Migration6:             "migration-6",
+	Migration7:             "migration-7",
 	HeartbeatBeat:          "heartbeat-beat",
 	ReplicaLag:             "replica-lag",
 }

@@ -161,6 +161,9 @@ type Job struct {
 	DrainTimeout     time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// autoscaleTiming is zero but in tests, which shorten the autoscale
+	// controller's minute.
+	autoscaleTiming autoscaleTiming
 }
 
 // ParseColumnList reads a comma-separated list of column names as SQL reads

@@ -3,6 +3,7 @@ package backfill
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -67,8 +68,37 @@ func openState(ctx context.Context, t Target, name string) (*pgx.Conn, *checkpoi
 // none). A running job applies it within a heartbeat (2 s); a stopped one
 // keeps it for its next resume. It returns the job's state.
 func SetRate(ctx context.Context, t Target, rowsPerSec float64) (string, error) {
-	if rowsPerSec < 0 {
-		return "", fmt.Errorf("%w: rate %v: rows per second, 0 for no cap", ErrInvalidJob, rowsPerSec)
+	return Set(ctx, t, Tuning{Rate: &rowsPerSec})
+}
+
+// Tuning is what Set changes in a job: each field not nil.
+type Tuning struct {
+	// Rate is the rate cap in rows per second, Unlimited or 0 for none.
+	Rate *float64
+	// Workers is the pool's size, within Job.Workers' bounds (1 to
+	// WorkersLimit).
+	Workers *int
+}
+
+// Set re-tunes a job without restarting it. A running job applies the
+// change within a heartbeat (2 s): a new rate at once, a new worker count
+// by starting workers, or retiring workers as they finish the chunk they
+// hold, each closing its destination connection; a job that autoscales
+// keeps the count within its bounds. A stopped job keeps the change for
+// its next resume. A partitioned job's worker count is its runners', and
+// is refused. Nothing is written unless every value is valid, and then
+// all of it in one transaction. It returns the job's state.
+func Set(ctx context.Context, t Target, c Tuning) (string, error) {
+	if c.Rate == nil && c.Workers == nil {
+		return "", fmt.Errorf("%w: nothing to set: give a rate, a worker count or both", ErrInvalidJob)
+	}
+	if c.Rate != nil && (*c.Rate < 0 || math.IsNaN(*c.Rate)) {
+		return "", fmt.Errorf("%w: rate %v: rows per second, 0 for no cap", ErrInvalidJob, *c.Rate)
+	}
+	if c.Workers != nil {
+		if err := checkGiven("Workers", *c.Workers); err != nil {
+			return "", err
+		}
 	}
 	t = t.withDefaults()
 	conn, store, err := openState(ctx, t, "set")
@@ -76,10 +106,28 @@ func SetRate(ctx context.Context, t Target, rowsPerSec float64) (string, error) 
 		return "", err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := store.Job(ctx, conn, t.Job); err != nil {
+	job, err := store.Job(ctx, conn, t.Job)
+	if err != nil {
 		return "", err
 	}
-	return store.SetRate(ctx, conn, t.Job, storedRate(rowsPerSec))
+	if spec, _ := storedSpec(job); c.Workers != nil && spec.Partitions > 1 {
+		return "", refused(fmt.Errorf("job %q is partitioned: each of its runners keeps the Job.Workers it was started with "+
+			"(and, with Job.Autoscale, sizes its own pool); restart a runner with another Job.Workers to change it", t.Job))
+	}
+	var state string
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		var err error
+		if c.Rate != nil {
+			if state, err = store.SetRate(ctx, tx, t.Job, storedRate(*c.Rate)); err != nil {
+				return err
+			}
+		}
+		if c.Workers != nil {
+			state, err = store.SetWorkers(ctx, tx, t.Job, *c.Workers)
+		}
+		return err
+	})
+	return state, err
 }
 
 // Pause asks a running job's runner, wherever it runs, to finish its

@@ -30,8 +30,15 @@ const (
 	// DefaultTargetChunkTime is how long a chunk's write should take when
 	// chunks are sized by time, as pt-online-schema-change's --chunk-time
 	// and spirit's target-chunk-time default to.
-	DefaultTargetChunkTime  = 500 * time.Millisecond
-	DefaultWorkers          = 8
+	DefaultTargetChunkTime = 500 * time.Millisecond
+	DefaultWorkers         = 8
+	// WorkersLimit is the most workers a job may have, each holding a
+	// destination connection.
+	WorkersLimit = 256
+	// DefaultMinWorkers and DefaultMaxWorkers bound the pool of a job that
+	// autoscales (Job.Autoscale).
+	DefaultMinWorkers       = 1
+	DefaultMaxWorkers       = 32
 	DefaultQueueDepth       = 4
 	DefaultRate             = 1000.0 // rows per second
 	DefaultProgressInterval = 5 * time.Second
@@ -104,7 +111,12 @@ type Job struct {
 	// are sized by time; 0 means DefaultTargetChunkTime.
 	TargetChunkTime time.Duration
 	Workers         int
-	QueueDepth      int
+	// Autoscale sizes the pool while the job runs, starting from Workers:
+	// a worker more while the workers are the bottleneck, one fewer while
+	// the reader is, within MinWorkers and MaxWorkers (0: the defaults).
+	Autoscale              bool
+	MinWorkers, MaxWorkers int
+	QueueDepth             int
 	// Rate caps rows read per second across all workers: 0 means the
 	// default (start) or the job's last rate (resume); Unlimited removes it.
 	Rate        float64
@@ -149,6 +161,9 @@ type Job struct {
 	DrainTimeout     time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// autoscaleTiming is zero but in tests, which shorten the autoscale
+	// controller's minute.
+	autoscaleTiming autoscaleTiming
 }
 
 // ParseColumnList reads a comma-separated list of column names as SQL reads

@@ -66,6 +66,11 @@ type runner struct {
 	// sizer sizes the chunks of a job sized by time (Job.ChunkSize 0),
 	// across the passes of a run; nil for a fixed chunk size.
 	sizer *paginator.Sizer
+	// workers is the worker count the job's row held when the runner last
+	// read or wrote it (see resize.go).
+	workers int
+	// pool is the current pass's worker pool; nil before the first.
+	pool *worker.Pool
 }
 
 // Run starts or resumes a job (j.Mode) and returns when it is done, failed
@@ -151,7 +156,9 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	if r.src, err = openPool(ctx, j.SourceURL, j.session(), "source", 2, true); err != nil {
 		return rep, err
 	}
-	if r.dst, err = openPool(ctx, j.DestURL, j.session(), "destination", j.Workers, false); err != nil {
+	// as many connections as a job may have workers: the pool's size
+	// changes while it runs (resize.go)
+	if r.dst, err = openPool(ctx, j.DestURL, j.session(), "destination", WorkersLimit, false); err != nil {
 		return rep, err
 	}
 	startedAt := j.Now().UTC().Truncate(time.Microsecond) // as PostgreSQL stores it
@@ -180,6 +187,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 			return rep, err
 		}
 	}
+	r.workers = r.startingWorkers()
 	if partitioned {
 		return r.executePartitioned(ctx, p, existing, startedAt)
 	}
@@ -330,7 +338,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 			return rep, err
 		}
 		if r.gen, err = r.store.CreateJob(ctx, r.control, checkpoint.NewJob{
-			Name: j.Name, Spec: spec, Rate: storedRate(j.Rate), Workers: j.Workers,
+			Name: j.Name, Spec: spec, Rate: storedRate(j.Rate), Workers: r.workers,
 			RowsEstimated: estimate, UpperKey: upper, Host: host, PID: pid, StartedAt: startedAt,
 		}); err != nil {
 			return rep, err
@@ -348,7 +356,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		// all that come after, so what is read next is complete
 		err := r.withControl(ctx, func(c *pgx.Conn) error {
 			var err error
-			r.gen, err = r.store.ClaimJob(ctx, c, j.Name, storedRate(j.Rate), j.Workers, host, pid)
+			r.gen, err = r.store.ClaimJob(ctx, c, j.Name, storedRate(j.Rate), r.workers, host, pid)
 			return err
 		})
 		if err != nil {
@@ -395,7 +403,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 			runErr = r.retryFailed(ctx, st)
 		}
 		if runErr == nil {
-			runErr = r.pipeline(ctx, st, tracker, func(ctx context.Context) error { return r.heartbeat(ctx, limiter) })
+			runErr = r.pipeline(ctx, st, tracker, func(ctx context.Context) error { return r.heartbeat(ctx, limiter, st.pool) })
 		}
 		if !errors.Is(runErr, errControlLost) || ctx.Err() != nil {
 			break
@@ -468,9 +476,10 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 		return stages{}, before, err
 	}
 	st, err := p.stages(j, pass{
-		upper: upper, resume: resume, sizer: r.sizer, store: r.store, gen: r.gen, workers: j.Workers,
+		upper: upper, resume: resume, sizer: r.sizer, store: r.store, gen: r.gen, workers: r.withinBounds(r.workers),
 		limiter: limiter, failedBefore: before.RowsFailed, log: r.log, onChunk: onChunk,
 	})
+	r.pool = st.pool
 	return st, before, err
 }
 
@@ -501,6 +510,9 @@ func (r *runner) finish(ctx context.Context, rep Report, runErr error) (Report, 
 	}
 	rep.State = state
 	err := r.withControl(finishCtx, func(c *pgx.Conn) error {
+		if err := r.storeWorkers(finishCtx, c); err != nil {
+			return err
+		}
 		if err := r.store.SetState(finishCtx, c, j.Name, r.gen, state, lastError); err != nil {
 			return err
 		}
@@ -589,6 +601,9 @@ func (r *runner) pipeline(ctx context.Context, st stages, tracker *progress.Trac
 			cancelPipe(err) // paused, lost the control session, the job to another runner, or the lease
 		}
 	})
+	if r.job.Autoscale {
+		side.Go(func() { r.autoscale(sideCtx, st.pool) })
+	}
 	err := g.Wait()
 	stopSide()
 	side.Wait()
@@ -601,13 +616,14 @@ func (r *runner) pipeline(ctx context.Context, st stages, tracker *progress.Trac
 
 // heartbeat keeps the job row's heartbeat fresh, so status can tell a live
 // runner from a dead one, and acts on an operator's requests: a new rate
-// is applied to the shared limiter at once; a pause returns ErrPaused,
-// which stops the pipeline like an interrupt. It returns errControlLost
+// is applied to the shared limiter at once, a new worker count to the
+// pool (followWorkers, which also stores the pool's own size); a pause
+// returns ErrPaused, which stops the pipeline like an interrupt. It returns errControlLost
 // when the control session is gone, for the lock went with it: the workers
 // must stop. Any other error (a lock timeout while someone holds the job's
 // row) leaves the session and the lock as they were: it tries again at the
 // next beat. It returns ErrJobBusy when another runner has taken the job.
-func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter) error {
+func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter, pool *worker.Pool) error {
 	t := time.NewTicker(DefaultHeartbeat)
 	defer t.Stop()
 	for {
@@ -616,6 +632,9 @@ func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter) error {
 			return nil
 		case <-t.C:
 			req, err := r.store.Heartbeat(ctx, r.control, r.job.Name, r.gen)
+			if err == nil && !req.Pause {
+				err = r.followWorkers(ctx, pool)
+			}
 			switch {
 			case ctx.Err() != nil:
 				return nil
@@ -654,7 +673,7 @@ func (r *runner) setLimit(limiter *rate.Limiter, want rate.Limit) {
 func (r *runner) newSizer() (*paginator.Sizer, error) {
 	return paginator.NewSizer(paginator.SizerConfig{
 		Target: r.job.TargetChunkTime, Min: DefaultChunkSize, Max: MaxTimedChunkSize,
-		MaxBytes: TimedChunksMemory / int64(r.job.QueueDepth+r.job.Workers+1),
+		MaxBytes: r.chunkMemory(r.workers),
 		OnResize: func(from, to int, rowsPerSec float64) {
 			r.log.Info().Int("from", from).Int("to", to).Int("rows_per_s_per_worker", int(rowsPerSec)).
 				Str("target", r.job.TargetChunkTime.String()).Msg("chunk size changed")

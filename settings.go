@@ -125,7 +125,26 @@ func Settings() []Setting {
 
 		declare(Setting{Key: "workers", Flag: "workers", Scope: ScopeTuning, Usage: "concurrent writers (`N`)"},
 			typed[int]{field: func(j *Job) *int { return &j.Workers }, def: constant(DefaultWorkers), kept: func(r checkpoint.Job) int { return r.Workers },
-				givenZero: refuse[int]("must be at least 1"), check: within(0, "must be at least 1", 256, "at most 256 (each holds a destination connection)")}),
+				givenZero: refuse[int]("must be at least 1"), check: workerCount}),
+		declare(Setting{Key: "autoscale", Flag: "autoscale", Scope: ScopeTuning,
+			Usage: "size the pool by the bottleneck while the job runs, from Job.Workers, between Job.MinWorkers and Job.MaxWorkers"},
+			typed[bool]{field: func(j *Job) *bool { return &j.Autoscale }}),
+		declare(Setting{Key: "min_workers", Flag: "min-workers", Scope: ScopeTuning, Usage: "fewest workers Job.Autoscale keeps (`N`)",
+			DefaultText: fmt.Sprint(DefaultMinWorkers)},
+			typed[int]{field: func(j *Job) *int { return &j.MinWorkers }, def: autoscaled(DefaultMinWorkers),
+				givenZero: refuse[int]("must be at least 1"), check: workerCount, against: onlyAutoscaled}),
+		declare(Setting{Key: "max_workers", Flag: "max-workers", Scope: ScopeTuning, Usage: "most workers Job.Autoscale adds (`N`)",
+			DefaultText: fmt.Sprint(DefaultMaxWorkers)},
+			typed[int]{field: func(j *Job) *int { return &j.MaxWorkers }, def: autoscaled(DefaultMaxWorkers),
+				givenZero: refuse[int]("must be at least 1"), check: workerCount, against: func(most int, j Job) string {
+					if problem := onlyAutoscaled(most, j); problem != "" {
+						return problem
+					}
+					if most < j.MinWorkers {
+						return fmt.Sprintf("below Job.MinWorkers %d", j.MinWorkers)
+					}
+					return ""
+				}}),
 		declare(Setting{Key: "queue_depth", Flag: "queue-depth", Scope: ScopeTuning, Usage: "chunks read ahead of the workers (`N`)"},
 			typed[int]{field: func(j *Job) *int { return &j.QueueDepth }, def: constant(DefaultQueueDepth), check: below(1, "must be at least 1")}),
 		declare(Setting{Key: "rate", Flag: "rate", Scope: ScopeTuning, Usage: "cap in `ROWS_PER_S` across all workers; 0 for none"},
@@ -196,6 +215,10 @@ type typed[T any] struct {
 	required func(Mode) bool
 	// check says what is wrong with a set value, "" when nothing.
 	check func(T, Mode) string
+	// against says what is wrong with a set value given the job's other
+	// settings, "" when nothing; Run's validation asks it, after the
+	// defaults.
+	against func(T, Job) string
 	// givenZero handles a zero value a user gave, which the Job would read
 	// as unset: it turns it into the value meant, or says why it cannot be
 	// given.
@@ -296,8 +319,10 @@ func (t *declared[T]) validate(j Job) error {
 		if t.required != nil && t.required(j.Mode) {
 			return kind(ErrInvalidJob, fmt.Errorf("%s: missing", t.name))
 		}
-	case t.check != nil:
-		if problem := t.check(v, j.Mode); problem != "" {
+	case t.check != nil && t.check(v, j.Mode) != "":
+		return t.invalid(v, t.check(v, j.Mode))
+	case t.against != nil:
+		if problem := t.against(v, j); problem != "" {
 			return t.invalid(v, problem)
 		}
 	}
@@ -380,6 +405,32 @@ func within(least int, tooFew string, most int, tooMany string) func(int, Mode) 
 
 func quoted(s string) string { return fmt.Sprintf("%q", s) }
 
+// workerCount checks a number of workers: each holds a destination
+// connection.
+func workerCount(n int, m Mode) string {
+	return within(0, "must be at least 1", WorkersLimit, fmt.Sprintf("at most %d (each holds a destination connection)", WorkersLimit))(n, m)
+}
+
+// autoscaled is the default of an autoscale bound: v for a job that
+// autoscales, none for one that does not.
+func autoscaled(v int) func(Job) int {
+	return func(j Job) int {
+		if j.Autoscale {
+			return v
+		}
+		return 0
+	}
+}
+
+// onlyAutoscaled refuses an autoscale bound given to a job that does not
+// autoscale, where it would do nothing.
+func onlyAutoscaled(_ int, j Job) string {
+	if !j.Autoscale {
+		return "only with Job.Autoscale"
+	}
+	return ""
+}
+
 // noTransformGiven: a resume given no transform keeps the stored one.
 func noTransformGiven(j Job) bool { return len(j.Columns) == 0 && j.SkipIf == "" && j.Transform == nil }
 
@@ -390,6 +441,18 @@ func checkJobName(name string, _ Mode) string {
 		return "a job name is 1-128 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
 	}
 	return ""
+}
+
+// checkGiven checks v as a value given for the Job field named field, as
+// Give does: the error names the field.
+func checkGiven(field string, v any) error {
+	for _, s := range Settings() {
+		if s.Field == field {
+			var j Job
+			return s.Give(&j, v)
+		}
+	}
+	panic("no setting declares Job." + field)
 }
 
 // withDefaults gives every unset setting its default.

@@ -78,6 +78,10 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"retry failed on start", func(j *Job) { j.RetryFailed = true }, "Job.RetryFailed true: only on resume"},
 		{"negative timeout", func(j *Job) { j.LockTimeout = -time.Second }, "Job.LockTimeout -1s: must not be negative"},
 		{"metrics address without a port", func(j *Job) { j.MetricsAddr = "localhost" }, `Job.MetricsAddr "localhost": must be HOST:PORT`},
+		{"an autoscale bound without autoscale", func(j *Job) { j.MinWorkers = 2 }, "Job.MinWorkers 2: only with Job.Autoscale"},
+		{"autoscale bounds the wrong way round", func(j *Job) { j.Autoscale, j.MinWorkers, j.MaxWorkers = true, 4, 2 },
+			"Job.MaxWorkers 2: below Job.MinWorkers 4"},
+		{"too many autoscaled workers", func(j *Job) { j.Autoscale, j.MaxWorkers = true, 300 }, "Job.MaxWorkers 300: at most 256"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			j := ok
@@ -94,6 +98,18 @@ func TestValidateNamesTheField(t *testing.T) {
 	resume := Job{Name: "j", Mode: ModeResume}
 	if err := resume.withDefaults().validate(); err != nil {
 		t.Fatalf("a resume needs no tables, workers or rate: %v", err)
+	}
+}
+
+// TestAutoscaleBoundsDefaultOnlyWhenAutoscaling: a job that does not
+// autoscale has no bounds, so one given to it can be told and refused.
+func TestAutoscaleBoundsDefaultOnlyWhenAutoscaling(t *testing.T) {
+	if j := (Job{Mode: ModeStart}).withDefaults(); j.MinWorkers != 0 || j.MaxWorkers != 0 {
+		t.Errorf("bounds of a fixed pool: %d and %d, want none", j.MinWorkers, j.MaxWorkers)
+	}
+	j := Job{Mode: ModeResume, Autoscale: true, MaxWorkers: 10}.withDefaults()
+	if j.MinWorkers != DefaultMinWorkers || j.MaxWorkers != 10 {
+		t.Errorf("bounds of an autoscaled pool: %d and %d, want %d and 10", j.MinWorkers, j.MaxWorkers, DefaultMinWorkers)
 	}
 }
 

@@ -270,15 +270,44 @@ func (s *Store) Heartbeat(ctx context.Context, q Querier, name string, gen int64
 // at its next heartbeat, a stopped one when resumed. It returns the job's
 // state.
 func (s *Store) SetRate(ctx context.Context, q Querier, name string, rate float64) (string, error) {
+	return s.setTuning(ctx, q, bfsql.JobSetRate, "rate", name, rate)
+}
+
+// SetWorkers changes a job's worker count; a running job's runner resizes
+// its pool to it at its next heartbeat (SyncWorkers), a stopped one starts
+// with it when resumed. It returns the job's state.
+func (s *Store) SetWorkers(ctx context.Context, q Querier, name string, workers int) (string, error) {
+	return s.setTuning(ctx, q, bfsql.JobSetWorkers, "worker count", name, workers)
+}
+
+// setTuning runs an operator's change to one of a job's tunings, and
+// returns the job's state.
+func (s *Store) setTuning(ctx context.Context, q Querier, stmt bfsql.Name, what, name string, value any) (string, error) {
 	var state string
-	err := q.QueryRow(ctx, s.stmts.Get(bfsql.JobSetRate), name, rate).Scan(&state)
+	err := q.QueryRow(ctx, s.stmts.Get(stmt), name, value).Scan(&state)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("job %q: %w", name, ErrJobNotFound)
 	}
 	if err != nil {
-		return "", fmt.Errorf("set the rate of job %q: %w", name, err)
+		return "", fmt.Errorf("set the %s of job %q: %w", what, name, err)
 	}
 	return state, nil
+}
+
+// SyncWorkers stores the pool size of the runner of generation gen,
+// unless an operator has set another count (SetWorkers) since the runner
+// last saw the row hold seen: it returns the count the row holds after,
+// size when stored, the operator's otherwise. ErrFenced once a newer
+// runner has taken the job.
+func (s *Store) SyncWorkers(ctx context.Context, q Querier, name string, gen int64, seen, size int) (int, error) {
+	var stored *int
+	if err := q.QueryRow(ctx, s.stmts.Get(bfsql.JobSyncWorkers), name, gen, seen, size).Scan(&stored); err != nil {
+		return 0, fmt.Errorf("store the worker count of job %q: %w", name, err)
+	}
+	if stored == nil {
+		return 0, fmt.Errorf("store the worker count of job %q, generation %d: %w", name, gen, ErrFenced)
+	}
+	return *stored, nil
 }
 
 // RequestPause asks a running job's runner to stop after its in-flight

@@ -417,6 +417,50 @@ func TestOperatorRequestsReachTheHeartbeat(t *testing.T) {
 	}
 }
 
+// TestWorkerCountBetweenOperatorAndRunner: set --workers writes the
+// job's worker count; the runner stores its own pool size only while the
+// row holds what it last saw there, so an operator's count is never
+// overwritten before the runner has read it.
+func TestWorkerCountBetweenOperatorAndRunner(t *testing.T) {
+	ctx := t.Context()
+	pool, store := newStore(t, "")
+	gen := createJob(t, pool, store, "j")
+	workers := func() int {
+		job, err := store.Job(ctx, pool, "j")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return job.Workers
+	}
+	seen := workers()
+
+	// the runner's own change (autoscale) is stored
+	if got, err := store.SyncWorkers(ctx, pool, "j", gen, seen, seen+1); err != nil || got != seen+1 || workers() != seen+1 {
+		t.Fatalf("runner's size stored: %d, %v; row %d; want %d", got, err, workers(), seen+1)
+	}
+	seen++
+	// nothing to store: the row's count comes back
+	if got, err := store.SyncWorkers(ctx, pool, "j", gen, seen, seen); err != nil || got != seen {
+		t.Fatalf("nothing changed: %d, %v; want %d", got, err, seen)
+	}
+
+	state, err := store.SetWorkers(ctx, pool, "j", 12)
+	if err != nil || state != checkpoint.StateRunning {
+		t.Fatalf("SetWorkers = %q, %v", state, err)
+	}
+	// the runner changed its size meanwhile: the operator's count wins
+	if got, err := store.SyncWorkers(ctx, pool, "j", gen, seen, seen+1); err != nil || got != 12 || workers() != 12 {
+		t.Fatalf("operator's count against the runner's: %d, %v; row %d; want 12", got, err, workers())
+	}
+
+	if _, err := store.SyncWorkers(ctx, pool, "j", gen-1, 12, 3); !errors.Is(err, checkpoint.ErrFenced) || workers() != 12 {
+		t.Fatalf("a superseded runner's size: %v, row %d; want ErrFenced and the row unchanged", err, workers())
+	}
+	if _, err := store.SetWorkers(ctx, pool, "nope", 1); !errors.Is(err, checkpoint.ErrJobNotFound) {
+		t.Fatalf("SetWorkers of an unknown job: %v; want ErrJobNotFound", err)
+	}
+}
+
 // TestReadingWritesNothing: status and resume look for jobs on
 // destinations that may never have run one; looking must not create the
 // state schema.

@@ -33,6 +33,9 @@ type File struct {
 	SkipIf           string        `yaml:"skip_if"`
 	ChunkSize        *int          `yaml:"chunk_size"`
 	Workers          *int          `yaml:"workers"`
+	Autoscale        *bool         `yaml:"autoscale"`
+	MinWorkers       *int          `yaml:"min_workers"`
+	MaxWorkers       *int          `yaml:"max_workers"`
 	QueueDepth       *int          `yaml:"queue_depth"`
 	Rate             *float64      `yaml:"rate"`
 	StateSchema      string        `yaml:"state_schema"`

@@ -87,13 +87,23 @@ func (s *Sizer) Hold(held bool) {
 	s.held = held
 }
 
+// SetMaxBytes changes SizerConfig.MaxBytes: the pipeline holds chunks for
+// more or fewer workers, whose share of the job's memory is another. A
+// size above the new bound falls to it at once.
+func (s *Sizer) SetMaxBytes(maxBytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg.MaxBytes = maxBytes
+	s.size = min(s.size, s.maxRows())
+}
+
 // observePage reports a page read: its rows and the memory they take.
 func (s *Sizer) observePage(rows int, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if rows <= 0 || s.cfg.MaxBytes <= 0 {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	per := float64(bytes) / float64(rows)
 	if s.rowBytes == 0 {
 		s.rowBytes = per

@@ -226,3 +226,25 @@ func TestSizerKeepsAChunkWithinItsBytes(t *testing.T) {
 		t.Fatalf("size %d with rows of a 500th of MaxBytes, want Min %d", got, cfg.Min)
 	}
 }
+
+// TestSizerFollowsAChangedMemoryShare: when the pool grows, each chunk's
+// share of the job's memory shrinks, and the size with it at once; when it
+// shrinks again, the size may grow back.
+func TestSizerFollowsAChangedMemoryShare(t *testing.T) {
+	cfg := SizerConfig{Target: 500 * time.Millisecond, Min: 1000, Max: 50000, MaxBytes: 4 << 20}
+	s := newTestSizer(t, cfg)
+	s.observePage(1000, 200_000) // 200 bytes a row
+	feed(s, 1e6, 20)
+	if got, want := s.Next(), int(cfg.MaxBytes/200); got != want {
+		t.Fatalf("size %d, want %d", got, want)
+	}
+	s.SetMaxBytes(cfg.MaxBytes / 4)
+	if got, want := s.Next(), int(cfg.MaxBytes/4/200); got != want {
+		t.Fatalf("size %d after a quarter of the share, want %d at once", got, want)
+	}
+	s.SetMaxBytes(cfg.MaxBytes)
+	feed(s, 1e6, 20)
+	if got, want := s.Next(), int(cfg.MaxBytes/200); got != want {
+		t.Fatalf("size %d with the share back, want %d", got, want)
+	}
+}

@@ -50,6 +50,25 @@ RETURNING rate, pause_requested
 UPDATE {{schema}}.jobs SET rate = $2, updated_at = now() WHERE name = $1
 RETURNING state
 
+-- An operator's worker count; a running job's heartbeat picks it up.
+-- name: job-set-workers
+UPDATE {{schema}}.jobs SET workers = $2, updated_at = now() WHERE name = $1
+RETURNING state
+
+-- The running job's worker count, which the runner and an operator both
+-- write: the runner's size ($4) is stored only while the row still holds
+-- the count the runner last saw there ($3); otherwise an operator has set
+-- one since, which wins and is returned for the runner to apply. NULL once
+-- a newer runner has taken the job.
+-- name: job-sync-workers
+WITH stored AS (
+    UPDATE {{schema}}.jobs SET workers = $4, updated_at = now()
+    WHERE name = $1 AND generation = $2 AND workers = $3 AND workers <> $4
+    RETURNING workers
+)
+SELECT coalesce((SELECT workers FROM stored),
+                (SELECT workers FROM {{schema}}.jobs WHERE name = $1 AND generation = $2))
+
 -- name: job-request-pause
 UPDATE {{schema}}.jobs SET pause_requested = true, updated_at = now() WHERE name = $1 AND state = 'running'
 

@@ -11,6 +11,8 @@ const (
 	JobReclaim                         // checkpoint.sql: job-reclaim
 	JobHeartbeat                       // checkpoint.sql: job-heartbeat
 	JobSetRate                         // checkpoint.sql: job-set-rate
+	JobSetWorkers                      // checkpoint.sql: job-set-workers
+	JobSyncWorkers                     // checkpoint.sql: job-sync-workers
 	JobRequestPause                    // checkpoint.sql: job-request-pause
 	JobSetState                        // checkpoint.sql: job-set-state
 	JobCounters                        // checkpoint.sql: job-counters
@@ -60,6 +62,8 @@ var names = [...]string{
 	JobReclaim:             "job-reclaim",
 	JobHeartbeat:           "job-heartbeat",
 	JobSetRate:             "job-set-rate",
+	JobSetWorkers:          "job-set-workers",
+	JobSyncWorkers:         "job-sync-workers",
 	JobRequestPause:        "job-request-pause",
 	JobSetState:            "job-set-state",
 	JobCounters:            "job-counters",

@@ -30,7 +30,14 @@
 //
 // Workers share one token bucket, so the job's rows per second stay under
 // the cap however many workers run. A worker never waits for a connection:
-// the pool is sized to the worker count.
+// the destination pool is sized for as many workers as the job may have.
+//
+// Resize changes the number of workers while the pool runs: a worker added
+// starts at once, and gets a connection and a stage of its own with its
+// first chunk; a worker too many retires between two chunks, never holding
+// one, and closes its connection, so the destination's sessions follow the
+// size. Size, Busy, Pending, Capacity and Waited are the pool's gauges, for
+// metrics and the autoscaler.
 //
 // Every commit carries the runner's generation; a commit refused because a
 // newer runner took the job (Checkpoint.IsFenced) wrote nothing, and stops

@@ -173,6 +173,7 @@ type Pool struct {
 	sql    statements
 	failed atomic.Int64
 	direct directPolicy
+	crew   crew
 }
 
 // directPolicy keeps chunks off the direct COPY for a while after several
@@ -215,6 +216,8 @@ func New(cfg Config) (*Pool, error) {
 	}
 	p := &Pool{cfg: cfg, sql: buildStatements(cfg, cfg.Checkpoint.CommitChunkSQL)}
 	p.failed.Store(cfg.FailedRowsBefore)
+	p.crew.target = cfg.Workers
+	p.crew.log = func(workers int) { cfg.Logger.Info().Int("workers", workers).Msg("worker pool resized") }
 	return p, nil
 }
 
@@ -237,10 +240,11 @@ func (p *Pool) SQL() Statements {
 	return st
 }
 
-// Run starts cfg.Workers workers that take chunks from in until it is closed
-// or ctx is cancelled. Cancelling ctx stops workers from taking chunks;
-// chunks being written finish within DrainTimeout. The first error stops all
-// workers and is returned.
+// Run starts cfg.Workers workers (or as many as the last Resize said) that
+// take chunks from in until it is closed or ctx is cancelled; Resize
+// changes their number while it runs. Cancelling ctx stops workers from
+// taking chunks; chunks being written finish within DrainTimeout. The first
+// error stops all workers and is returned.
 func (p *Pool) Run(ctx context.Context, db DB, in <-chan *chunk.Chunk) error {
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelDrain()
@@ -248,36 +252,75 @@ func (p *Pool) Run(ctx context.Context, db DB, in <-chan *chunk.Chunk) error {
 	defer stopDrainTimer()
 
 	g, gctx := errgroup.WithContext(ctx)
-	for range p.cfg.Workers {
-		g.Go(func() error {
-			w := p.newWorker()
-			defer func() { w.release() }()
-			for {
-				select {
-				case <-gctx.Done():
-					return nil
-				case c, ok := <-in:
-					if !ok {
-						return nil
-					}
-					if lim := p.cfg.Limiter; lim != nil {
-						if err := waitRows(gctx, lim, len(c.Rows)); err != nil {
-							if gctx.Err() != nil {
-								return nil // stopping: the chunk is left for resume
-							}
-							return fmt.Errorf("rate limiter for chunk %d: %w", c.Seq, err)
-						}
-					}
-					var err error
-					if w, err = w.commit(drainCtx, db, piece{chunk: c, lo: 0, hi: len(c.Rows), after: c.After, last: c.Last}); err != nil {
-						return err
-					}
-					c.Release() // written: its storage serves a later page
-				}
+	p.crew.start(in, func() { g.Go(func() error { return p.work(gctx, drainCtx, db, in) }) })
+	err := g.Wait()
+	p.crew.stop()
+	return err
+}
+
+// errStopping is a worker's chunk left unwritten because the run stops.
+var errStopping = errors.New("stopping")
+
+// work is one worker of Run: it takes chunks until in is closed, ctx is
+// cancelled, or the pool has more workers than its size, when it retires
+// between two chunks and closes its connection.
+func (p *Pool) work(ctx, drainCtx context.Context, db DB, in <-chan *chunk.Chunk) error {
+	w := p.newWorker()
+	retired := false
+	defer func() {
+		if retired {
+			w.close()
+		} else {
+			w.release()
+		}
+		p.crew.leave(retired)
+	}()
+	for {
+		var wake <-chan struct{}
+		if wake, retired = p.crew.stay(); retired {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case c, ok := <-in:
+			if !ok {
+				return nil
 			}
-		})
+			var err error
+			if w, err = p.write(ctx, drainCtx, db, w, c); err != nil {
+				if errors.Is(err, errStopping) {
+					return nil // the chunk is left for resume
+				}
+				return err
+			}
+		}
 	}
-	return g.Wait()
+}
+
+// write waits for the limiter's tokens for a chunk, then commits it under
+// drainCtx. It returns the worker to continue with (see commit).
+func (p *Pool) write(ctx, drainCtx context.Context, db DB, w *worker, c *chunk.Chunk) (*worker, error) {
+	p.crew.busy.Add(1)
+	defer p.crew.busy.Add(-1)
+	if lim := p.cfg.Limiter; lim != nil {
+		began := time.Now()
+		err := waitRows(ctx, lim, len(c.Rows))
+		p.crew.waited.Add(int64(time.Since(began)))
+		if err != nil {
+			if ctx.Err() != nil {
+				return w, errStopping
+			}
+			return w, fmt.Errorf("rate limiter for chunk %d: %w", c.Seq, err)
+		}
+	}
+	w, err := w.commit(drainCtx, db, piece{chunk: c, lo: 0, hi: len(c.Rows), after: c.After, last: c.Last})
+	if err != nil {
+		return w, err
+	}
+	c.Release() // written: its storage serves a later page
+	return w, nil
 }
 
 // Forget is called, inside the transaction open on conn that re-wrote a
@@ -365,6 +408,18 @@ func (w *worker) release() {
 		w.conn.Release()
 		w.conn = nil
 	}
+}
+
+// close ends the worker's session, and its stage with it: a worker that
+// retires leaves no idle connection behind, so the destination's sessions
+// follow the pool's size.
+func (w *worker) close() {
+	if w.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), rollbackTimeout)
+		defer cancel()
+		_ = w.conn.Conn().Close(ctx) // the pool then destroys it on release
+	}
+	w.release()
 }
 
 // rollback ends the transaction an attempt left open; a connection that

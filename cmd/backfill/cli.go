@@ -364,19 +364,32 @@ func namedTarget(c *cli.Context) (backfill.Target, error) {
 func setCommand(stdout io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:      "set",
-		Usage:     "re-tune a job without restarting it: a running job applies the new rate within seconds",
-		UsageText: "backfill set --dest URL --job NAME --rate ROWS_PER_S",
+		Usage:     "re-tune a job without restarting it: a running job applies the new rate or worker count within seconds",
+		UsageText: "backfill set --dest URL --job NAME [--rate ROWS_PER_S] [--workers N]",
 		Flags: append(controlFlags(),
-			&cli.Float64Flag{Name: "rate", Usage: "new cap in `ROWS_PER_S`; 0 for none"}),
+			&cli.Float64Flag{Name: "rate", Usage: "new cap in `ROWS_PER_S`; 0 for none"},
+			&cli.IntFlag{Name: "workers", Usage: "new number of workers (`N`); workers retire after the chunk they hold"}),
 		Action: func(c *cli.Context) error {
 			t, err := namedTarget(c)
 			if err != nil {
 				return err
 			}
-			if !c.IsSet("rate") {
-				return usagef("--rate is required: the new cap in rows per second, 0 for none")
+			var tuning backfill.Tuning
+			var set []string
+			if c.IsSet("rate") {
+				rate := c.Float64("rate")
+				tuning.Rate = &rate
+				set = append(set, "rate set to "+rateText(rate))
 			}
-			state, err := backfill.SetRate(c.Context, t, c.Float64("rate"))
+			if c.IsSet("workers") {
+				workers := c.Int("workers")
+				tuning.Workers = &workers
+				set = append(set, fmt.Sprintf("workers set to %d", workers))
+			}
+			if len(set) == 0 {
+				return usagef("--rate, --workers or both are required: the new cap in rows per second (0 for none), the new number of workers")
+			}
+			state, err := backfill.Set(c.Context, t, tuning)
 			if err != nil {
 				return err
 			}
@@ -384,7 +397,7 @@ func setCommand(stdout io.Writer) *cli.Command {
 			if state == "running" {
 				when = "within seconds"
 			}
-			fmt.Fprintf(stdout, "job %s (%s): rate set to %s; it applies %s\n", t.Job, state, rateText(c.Float64("rate")), when)
+			fmt.Fprintf(stdout, "job %s (%s): %s; it applies %s\n", t.Job, state, strings.Join(set, ", "), when)
 			return nil
 		},
 	}

@@ -611,6 +611,12 @@ func (r *runner) pipeline(ctx context.Context, st stages, tracker *progress.Trac
 		errors.Is(cause, ErrLeaseLost) {
 		return cause
 	}
+	if err == nil && ctx.Err() != nil {
+		// the workers stop at a cancel without an error, leaving the chunks
+		// they held or that were queued: the job is not done, whatever the
+		// paginator had read
+		return ctx.Err()
+	}
 	return err
 }
 

@@ -98,6 +98,16 @@ type Job struct {
 	RunnerHost    *string
 	RunnerPID     *int32
 	HeartbeatAt   *time.Time
+	// AutoRateMax is nil for a fixed Rate; else the job runs with --rate
+	// auto under this ceiling (0: none), and Rate is the rate auto chose
+	// last.
+	AutoRateMax *float64
+	// ThrottleRequested is an operator's throttle by hand (SetThrottle).
+	ThrottleRequested bool
+	// Throttled and ThrottleReason say what the runner waits for, while
+	// it runs.
+	Throttled      bool
+	ThrottleReason *string
 }
 
 // Exists reports whether the state schema has been created.
@@ -151,7 +161,8 @@ func (s *Store) Migrate(ctx context.Context, db Beginner) error {
 func scanJob(row pgx.Row) (Job, error) {
 	var j Job
 	err := row.Scan(&j.Name, &j.Spec, &j.State, &j.Rate, &j.Workers, &j.RowsEstimated, &j.UpperKey,
-		&j.StartedAt, &j.UpdatedAt, &j.FinishedAt, &j.LastError, &j.RunnerHost, &j.RunnerPID, &j.HeartbeatAt)
+		&j.StartedAt, &j.UpdatedAt, &j.FinishedAt, &j.LastError, &j.RunnerHost, &j.RunnerPID, &j.HeartbeatAt,
+		&j.AutoRateMax, &j.ThrottleRequested, &j.Throttled, &j.ThrottleReason)
 	return j, err
 }
 
@@ -249,6 +260,9 @@ func (s *Store) ReclaimJob(ctx context.Context, q Querier, name string, gen int6
 type Requests struct {
 	Rate  float64 // rows per second; 0 means no cap
 	Pause bool
+	// AutoRate says the rate is still --rate auto's to set: an operator's
+	// SetRate ends that.
+	AutoRate bool
 }
 
 // Heartbeat records that the runner of generation gen is alive and returns
@@ -256,7 +270,7 @@ type Requests struct {
 // the job.
 func (s *Store) Heartbeat(ctx context.Context, q Querier, name string, gen int64) (Requests, error) {
 	var r Requests
-	err := q.QueryRow(ctx, s.stmts.Get(bfsql.JobHeartbeat), name, gen).Scan(&r.Rate, &r.Pause)
+	err := q.QueryRow(ctx, s.stmts.Get(bfsql.JobHeartbeat), name, gen).Scan(&r.Rate, &r.Pause, &r.AutoRate)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, fmt.Errorf("heartbeat of job %q, generation %d: %w", name, gen, ErrFenced)
 	}
@@ -266,11 +280,18 @@ func (s *Store) Heartbeat(ctx context.Context, q Querier, name string, gen int64
 	return r, nil
 }
 
-// SetRate changes a job's rate cap (0: none); a running job picks it up
-// at its next heartbeat, a stopped one when resumed. It returns the job's
-// state.
+// SetRate changes a job's rate cap (0: none), fixed from then on even if
+// it was --rate auto's; a running job picks it up at its next heartbeat,
+// a stopped one when resumed. It returns the job's state.
 func (s *Store) SetRate(ctx context.Context, q Querier, name string, rate float64) (string, error) {
 	return s.setTuning(ctx, q, bfsql.JobSetRate, "rate", name, rate)
+}
+
+// SetThrottleRequest switches an operator's throttle of the job by hand on
+// or off; a running job's throttle reads it within a second. It returns
+// the job's state.
+func (s *Store) SetThrottleRequest(ctx context.Context, q Querier, name string, on bool) (string, error) {
+	return s.setTuning(ctx, q, bfsql.JobSetThrottleRequest, "throttle by hand", name, on)
 }
 
 // SetWorkers changes a job's worker count; a running job's runner resizes
@@ -308,6 +329,56 @@ func (s *Store) SyncWorkers(ctx context.Context, q Querier, name string, gen int
 		return 0, fmt.Errorf("store the worker count of job %q, generation %d: %w", name, gen, ErrFenced)
 	}
 	return *stored, nil
+}
+
+// ThrottleRequested reads whether an operator throttles the job by hand;
+// false for a job that has no row.
+func (s *Store) ThrottleRequested(ctx context.Context, q Querier, name string) (bool, error) {
+	var on bool
+	if err := q.QueryRow(ctx, s.stmts.Get(bfsql.JobThrottleRequested), name).Scan(&on); err != nil {
+		return false, fmt.Errorf("read the throttle by hand of job %q: %w", name, err)
+	}
+	return on, nil
+}
+
+// SetRateMode records, for the runner of generation gen, whether the job's
+// rate is fixed (autoMax nil) or --rate auto's under the ceiling *autoMax
+// (0: none).
+func (s *Store) SetRateMode(ctx context.Context, q Querier, name string, gen int64, autoMax *float64) error {
+	return s.runnerWrite(ctx, q, bfsql.JobSetRateMode, "record the rate mode of", name, gen, autoMax)
+}
+
+// RecordAutoRate records the rate --rate auto chose, so that status shows
+// it; nothing once an operator has fixed the rate (SetRate).
+func (s *Store) RecordAutoRate(ctx context.Context, q Querier, name string, gen int64, rate float64) error {
+	_, err := q.Exec(ctx, s.stmts.Get(bfsql.JobRecordAutoRate), name, gen, rate)
+	if err != nil {
+		return fmt.Errorf("record the rate of job %q: %w", name, err)
+	}
+	return nil
+}
+
+// SetThrottled records what the runner of generation gen waits for:
+// reason "" when it waits for nothing.
+func (s *Store) SetThrottled(ctx context.Context, q Querier, name string, gen int64, reason string) error {
+	var text *string
+	if reason != "" {
+		text = &reason
+	}
+	return s.runnerWrite(ctx, q, bfsql.JobSetThrottled, "record the throttle of", name, gen, reason != "", text)
+}
+
+// runnerWrite runs a write of the runner of generation gen to its job's
+// row; ErrFenced, writing nothing, once a newer runner has the job.
+func (s *Store) runnerWrite(ctx context.Context, q Querier, stmt bfsql.Name, what, name string, gen int64, args ...any) error {
+	tag, err := q.Exec(ctx, s.stmts.Get(stmt), append([]any{name, gen}, args...)...)
+	if err != nil {
+		return fmt.Errorf("%s job %q: %w", what, name, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%s job %q as generation %d: %w", what, name, gen, ErrFenced)
+	}
+	return nil
 }
 
 // RequestPause asks a running job's runner to stop after its in-flight

@@ -2,13 +2,15 @@
 
 -- name: job-get
 SELECT name, spec, state, rate, workers, rows_estimated, upper_key, started_at,
-       updated_at, finished_at, last_error, runner_host, runner_pid, heartbeat_at
+       updated_at, finished_at, last_error, runner_host, runner_pid, heartbeat_at,
+       rate_auto_max, throttle_requested, throttled, throttle_reason
 FROM {{schema}}.jobs
 WHERE name = $1
 
 -- name: job-list
 SELECT name, spec, state, rate, workers, rows_estimated, upper_key, started_at,
-       updated_at, finished_at, last_error, runner_host, runner_pid, heartbeat_at
+       updated_at, finished_at, last_error, runner_host, runner_pid, heartbeat_at,
+       rate_auto_max, throttle_requested, throttled, throttle_reason
 FROM {{schema}}.jobs
 ORDER BY started_at, name
 
@@ -26,7 +28,7 @@ RETURNING generation
 UPDATE {{schema}}.jobs
 SET state = 'running', rate = $2, workers = $3, runner_host = $4, runner_pid = $5,
     heartbeat_at = now(), updated_at = now(), finished_at = NULL, last_error = NULL,
-    pause_requested = false, generation = generation + 1
+    pause_requested = false, throttled = false, throttle_reason = NULL, generation = generation + 1
 WHERE name = $1
 RETURNING generation
 
@@ -44,10 +46,11 @@ RETURNING generation
 -- It finds no row once a newer runner has taken the job.
 -- name: job-heartbeat
 UPDATE {{schema}}.jobs SET heartbeat_at = now(), updated_at = now() WHERE name = $1 AND generation = $2
-RETURNING rate, pause_requested
+RETURNING rate, pause_requested, rate_auto_max IS NOT NULL
 
+-- An operator's rate is fixed: it ends a --rate auto.
 -- name: job-set-rate
-UPDATE {{schema}}.jobs SET rate = $2, updated_at = now() WHERE name = $1
+UPDATE {{schema}}.jobs SET rate = $2, rate_auto_max = NULL, updated_at = now() WHERE name = $1
 RETURNING state
 
 -- An operator's worker count; a running job's heartbeat picks it up.
@@ -69,6 +72,30 @@ WITH stored AS (
 SELECT coalesce((SELECT workers FROM stored),
                 (SELECT workers FROM {{schema}}.jobs WHERE name = $1 AND generation = $2))
 
+-- How the runner of generation $2 sets the rate: fixed ($3 NULL) or auto
+-- under the ceiling $3 (0: none).
+-- name: job-set-rate-mode
+UPDATE {{schema}}.jobs SET rate_auto_max = $3, updated_at = now() WHERE name = $1 AND generation = $2
+
+-- The rate --rate auto chose, recorded only while the job is still the
+-- runner's and still auto: an operator's fixed rate set meanwhile stays.
+-- name: job-record-auto-rate
+UPDATE {{schema}}.jobs SET rate = $3, updated_at = now()
+WHERE name = $1 AND generation = $2 AND rate_auto_max IS NOT NULL
+
+-- name: job-set-throttle-request
+UPDATE {{schema}}.jobs SET throttle_requested = $2, updated_at = now() WHERE name = $1
+RETURNING state
+
+-- Read each second by the runner's throttle, on a connection of its own;
+-- false for a job not there (a dry run's).
+-- name: job-throttle-requested
+SELECT coalesce((SELECT throttle_requested FROM {{schema}}.jobs WHERE name = $1), false)
+
+-- What the runner of generation $2 waits for, as it changes.
+-- name: job-set-throttled
+UPDATE {{schema}}.jobs SET throttled = $3, throttle_reason = $4 WHERE name = $1 AND generation = $2
+
 -- name: job-request-pause
 UPDATE {{schema}}.jobs SET pause_requested = true, updated_at = now() WHERE name = $1 AND state = 'running'
 
@@ -76,6 +103,7 @@ UPDATE {{schema}}.jobs SET pause_requested = true, updated_at = now() WHERE name
 -- name: job-set-state
 UPDATE {{schema}}.jobs
 SET state = $3, last_error = $4, updated_at = now(), heartbeat_at = NULL, pause_requested = false,
+    throttled = false, throttle_reason = NULL,
     finished_at = CASE WHEN $3 = 'done' THEN now() END
 WHERE name = $1 AND generation = $2
 

@@ -13,6 +13,11 @@ const (
 	JobSetRate                         // checkpoint.sql: job-set-rate
 	JobSetWorkers                      // checkpoint.sql: job-set-workers
 	JobSyncWorkers                     // checkpoint.sql: job-sync-workers
+	JobSetRateMode                     // checkpoint.sql: job-set-rate-mode
+	JobRecordAutoRate                  // checkpoint.sql: job-record-auto-rate
+	JobSetThrottleRequest              // checkpoint.sql: job-set-throttle-request
+	JobThrottleRequested               // checkpoint.sql: job-throttle-requested
+	JobSetThrottled                    // checkpoint.sql: job-set-throttled
 	JobRequestPause                    // checkpoint.sql: job-request-pause
 	JobSetState                        // checkpoint.sql: job-set-state
 	JobCounters                        // checkpoint.sql: job-counters
@@ -50,6 +55,7 @@ const (
 	Migration5                         // schema.sql: migration-5
 	Migration6                         // schema.sql: migration-6
 	Migration7                         // schema.sql: migration-7
+	Migration8                         // schema.sql: migration-8
 	HeartbeatBeat                      // throttle.sql: heartbeat-beat
 	ReplicaLag                         // throttle.sql: replica-lag
 )
@@ -64,6 +70,11 @@ var names = [...]string{
 	JobSetRate:             "job-set-rate",
 	JobSetWorkers:          "job-set-workers",
 	JobSyncWorkers:         "job-sync-workers",
+	JobSetRateMode:         "job-set-rate-mode",
+	JobRecordAutoRate:      "job-record-auto-rate",
+	JobSetThrottleRequest:  "job-set-throttle-request",
+	JobThrottleRequested:   "job-throttle-requested",
+	JobSetThrottled:        "job-set-throttled",
 	JobRequestPause:        "job-request-pause",
 	JobSetState:            "job-set-state",
 	JobCounters:            "job-counters",
@@ -101,6 +112,7 @@ var names = [...]string{
 	Migration5:             "migration-5",
 	Migration6:             "migration-6",
 	Migration7:             "migration-7",
+	Migration8:             "migration-8",
 	HeartbeatBeat:          "heartbeat-beat",
 	ReplicaLag:             "replica-lag",
 }

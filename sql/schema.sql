@@ -218,3 +218,16 @@ CREATE TABLE {{schema}}.heartbeat (
 -- When each partition's lease was last taken or renewed: status shows the
 -- age of each runner's heartbeat, as it does the job's for one runner.
 ALTER TABLE {{schema}}.partitions ADD COLUMN renewed_at timestamptz;
+
+-- name: migration-8
+-- Throttling (issue 12). rate_auto_max says the job runs with --rate auto:
+-- NULL for a fixed rate (rate), else the ceiling auto may raise the rate to
+-- (0: none), rate then being the one auto chose last, which the runner
+-- records as it changes so that status shows it. throttle_requested is an
+-- operator's throttle by hand (backfill set --throttle on|off), which the
+-- runner reads each second. throttled and throttle_reason are what the
+-- runner waits for, written as they change and cleared when the run ends.
+ALTER TABLE {{schema}}.jobs ADD COLUMN rate_auto_max double precision;
+ALTER TABLE {{schema}}.jobs ADD COLUMN throttle_requested boolean NOT NULL DEFAULT false;
+ALTER TABLE {{schema}}.jobs ADD COLUMN throttled boolean NOT NULL DEFAULT false;
+ALTER TABLE {{schema}}.jobs ADD COLUMN throttle_reason text;

@@ -31,7 +31,7 @@ type crew struct {
 	in   <-chan *chunk.Chunk // the Run's input, for Pending and Capacity
 
 	busy   atomic.Int64 // workers inside a chunk
-	waited atomic.Int64 // nanoseconds workers have waited for the limiter
+	waited atomic.Int64 // nanoseconds workers have waited for the limiter or the throttle
 	log    func(workers int)
 }
 
@@ -175,5 +175,6 @@ func (p *Pool) Capacity() int {
 }
 
 // Waited is how long the pool's workers have waited for the rate
-// limiter's tokens, added up over the workers, since the pool was made.
+// limiter's tokens or the throttle (Config.Throttle), added up over the
+// workers, since the pool was made.
 func (p *Pool) Waited() time.Duration { return time.Duration(p.crew.waited.Load()) }

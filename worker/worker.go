@@ -154,7 +154,11 @@ type Config struct {
 	Partition int
 	Workers   int
 	// Limiter caps rows per second across all workers; nil means no cap.
-	Limiter      *rate.Limiter
+	Limiter *rate.Limiter
+	// Throttle, when set, is waited on before each chunk's commit, after
+	// the limiter: it returns once production lets the job write (a
+	// standby caught up, the load fell), or with ctx's error.
+	Throttle     func(context.Context) error
 	DrainTimeout time.Duration
 	Retry        retry.Policy
 	// MaxFailedRows stops the job when the job's failed rows exceed it;
@@ -313,6 +317,18 @@ func (p *Pool) write(ctx, drainCtx context.Context, db DB, w *worker, c *chunk.C
 				return w, errStopping
 			}
 			return w, fmt.Errorf("rate limiter for chunk %d: %w", c.Seq, err)
+		}
+	}
+	if wait := p.cfg.Throttle; wait != nil {
+		// time held by production is not time a worker more would use
+		began := time.Now()
+		err := wait(ctx)
+		p.crew.waited.Add(int64(time.Since(began)))
+		if err != nil {
+			if ctx.Err() != nil {
+				return w, errStopping
+			}
+			return w, fmt.Errorf("throttle before chunk %d: %w", c.Seq, err)
 		}
 	}
 	w, err := w.commit(drainCtx, db, piece{chunk: c, lo: 0, hi: len(c.Rows), after: c.After, last: c.Last})

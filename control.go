@@ -65,8 +65,9 @@ func openState(ctx context.Context, t Target, name string) (*pgx.Conn, *checkpoi
 }
 
 // SetRate changes a job's rate cap in rows per second (Unlimited or 0 for
-// none). A running job applies it within a heartbeat (2 s); a stopped one
-// keeps it for its next resume. It returns the job's state.
+// none), which is fixed from then on: it ends a --rate auto. A running
+// job applies it within a heartbeat (2 s); a stopped one keeps it for its
+// next resume. It returns the job's state.
 func SetRate(ctx context.Context, t Target, rowsPerSec float64) (string, error) {
 	return Set(ctx, t, Tuning{Rate: &rowsPerSec})
 }
@@ -78,6 +79,9 @@ type Tuning struct {
 	// Workers is the pool's size, within Job.Workers' bounds (1 to
 	// WorkersLimit).
 	Workers *int
+	// Throttle, on, holds the job's commits by hand until it is off again
+	// (SetThrottle).
+	Throttle *bool
 }
 
 // Set re-tunes a job without restarting it. A running job applies the
@@ -85,12 +89,14 @@ type Tuning struct {
 // by starting workers, or retiring workers as they finish the chunk they
 // hold, each closing its destination connection; a job that autoscales
 // keeps the count within its bounds. A stopped job keeps the change for
-// its next resume. A partitioned job's worker count is its runners', and
+// its next resume. A throttle by hand holds the commits within a second or
+// two, and stays on across runs until off. A partitioned job's worker
+// count is its runners', and
 // is refused. Nothing is written unless every value is valid, and then
 // all of it in one transaction. It returns the job's state.
 func Set(ctx context.Context, t Target, c Tuning) (string, error) {
-	if c.Rate == nil && c.Workers == nil {
-		return "", fmt.Errorf("%w: nothing to set: give a rate, a worker count or both", ErrInvalidJob)
+	if c.Rate == nil && c.Workers == nil && c.Throttle == nil {
+		return "", fmt.Errorf("%w: nothing to set: give a rate, a worker count, a throttle by hand, or some of them", ErrInvalidJob)
 	}
 	if c.Rate != nil && (*c.Rate < 0 || math.IsNaN(*c.Rate)) {
 		return "", fmt.Errorf("%w: rate %v: rows per second, 0 for no cap", ErrInvalidJob, *c.Rate)
@@ -123,11 +129,24 @@ func Set(ctx context.Context, t Target, c Tuning) (string, error) {
 			}
 		}
 		if c.Workers != nil {
-			state, err = store.SetWorkers(ctx, tx, t.Job, *c.Workers)
+			if state, err = store.SetWorkers(ctx, tx, t.Job, *c.Workers); err != nil {
+				return err
+			}
+		}
+		if c.Throttle != nil {
+			state, err = store.SetThrottleRequest(ctx, tx, t.Job, *c.Throttle)
 		}
 		return err
 	})
 	return state, err
+}
+
+// SetThrottle switches an operator's throttle of a job on or off, from
+// any terminal: while it is on, a running job commits nothing (it says it
+// is throttled by hand) and goes on within a second or two of it going
+// off; a stopped job keeps it for its next run. It returns the job's state.
+func SetThrottle(ctx context.Context, t Target, on bool) (string, error) {
+	return Set(ctx, t, Tuning{Throttle: &on})
 }
 
 // Pause asks a running job's runner, wherever it runs, to finish its

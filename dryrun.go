@@ -13,6 +13,7 @@ import (
 
 	"github.com/backfill/backfill/checkpoint"
 	bfsql "github.com/backfill/backfill/sql"
+	"github.com/backfill/backfill/throttle"
 )
 
 // DefaultSampleChunks is how many chunks a dry run pushes through.
@@ -47,8 +48,23 @@ type DryRunReport struct {
 	Preview  DryRunPreview    `json:"preview"`
 	Estimate DryRunEstimate   `json:"estimate"`
 	SQL      DryRunStatements `json:"sql"`
+	// Throttle is each signal the job would wait for, read once.
+	Throttle []DryRunSignal `json:"throttle"`
 	// Notes are facts worth knowing that do not stop the job.
 	Notes []string `json:"notes"`
+}
+
+// DryRunSignal is one throttle signal as a dry run read it.
+type DryRunSignal struct {
+	Signal string `json:"signal"` // "replica lag on replica 1"
+	Kind   string `json:"kind"`   // the metrics' reason label: replica_lag, load, …
+	// Throttled says the job would wait now; Critical, that it would
+	// pause.
+	Throttled bool   `json:"throttled"`
+	Critical  bool   `json:"critical"`
+	Reading   string `json:"reading"`         // what was measured, against what limit
+	Error     string `json:"error,omitempty"` // why it could not be read: a run waits
+	Note      string `json:"note,omitempty"`  // what the signal cannot see
 }
 
 // DryRunTable describes one table.
@@ -124,7 +140,7 @@ type DryRunStatements struct {
 func DryRun(ctx context.Context, j Job, opts DryRunOptions) (DryRunReport, error) {
 	j.Mode = ModeStart
 	j = j.withDefaults()
-	rep := DryRunReport{Job: j.Name, Problems: []string{}, Failures: []DryRunFailure{}, Notes: []string{}}
+	rep := DryRunReport{Job: j.Name, Problems: []string{}, Failures: []DryRunFailure{}, Notes: []string{}, Throttle: []DryRunSignal{}}
 	if opts.PreviewRows == 0 {
 		opts.PreviewRows = 5
 	}
@@ -152,7 +168,7 @@ func DryRun(ctx context.Context, j Job, opts DryRunOptions) (DryRunReport, error
 	if err != nil && len(rep.Problems) == 0 && (errors.Is(err, ErrRefused) || errors.Is(err, ErrInvalidJob)) {
 		rep.Problems = problems(err)
 	}
-	return rep, scrub(err, j.SourceURL, j.DestURL)
+	return rep, scrub(err, append([]string{j.SourceURL, j.DestURL}, j.Replicas...)...)
 }
 
 // problems splits a joined error into one message per problem.
@@ -182,6 +198,10 @@ func problems(err error) []string {
 
 func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Pool, rep *DryRunReport) error {
 	store, err := checkpoint.New(j.StateSchema)
+	if err != nil {
+		return err
+	}
+	stateSchema, err := store.Exists(ctx, dst)
 	if err != nil {
 		return err
 	}
@@ -255,6 +275,13 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 		return err
 	}
 
+	th, err := newThrottling(ctx, j, j.Logger, store, false)
+	if err != nil {
+		return err
+	}
+	defer th.close(context.WithoutCancel(ctx))
+	rep.Throttle = th.checkAll(ctx, stateSchema)
+
 	rep.Estimate = DryRunEstimate{Rows: rows, Rate: storedRate(j.Rate)}
 	if rep.Sample.RowsPerSec > 0 {
 		s := float64(rows) / rep.Sample.RowsPerSec
@@ -271,6 +298,10 @@ func dryRun(ctx context.Context, j Job, opts DryRunOptions, src, dst *pgxpool.Po
 		}
 		s := float64(rows) / rps
 		rep.Estimate.SecondsAtRate = &s
+	}
+	if j.AutoRate {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("with Job.Rate auto the run starts at %d rows/s and moves the rate with what the probes "+
+			"and signals read: the estimate at its rate takes its ceiling (none: unthrottled)", throttle.DefaultAutoStart))
 	}
 	rep.OK = rep.Sample.WouldFail == 0
 	return nil

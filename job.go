@@ -143,6 +143,39 @@ type Job struct {
 	// MetricsAddr is the host:port the run serves its metrics on; ""
 	// serves none.
 	MetricsAddr string
+	// AutoRate lets the job set its own rate (--rate auto): it starts low,
+	// raises the rate while production feels unloaded, halves it when a
+	// throttle signal trips or the probe's latency passes MaxProbeLatency.
+	// Rate is then its ceiling (Unlimited or 0: none).
+	AutoRate bool
+
+	// What the job waits for, besides its rate (see package throttle); the
+	// zero value of each is its default.
+	//
+	// Replicas are standbys' connection strings whose replica lag the job
+	// waits for; none watches the destination's own standbys in
+	// pg_stat_replication. A standby that cannot be read stops the job's
+	// commits, as one too far behind does.
+	Replicas []string
+	// MaxReplicaLag is the lag past which the job waits; 0 means
+	// throttle.DefaultMaxReplicaLag.
+	MaxReplicaLag time.Duration
+	// MaxActiveSessions makes the job wait while the source or the
+	// destination has more active sessions than this that are not the
+	// job's; CriticalActiveSessions pauses it (Run returns ErrPaused)
+	// past that many. 0 switches either off.
+	MaxActiveSessions      int
+	CriticalActiveSessions int
+	// ProbeQuery is run and timed each second on each side, on a
+	// connection of its own; "" means throttle.DefaultProbeQuery. The job
+	// waits while its latency passes MaxProbeLatency (0: never).
+	ProbeQuery      string
+	MaxProbeLatency time.Duration
+	// ThrottleQuery is the user's own: run each second on ThrottleQueryOn
+	// ("destination", the default, or "source"), a true or non-zero first
+	// column makes the job wait. Run refuses one that does not run.
+	ThrottleQuery   string
+	ThrottleQueryOn string
 
 	// Columns maps destination columns to expressions over the source row
 	// (see package transform); empty copies same-named columns. SkipIf

@@ -112,7 +112,11 @@ func (r *runner) executePartitioned(ctx context.Context, p *plan, existing *chec
 		}
 	}
 	began := j.Now()
-	runErr := r.claimPartitions(ctx, p, upper, limiter, tracker, onChunk)
+	stopThrottle, runErr := r.startThrottle(ctx, limiter)
+	if runErr == nil {
+		runErr = r.claimPartitions(ctx, p, upper, limiter, tracker, onChunk)
+	}
+	stopThrottle()
 	rep.Elapsed = j.Now().Sub(began)
 	rep.RunRows = runRows.Load()
 	return r.finishPartitioned(ctx, rep, runErr)
@@ -281,7 +285,7 @@ func (r *runner) readPartition(ctx context.Context, p *plan, lease *checkpoint.L
 	var splitAsked atomic.Bool
 	st, err := p.stages(j, pass{
 		upper: end, resume: resume, sizer: r.sizer, store: r.store, gen: lease.Token, workers: j.Workers,
-		limiter: limiter, failedBefore: before.RowsFailed, log: log, onChunk: onChunk,
+		limiter: limiter, throttle: r.throttle.wait, failedBefore: before.RowsFailed, log: log, onChunk: onChunk,
 		partition: part.ID, lower: part.After, nextSeq: nextSeq, cut: r.cutter(p, lease, &splitAsked),
 	})
 	if err != nil {

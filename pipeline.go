@@ -67,6 +67,9 @@ type pass struct {
 	gen     int64 // the runner's generation, which every commit carries
 	workers int
 	limiter *rate.Limiter // nil for no cap
+	// throttle is waited on before each commit (Throttler.Wait); nil
+	// for none
+	throttle func(context.Context) error
 	// failedBefore are the job's failed rows before the pass, which count
 	// towards its limit.
 	failedBefore int64
@@ -103,7 +106,7 @@ func (p *plan) stages(j Job, ps pass) (stages, error) {
 		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write, SourceColumns: p.sourceColumns,
 		OverridingSystemValue: p.overriding, DirectCopy: p.direct, RangeKey: p.rangeKey, Straight: p.straight,
 		Transformer: p.transformer, Checkpoint: ps.store, Generation: ps.gen, Partition: ps.partition,
-		Workers: ps.workers, Limiter: ps.limiter, DrainTimeout: j.DrainTimeout, Retry: retryPolicy(j.MaxRetries),
+		Workers: ps.workers, Limiter: ps.limiter, Throttle: ps.throttle, DrainTimeout: j.DrainTimeout, Retry: retryPolicy(j.MaxRetries),
 		MaxFailedRows: max(j.MaxFailedRows, 0), FailedRowsBefore: ps.failedBefore, Logger: ps.log,
 		OnChunk: func(res worker.Result) {
 			if ps.onChunk != nil {

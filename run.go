@@ -71,6 +71,8 @@ type runner struct {
 	workers int
 	// pool is the current pass's worker pool; nil before the first.
 	pool *worker.Pool
+	// throttle is what the job waits for (throttling.go).
+	throttle *throttling
 }
 
 // Run starts or resumes a job (j.Mode) and returns when it is done, failed
@@ -91,6 +93,9 @@ func Run(ctx context.Context, j Job) (Report, error) {
 }
 
 func (r *runner) close() {
+	if r.throttle != nil {
+		r.throttle.close(context.Background())
+	}
 	if r.src != nil {
 		r.src.Close()
 	}
@@ -147,6 +152,8 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		return rep, refused(fmt.Errorf("job %q has one runner, which takes the job's lock: resume it instead of joining it", j.Name))
 	case partitioned && j.RetryFailed:
 		return rep, refused(fmt.Errorf("job %q is partitioned: retrying its failed rows is not supported yet", j.Name))
+	case partitioned && j.AutoRate:
+		return rep, refused(fmt.Errorf("job %q is partitioned: its runners share one fixed rate cap, and --rate auto is not supported yet", j.Name))
 	case !partitioned:
 		if err := r.lock(ctx); err != nil {
 			return rep, err
@@ -188,6 +195,9 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		}
 	}
 	r.workers = r.startingWorkers()
+	if r.throttle, err = newThrottling(ctx, *j, r.log, r.store, true); err != nil {
+		return rep, err
+	}
 	if partitioned {
 		return r.executePartitioned(ctx, p, existing, startedAt)
 	}
@@ -371,16 +381,17 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 	var tracker *progress.Tracker
 	var runRows atomic.Int64
 	began := j.Now()
-	var runErr error
+	stopThrottle, runErr := r.startThrottle(ctx, limiter)
 	// One pass, and one more after each loss of the control session that
 	// the runner survives by taking the job again: like a resume, it reads
 	// the checkpoint afresh under its new generation.
-	for pass := 0; ; pass++ {
+	for pass := 0; runErr == nil; pass++ {
 		var st stages
 		var before checkpoint.Counters
 		st, before, runErr = r.preparePass(ctx, p, upper, limiter, func(res worker.Result) {
 			tracker.Add(res.Read)
 			runRows.Add(int64(res.Read))
+			r.throttle.committed(res.Read)
 			if r.sizer != nil {
 				r.sizer.Observe(res.Read, res.Elapsed)
 			}
@@ -413,6 +424,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 			break
 		}
 	}
+	stopThrottle()
 	rep.Elapsed = j.Now().Sub(began)
 	rep.RunRows = runRows.Load()
 	return r.finish(ctx, rep, runErr)
@@ -477,7 +489,7 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 	}
 	st, err := p.stages(j, pass{
 		upper: upper, resume: resume, sizer: r.sizer, store: r.store, gen: r.gen, workers: r.withinBounds(r.workers),
-		limiter: limiter, failedBefore: before.RowsFailed, log: r.log, onChunk: onChunk,
+		limiter: limiter, throttle: r.throttle.wait, failedBefore: before.RowsFailed, log: r.log, onChunk: onChunk,
 	})
 	r.pool = st.pool
 	return st, before, err
@@ -604,6 +616,11 @@ func (r *runner) pipeline(ctx context.Context, st stages, tracker *progress.Trac
 	if r.job.Autoscale {
 		side.Go(func() { r.autoscale(sideCtx, st.pool) })
 	}
+	side.Go(func() {
+		if err := r.throttle.pauseWhenCritical(sideCtx); err != nil {
+			cancelPipe(err)
+		}
+	})
 	err := g.Wait()
 	stopSide()
 	side.Wait()
@@ -655,7 +672,8 @@ func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter, pool *wor
 				r.log.Info().Msg("pause requested: finishing the chunks in flight")
 				return fmt.Errorf("%w: job %q by request", ErrPaused, r.job.Name)
 			}
-			if want := limitOf(req.Rate); want != limiter.Limit() {
+			r.throttleBeat(ctx, req)
+			if want := limitOf(req.Rate); !r.throttle.autoOn() && want != limiter.Limit() {
 				r.log.Info().Float64("rate", req.Rate).Msg("rate changed by request (0: no cap)")
 				r.setLimit(limiter, want)
 			}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/backfill/backfill/checkpoint"
+	"github.com/backfill/backfill/throttle"
 	"github.com/backfill/backfill/transform"
 )
 
@@ -52,8 +53,15 @@ type Setting struct {
 	Flag, Usage, DefaultText string
 	// Env is the environment variable the command falls back to after the
 	// flag and the spec file; "" for none.
-	Env   string
-	Scope Scope
+	Env string
+	// Repeated says the flag of a list may be given more than once, a value
+	// each (--replica A --replica B).
+	Repeated bool
+	// FromText says the flag takes text, which Give reads as the spec
+	// file's key would give it (--rate auto:5000), whatever the Job
+	// field's type.
+	FromText bool
+	Scope    Scope
 	// Stored is its name in the stored spec (ScopeSpec), which a refused
 	// resume names.
 	Stored string
@@ -68,8 +76,10 @@ func (s Setting) Default() any { return s.value.defaultValue() }
 // Give sets the value a user gave for the setting (a flag, a spec file's
 // key) in j, whose Mode is set. v has the Job field's type; a zero value,
 // which the Job reads as "not given", is turned into the value it means
-// (a rate of 0 is Unlimited) or refused. The error, wrapping ErrInvalidJob,
-// names the setting as its Job field. Give panics when v has another type.
+// (a rate of 0 is Unlimited) or refused. A setting read FromText takes its
+// text too (Job.Rate: "auto:5000", or a Rate). The error, wrapping
+// ErrInvalidJob, names the setting as its Job field. Give panics when v has
+// another type.
 func (s Setting) Give(j *Job, v any) error { return s.value.give(j, v) }
 
 // Settings declares every setting of a Job, in the order the command's
@@ -147,7 +157,9 @@ func Settings() []Setting {
 				}}),
 		declare(Setting{Key: "queue_depth", Flag: "queue-depth", Scope: ScopeTuning, Usage: "chunks read ahead of the workers (`N`)"},
 			typed[int]{field: func(j *Job) *int { return &j.QueueDepth }, def: constant(DefaultQueueDepth), check: below(1, "must be at least 1")}),
-		declare(Setting{Key: "rate", Flag: "rate", Scope: ScopeTuning, Usage: "cap in `ROWS_PER_S` across all workers; 0 for none"},
+		withAutoRate(declare(Setting{Key: "rate", Flag: "rate", FromText: true, Scope: ScopeTuning,
+			Usage: "cap in `ROWS_PER_S` across all workers; 0 for none; auto, or auto:MAX, lets the job find the rate production " +
+				"tolerates (see Job.MaxProbeLatency)"},
 			typed[float64]{field: func(j *Job) *float64 { return &j.Rate }, def: constant(DefaultRate), kept: func(r checkpoint.Job) float64 {
 				if r.Rate == 0 {
 					return Unlimited
@@ -158,7 +170,7 @@ func Settings() []Setting {
 					return "must be rows per second, not negative"
 				}
 				return ""
-			}}),
+			}})),
 		declare(Setting{Key: "target_chunk_time", Flag: "target-chunk-time", Scope: ScopeTuning,
 			Usage: "how long a chunk's write should take when chunks are sized by time (no Job.ChunkSize, no rate cap)"},
 			typed[time.Duration]{field: func(j *Job) *time.Duration { return &j.TargetChunkTime }, def: constant(DefaultTargetChunkTime),
@@ -194,6 +206,41 @@ func Settings() []Setting {
 				return ""
 			}}),
 
+		// What the job waits for (throttling.go): tunings, which a resume
+		// takes as given again, like the timeouts; none is stored.
+		declare(Setting{Key: "replicas", Flag: "replica", Repeated: true, Scope: ScopeTuning,
+			Usage: "a standby's connection `URL` whose replica lag the job waits for; repeat for each " +
+				"(default: the destination's own standbys, from pg_stat_replication)"},
+			typed[[]string]{field: func(j *Job) *[]string { return &j.Replicas }}),
+		declare(Setting{Key: "max_replica_lag", Flag: "max-replica-lag", Scope: ScopeTuning,
+			Usage: "wait while a standby lags more than this", DefaultText: throttle.DefaultMaxReplicaLag.String()},
+			typed[time.Duration]{field: func(j *Job) *time.Duration { return &j.MaxReplicaLag }, check: below[time.Duration](0, "must not be negative")}),
+		declare(Setting{Key: "max_active_sessions", Flag: "max-active-sessions", Scope: ScopeTuning,
+			Usage: "wait while the source or the destination has more than `N` active sessions not the job's", DefaultText: "off"},
+			typed[int]{field: func(j *Job) *int { return &j.MaxActiveSessions }, check: below(0, "must not be negative")}),
+		declare(Setting{Key: "critical_active_sessions", Flag: "critical-active-sessions", Scope: ScopeTuning,
+			Usage: "pause the job (resumable) once the source or the destination has more than `N` active sessions not the job's", DefaultText: "off"},
+			typed[int]{field: func(j *Job) *int { return &j.CriticalActiveSessions }, check: below(0, "must not be negative")}),
+		declare(Setting{Key: "probe_query", Flag: "probe-query", Scope: ScopeTuning,
+			Usage:       "`SQL` each side runs each second, timed: a cheap read of the application's measures what its users feel",
+			DefaultText: throttle.DefaultProbeQuery},
+			typed[string]{field: func(j *Job) *string { return &j.ProbeQuery }}),
+		declare(Setting{Key: "max_probe_latency", Flag: "max-probe-latency", Scope: ScopeTuning,
+			Usage:       "wait while the probe's latency over the last few seconds exceeds this; with Job.Rate auto, the latency it cuts the rate at",
+			DefaultText: "off"},
+			typed[time.Duration]{field: func(j *Job) *time.Duration { return &j.MaxProbeLatency }, check: below[time.Duration](0, "must not be negative")}),
+		declare(Setting{Key: "throttle_query", Flag: "throttle-query", Scope: ScopeTuning,
+			Usage: "`SQL` run each second (see Job.ThrottleQueryOn): a true or non-zero first column means wait; refused at start if it does not run"},
+			typed[string]{field: func(j *Job) *string { return &j.ThrottleQuery }}),
+		declare(Setting{Key: "throttle_query_on", Flag: "throttle-query-on", Scope: ScopeTuning,
+			Usage: "where Job.ThrottleQuery runs: `destination` or source", DefaultText: sideDestination},
+			typed[string]{field: func(j *Job) *string { return &j.ThrottleQueryOn }, check: func(on string, _ Mode) string {
+				if on != sideDestination && on != sideSource {
+					return "must be destination or source"
+				}
+				return ""
+			}}),
+
 		declare(Setting{Flag: "retry-failed", Scope: ScopeResume, Usage: "first try the rows recorded in failed_rows again (after fixing their cause)"},
 			typed[bool]{field: func(j *Job) *bool { return &j.RetryFailed }, check: func(retry bool, m Mode) string {
 				if retry && m != ModeResume {
@@ -201,6 +248,72 @@ func Settings() []Setting {
 				}
 				return ""
 			}}),
+	}
+}
+
+// Rate is a --rate: a fixed cap, or auto under an optional ceiling. The
+// Job holds it as Rate and AutoRate.
+type Rate = throttle.Rate
+
+// ParseRate reads a --rate: ROWS_PER_S (0 for no cap), auto, or auto:MAX.
+func ParseRate(s string) (Rate, error) { return throttle.ParseRate(s) }
+
+// rateValue is the rate's setting: Job.Rate, declared as any float64
+// setting, and Job.AutoRate beside it, which the same --rate (or the
+// spec's rate) sets: auto is a Rate given as text, or as itself.
+type rateValue struct{ *declared[float64] }
+
+// withAutoRate makes the declaration of Job.Rate the rate's, auto
+// included.
+func withAutoRate(s Setting) Setting {
+	s.value = rateValue{s.value.(*declared[float64])}
+	return s
+}
+
+func (r rateValue) give(j *Job, v any) error {
+	var given Rate
+	switch v := v.(type) {
+	case float64:
+		given = Rate{PerSecond: v}
+	case Rate:
+		given = v
+	case string:
+		var err error
+		if given, err = ParseRate(v); err != nil {
+			return kind(ErrInvalidJob, fmt.Errorf("%s: %w", r.name, err))
+		}
+	default:
+		panic(fmt.Sprintf("%s takes a float64, a Rate or its text, given %T", r.name, v))
+	}
+	// auto's ceiling, like a fixed cap, is none when 0
+	if err := r.declared.give(j, given.PerSecond); err != nil {
+		return err
+	}
+	j.AutoRate = given.Auto
+	return nil
+}
+
+// setDefault: auto without a ceiling has none, rather than the default
+// cap.
+func (r rateValue) setDefault(j *Job) {
+	if j.AutoRate && j.Rate == 0 {
+		j.Rate = Unlimited
+		return
+	}
+	r.declared.setDefault(j)
+}
+
+// resume keeps the row's rate, auto or not, unless a rate is given.
+func (r rateValue) resume(j *Job, given Job, stored Spec, row checkpoint.Job) {
+	if given.Rate != 0 || given.AutoRate {
+		return
+	}
+	r.declared.resume(j, given, stored, row)
+	if row.AutoRateMax != nil {
+		j.AutoRate, j.Rate = true, Unlimited
+		if *row.AutoRateMax > 0 {
+			j.Rate = *row.AutoRateMax
+		}
 	}
 }
 

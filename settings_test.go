@@ -167,3 +167,57 @@ func TestDifferencesNameTheStoredField(t *testing.T) {
 		t.Errorf("differences:\n got %q\nwant %q", d, want)
 	}
 }
+
+// TestAutoRate: the rate's one setting reads auto as text or as a Rate,
+// keeps a ceiling as Job.Rate, and a resume keeps the row's auto unless a
+// rate is given.
+func TestAutoRate(t *testing.T) {
+	var rateSetting Setting
+	for _, s := range Settings() {
+		if s.Field == "Rate" {
+			rateSetting = s
+		}
+	}
+	for given, want := range map[any]Job{
+		"auto":                          {AutoRate: true, Rate: Unlimited},
+		"auto:5000":                     {AutoRate: true, Rate: 5000},
+		"250":                           {Rate: 250},
+		"0":                             {Rate: Unlimited},
+		Rate{Auto: true, PerSecond: 70}: {AutoRate: true, Rate: 70},
+		1500.0:                          {Rate: 1500},
+	} {
+		j := Job{AutoRate: true}
+		if err := rateSetting.Give(&j, given); err != nil || j.AutoRate != want.AutoRate || j.Rate != want.Rate {
+			t.Errorf("rate given %v: auto %v, rate %v, %v; want auto %v, rate %v", given, j.AutoRate, j.Rate, err, want.AutoRate, want.Rate)
+		}
+	}
+	j := Job{}
+	if err := rateSetting.Give(&j, "auto:-1"); !errors.Is(err, ErrInvalidJob) || !strings.HasPrefix(err.Error(), "Job.Rate: ") {
+		t.Errorf("a bad rate text: %v", err)
+	}
+	if d := (Job{Mode: ModeStart, AutoRate: true}).withDefaults(); !math.IsInf(d.Rate, 1) {
+		t.Errorf("auto without a ceiling has none: %v", d.Rate)
+	}
+
+	ceiling, none := 4000.0, 0.0
+	for _, c := range []struct {
+		given Job
+		row   checkpoint.Job
+		auto  bool
+		rate  float64
+	}{
+		{Job{}, checkpoint.Job{Rate: 1200, AutoRateMax: &ceiling}, true, 4000},
+		{Job{}, checkpoint.Job{Rate: 1200, AutoRateMax: &none}, true, Unlimited},
+		{Job{}, checkpoint.Job{Rate: 1200}, false, 1200},
+		{Job{Rate: 300}, checkpoint.Job{Rate: 1200, AutoRateMax: &ceiling}, false, 300},
+		{Job{AutoRate: true, Rate: Unlimited}, checkpoint.Job{Rate: 1200}, true, Unlimited},
+	} {
+		j := c.given
+		j.Mode = ModeResume
+		j = j.withDefaults()
+		j.resumeFrom(Spec{}, c.row)
+		if j.AutoRate != c.auto || j.Rate != c.rate {
+			t.Errorf("resume given %+v of a row %+v: auto %v, rate %v; want %v, %v", c.given, c.row, j.AutoRate, j.Rate, c.auto, c.rate)
+		}
+	}
+}

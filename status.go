@@ -33,6 +33,14 @@ type JobStatus struct {
 	RowsEstimated  int64   `json:"rows_estimated"`
 	Percent        float64 `json:"percent"`
 	Rate           float64 `json:"rate"` // the cap in rows per second; 0 means none
+	// RateAuto says --rate auto sets Rate (the rate it chose last), under
+	// the ceiling RateAutoMax (0: none).
+	RateAuto    bool    `json:"rate_auto"`
+	RateAutoMax float64 `json:"rate_auto_max"`
+	// Throttled says a running job waits for production, and
+	// ThrottleReason why ("replica lag 12.3 s > 10 s on replica 1").
+	Throttled      bool   `json:"throttled"`
+	ThrottleReason string `json:"throttle_reason"`
 	// RowsPerSec is the rate achieved over the last minute and ETASeconds
 	// the time left at that rate, for a running job (else 0 and null).
 	RowsPerSec  float64    `json:"rows_per_sec"`
@@ -164,6 +172,12 @@ func Status(ctx context.Context, t Target) ([]JobStatus, error) {
 				eta := float64(s.RowsEstimated-s.RowsRead) / s.RowsPerSec
 				s.ETASeconds = &eta
 			}
+		}
+		if s.State == checkpoint.StateRunning && cj.Throttled && cj.ThrottleReason != nil {
+			s.Throttled, s.ThrottleReason = true, *cj.ThrottleReason
+		}
+		if cj.AutoRateMax != nil {
+			s.RateAuto, s.RateAutoMax = true, *cj.AutoRateMax
 		}
 		out = append(out, s)
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+
+	"github.com/backfill/backfill/throttle"
 )
 
 // File is a decoded spec file. Pointers tell "absent" from a zero value, so
@@ -29,30 +31,40 @@ type File struct {
 		Table string `yaml:"table"`
 	} `yaml:"dest"`
 	// Columns maps destination columns to expressions, in file order.
-	Columns          yaml.MapSlice `yaml:"columns"`
-	SkipIf           string        `yaml:"skip_if"`
-	ChunkSize        *int          `yaml:"chunk_size"`
-	Workers          *int          `yaml:"workers"`
-	Autoscale        *bool         `yaml:"autoscale"`
-	MinWorkers       *int          `yaml:"min_workers"`
-	MaxWorkers       *int          `yaml:"max_workers"`
-	QueueDepth       *int          `yaml:"queue_depth"`
-	Rate             *float64      `yaml:"rate"`
-	StateSchema      string        `yaml:"state_schema"`
-	Follow           *bool         `yaml:"follow"`
-	Partitions       *int          `yaml:"partitions"`
-	LeaseTimeout     *Duration     `yaml:"lease_timeout"`
-	MaxRetries       *int          `yaml:"max_retries"`
-	MaxFailedRows    *int64        `yaml:"max_failed_rows"`
-	StatementTimeout *Duration     `yaml:"statement_timeout"`
-	LockTimeout      *Duration     `yaml:"lock_timeout"`
-	ConnectTimeout   *Duration     `yaml:"connect_timeout"`
-	ProgressInterval *Duration     `yaml:"progress_interval"`
-	TargetChunkTime  *Duration     `yaml:"target_chunk_time"`
-	MetricsAddr      string        `yaml:"metrics_addr"`
-	SampleChunks     *int          `yaml:"sample_chunks"`
-	LogFormat        string        `yaml:"log_format"`
-	LogLevel         string        `yaml:"log_level"`
+	Columns    yaml.MapSlice `yaml:"columns"`
+	SkipIf     string        `yaml:"skip_if"`
+	ChunkSize  *int          `yaml:"chunk_size"`
+	Workers    *int          `yaml:"workers"`
+	Autoscale  *bool         `yaml:"autoscale"`
+	MinWorkers *int          `yaml:"min_workers"`
+	MaxWorkers *int          `yaml:"max_workers"`
+	QueueDepth *int          `yaml:"queue_depth"`
+	// Rate is a number of rows per second, auto or auto:MAX.
+	Rate             *throttle.Rate `yaml:"rate"`
+	StateSchema      string         `yaml:"state_schema"`
+	Follow           *bool          `yaml:"follow"`
+	Partitions       *int           `yaml:"partitions"`
+	LeaseTimeout     *Duration      `yaml:"lease_timeout"`
+	MaxRetries       *int           `yaml:"max_retries"`
+	MaxFailedRows    *int64         `yaml:"max_failed_rows"`
+	StatementTimeout *Duration      `yaml:"statement_timeout"`
+	LockTimeout      *Duration      `yaml:"lock_timeout"`
+	ConnectTimeout   *Duration      `yaml:"connect_timeout"`
+	ProgressInterval *Duration      `yaml:"progress_interval"`
+	TargetChunkTime  *Duration      `yaml:"target_chunk_time"`
+	MetricsAddr      string         `yaml:"metrics_addr"`
+	// What the job waits for (package throttle).
+	Replicas               []string  `yaml:"replicas"`
+	MaxReplicaLag          *Duration `yaml:"max_replica_lag"`
+	MaxActiveSessions      *int      `yaml:"max_active_sessions"`
+	CriticalActiveSessions *int      `yaml:"critical_active_sessions"`
+	ProbeQuery             string    `yaml:"probe_query"`
+	MaxProbeLatency        *Duration `yaml:"max_probe_latency"`
+	ThrottleQuery          string    `yaml:"throttle_query"`
+	ThrottleQueryOn        string    `yaml:"throttle_query_on"`
+	SampleChunks           *int      `yaml:"sample_chunks"`
+	LogFormat              string    `yaml:"log_format"`
+	LogLevel               string    `yaml:"log_level"`
 
 	path   string
 	source []byte
@@ -102,7 +114,8 @@ func Parse(path string, data []byte) (*File, error) {
 		key string
 		d   *Duration
 	}{{"statement_timeout", f.StatementTimeout}, {"lock_timeout", f.LockTimeout},
-		{"connect_timeout", f.ConnectTimeout}, {"progress_interval", f.ProgressInterval}, {"target_chunk_time", f.TargetChunkTime}}
+		{"connect_timeout", f.ConnectTimeout}, {"progress_interval", f.ProgressInterval}, {"target_chunk_time", f.TargetChunkTime},
+		{"max_replica_lag", f.MaxReplicaLag}, {"max_probe_latency", f.MaxProbeLatency}}
 	for _, kd := range durations {
 		key, d := kd.key, kd.d
 		if d == nil {

@@ -34,7 +34,7 @@ func TestParseFullSpec(t *testing.T) {
 	}
 	if f.Job != "users_v2" || f.Source.Table != "public.users" || f.Source.Where != "deleted_at IS NULL" ||
 		f.Dest.Table != "public.users_v2" || f.SkipIf != "email == nil" || *f.ChunkSize != 500 ||
-		*f.Workers != 4 || *f.QueueDepth != 2 || *f.Rate != 0 || f.StatementTimeout.D != time.Minute {
+		*f.Workers != 4 || *f.QueueDepth != 2 || f.Rate.PerSecond != 0 || f.Rate.Auto || f.StatementTimeout.D != time.Minute {
 		t.Fatalf("decoded %+v", f)
 	}
 	var got []string

@@ -88,7 +88,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
-		ExitErrHandler:  func(*cli.Context, error) {}, // exit codes are ours
+		// --replica takes a connection string each time, which may hold a
+		// comma (postgres://a,b/db names two hosts)
+		DisableSliceFlagSeparator: true,
+		ExitErrHandler:            func(*cli.Context, error) {}, // exit codes are ours
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError{err}
 		},
@@ -133,7 +136,7 @@ func startCommand(stderr io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:      "start",
 		Usage:     "start a new job (an unfinished one is refused: use resume)",
-		UsageText: "backfill start --source URL --dest URL --job NAME --from TABLE --to TABLE [--key COL[,COL…]] [--chunk-size N] [--workers N] [--queue-depth N] [--rate ROWS_PER_S] [--state-schema NAME]",
+		UsageText: "backfill start --source URL --dest URL --job NAME --from TABLE --to TABLE [--key COL[,COL…]] [--chunk-size N] [--workers N] [--queue-depth N] [--rate ROWS_PER_S|auto[:MAX]] [--state-schema NAME] [--replica URL…] [--max-probe-latency D]",
 		Flags:     startFlags(),
 		Action: func(c *cli.Context) error {
 			j, spec, err := jobFromFlags(c, backfill.ModeStart)
@@ -149,7 +152,7 @@ func resumeCommand(stderr io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:      "resume",
 		Usage:     "continue a job from its checkpoint, after an interruption, a failure or a crash",
-		UsageText: "backfill resume --source URL --dest URL --job NAME [--rate ROWS_PER_S] [--workers N] [--retry-failed]",
+		UsageText: "backfill resume --source URL --dest URL --job NAME [--rate ROWS_PER_S|auto[:MAX]] [--workers N] [--retry-failed]",
 		Flags: append(append(append(sourceFlags(), settingFlags(backfill.ScopeTuning)...), logFlags()...),
 			settingFlags(backfill.ScopeResume)...),
 		Action: func(c *cli.Context) error {
@@ -294,6 +297,9 @@ func statusCommand(stdout io.Writer) *cli.Command {
 				s := jobs[0]
 				fmt.Fprintf(stdout, "write path: %d chunks copied straight into the destination, %d through the stage, %d isolated around failing rows\n",
 					s.ChunksDirect, s.ChunksStaged, s.ChunksIsolated)
+				if s.Throttled {
+					fmt.Fprintf(stdout, "throttled: %s\n", s.ThrottleReason)
+				}
 			}
 			return nil
 		},
@@ -312,6 +318,13 @@ func printStatus(w io.Writer, jobs []backfill.JobStatus) {
 		if s.Rate > 0 {
 			rate = fmt.Sprintf("%.0f/s", s.Rate)
 		}
+		if s.RateAuto {
+			rate = "auto " + rate
+		}
+		state := s.State
+		if s.Throttled {
+			state += ", throttled"
+		}
 		lastErr := ""
 		if s.LastError != nil {
 			lastErr = *s.LastError
@@ -327,7 +340,7 @@ func printStatus(w io.Writer, jobs []backfill.JobStatus) {
 			eta = (time.Duration(*s.ETASeconds) * time.Second).String()
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			s.Job, s.State, s.RowsRead, s.RowsEstimated, s.Percent, s.RowsInserted, s.RowsSkipped,
+			s.Job, state, s.RowsRead, s.RowsEstimated, s.Percent, s.RowsInserted, s.RowsSkipped,
 			s.RowsFiltered, s.RowsFailed, s.ChunksDone, rate, speed, eta, s.UpdatedAt.Local().Format(time.DateTime),
 			strings.Join(s.LastKey, ","), lastErr)
 	}
@@ -364,11 +377,12 @@ func namedTarget(c *cli.Context) (backfill.Target, error) {
 func setCommand(stdout io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:      "set",
-		Usage:     "re-tune a job without restarting it: a running job applies the new rate or worker count within seconds",
-		UsageText: "backfill set --dest URL --job NAME [--rate ROWS_PER_S] [--workers N]",
+		Usage:     "re-tune a job without restarting it: a running job applies the new rate or worker count, or the throttle by hand, within seconds",
+		UsageText: "backfill set --dest URL --job NAME [--rate ROWS_PER_S] [--workers N] [--throttle on|off]",
 		Flags: append(controlFlags(),
-			&cli.Float64Flag{Name: "rate", Usage: "new cap in `ROWS_PER_S`; 0 for none"},
-			&cli.IntFlag{Name: "workers", Usage: "new number of workers (`N`); workers retire after the chunk they hold"}),
+			&cli.Float64Flag{Name: "rate", Usage: "new cap in `ROWS_PER_S`; 0 for none (it ends a --rate auto)"},
+			&cli.IntFlag{Name: "workers", Usage: "new number of workers (`N`); workers retire after the chunk they hold"},
+			&cli.StringFlag{Name: "throttle", Usage: "`on|off`: hold the job's commits until off, from any terminal (throttled by hand)"}),
 		Action: func(c *cli.Context) error {
 			t, err := namedTarget(c)
 			if err != nil {
@@ -386,8 +400,16 @@ func setCommand(stdout io.Writer) *cli.Command {
 				tuning.Workers = &workers
 				set = append(set, fmt.Sprintf("workers set to %d", workers))
 			}
+			if c.IsSet("throttle") {
+				on, err := onOff(c.String("throttle"))
+				if err != nil {
+					return err
+				}
+				tuning.Throttle = &on
+				set = append(set, "throttle by hand "+c.String("throttle"))
+			}
 			if len(set) == 0 {
-				return usagef("--rate, --workers or both are required: the new cap in rows per second (0 for none), the new number of workers")
+				return usagef("--rate, --workers or --throttle is required: the new cap in rows per second (0 for none), the new number of workers, on or off")
 			}
 			state, err := backfill.Set(c.Context, t, tuning)
 			if err != nil {
@@ -401,6 +423,14 @@ func setCommand(stdout io.Writer) *cli.Command {
 			return nil
 		},
 	}
+}
+
+// onOff reads --throttle's on or off.
+func onOff(v string) (bool, error) {
+	if v != "on" && v != "off" {
+		return false, usagef("--throttle %q: on or off", v)
+	}
+	return v == "on", nil
 }
 
 func rateText(r float64) string {

@@ -101,6 +101,9 @@ func printDryRun(w io.Writer, j backfill.Job, r backfill.DryRunReport) {
 		r.Sample.WouldInsert, r.Sample.WouldSkip, r.Sample.WouldFail, r.Sample.Filtered)
 	fmt.Fprintf(tw, "estimate\t%s\n", estimateLine(j, r))
 	fmt.Fprintf(tw, "write path\t%s\n", r.SQL.WritePath)
+	for _, sig := range r.Throttle {
+		fmt.Fprintf(tw, "throttle\t%s\n", signalLine(sig))
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(tw, "note\t%s\n", n)
 	}
@@ -142,6 +145,24 @@ func printDryRun(w io.Writer, j backfill.Job, r backfill.DryRunReport) {
 		fmt.Fprintf(w, "  a chunk whose key range is empty: %s\n", oneLine(r.SQL.CopyDirect))
 	}
 	fmt.Fprintf(w, "  a chunk through the stage: %s\n    then: %s\n", oneLine(r.SQL.CopyToStage), oneLine(r.SQL.Insert))
+}
+
+// signalLine says what a throttle signal read, and what the run would do
+// about it.
+func signalLine(s backfill.DryRunSignal) string {
+	line := s.Reading
+	switch {
+	case s.Error != "":
+		line = fmt.Sprintf("%s cannot be read, so the run would wait: %s", s.Signal, s.Error)
+	case s.Critical:
+		line += ": the run would pause"
+	case s.Throttled:
+		line += ": the run would wait"
+	}
+	if s.Note != "" {
+		line += " (" + s.Note + ")"
+	}
+	return flagWords(line)
 }
 
 func estimateLine(j backfill.Job, r backfill.DryRunReport) string {

@@ -27,7 +27,9 @@ func jobFromFlags(c *cli.Context, mode backfill.Mode) (backfill.Job, *jobspec.Fi
 	for _, s := range backfill.Settings() {
 		switch s.Default().(type) {
 		case []string, []transform.Mapping:
-			continue // names as SQL reads them: parsed below
+			if !s.Repeated {
+				continue // names as SQL reads them: parsed below
+			}
 		}
 		if v, ok := given(c, s, spec); ok {
 			if err := s.Give(&j, v); err != nil {

@@ -42,10 +42,17 @@ func settingFlags(scope backfill.Scope) []cli.Flag {
 // flagOf is the flag of a declared setting, with usage as its help.
 func flagOf(s backfill.Setting, usage string) cli.Flag {
 	usage, text := flagWords(usage), flagWords(s.DefaultText)
+	if s.FromText {
+		return &cli.StringFlag{Name: s.Flag, Value: fmt.Sprint(s.Default()), Usage: usage, DefaultText: text}
+	}
 	switch d := s.Default().(type) {
 	case string:
 		return &cli.StringFlag{Name: s.Flag, Value: d, Usage: usage, DefaultText: text}
-	case []string: // a list of names, as SQL reads them
+	case []string:
+		if s.Repeated {
+			return &cli.StringSliceFlag{Name: s.Flag, Usage: usage, DefaultText: text}
+		}
+		// a list of names, as SQL reads them
 		return &cli.StringFlag{Name: s.Flag, Usage: usage, DefaultText: text}
 	case int:
 		return &cli.IntFlag{Name: s.Flag, Value: d, Usage: usage, DefaultText: text}
@@ -69,8 +76,18 @@ func flagOf(s backfill.Setting, usage string) cli.Flag {
 func given(c *cli.Context, s backfill.Setting, spec *jobspec.File) (any, bool) {
 	if s.Flag != "" && c.IsSet(s.Flag) {
 		var v any
-		switch s.Default().(type) {
-		case string, []string:
+		def := s.Default()
+		if s.FromText {
+			def = "" // the setting reads its text itself
+		}
+		switch def.(type) {
+		case []string:
+			if s.Repeated {
+				v = c.StringSlice(s.Flag)
+			} else {
+				v = c.String(s.Flag)
+			}
+		case string:
 			v = c.String(s.Flag)
 		case int:
 			v = c.Int(s.Flag)

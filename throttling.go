@@ -69,7 +69,8 @@ type throttling struct {
 
 // throttleMetrics is what the run's metrics hear of the throttle
 // (metrics.Metrics has these methods): whether it waits for each kind of
-// signal, and the time it spent waiting.
+// signal, and the time the workers spent waiting on it, added up over the
+// workers as their waits on the rate limiter are.
 type throttleMetrics interface {
 	SetThrottled(reason string, throttled bool)
 	AddThrottled(d time.Duration)
@@ -260,8 +261,22 @@ func (t *throttling) close(ctx context.Context) {
 	}
 }
 
-// wait blocks a worker while the throttle holds: Throttler.Wait.
-func (t *throttling) wait(ctx context.Context) error { return t.throttler.Wait(ctx) }
+// wait blocks a worker while the throttle holds (Throttler.Wait), and
+// counts the time it waited in the metrics.
+func (t *throttling) wait(ctx context.Context) error {
+	if throttled, _, _ := t.throttler.State(); !throttled {
+		return nil
+	}
+	began := time.Now()
+	err := t.throttler.Wait(ctx)
+	t.mu.Lock()
+	m := t.metrics
+	t.mu.Unlock()
+	if m != nil {
+		m.AddThrottled(time.Since(began))
+	}
+	return err
+}
 
 // committed counts a chunk's rows, for the rate --rate auto achieves.
 func (t *throttling) committed(rows int) { t.rows.Add(int64(rows)) }
@@ -289,9 +304,6 @@ func (t *throttling) changed(st throttle.Status) {
 
 	if m != nil {
 		publishThrottle(m, st, reason != "")
-		if was != "" && reason == "" {
-			m.AddThrottled(now.Sub(since))
-		}
 	}
 	switch {
 	case st.Critical:
@@ -320,8 +332,8 @@ func publishThrottle(m throttleMetrics, st throttle.Status, throttled bool) {
 	}
 }
 
-// useMetrics makes the throttle tell m what it waits for and for how
-// long, from now on: the run's metrics call it once they exist.
+// useMetrics makes the throttle tell m what it waits for and how long the
+// workers wait, from now on: the run's metrics call it once they exist.
 func (t *throttling) useMetrics(m throttleMetrics) {
 	t.mu.Lock()
 	t.metrics = m

@@ -20,6 +20,17 @@
 // schema. It returns when the job is done, failed, interrupted (its context
 // cancelled) or paused, with a Report; every way but done is resumable.
 //
+// # Throttling
+//
+// Besides its rate cap, a run waits before each chunk's commit while
+// production says it hurts (package throttle): a standby's replica lag
+// (Job.Replicas, else the destination's own standbys), active sessions
+// that are not the job's, a probe's latency, the user's throttle query,
+// or an operator's throttle by hand (SetThrottle). A signal past its
+// critical limit pauses the job. Job.AutoRate lets the run find its rate
+// from the same signals and the probe. Status says why a running job
+// waits, and DryRun reads every signal once.
+//
 // # Settings
 //
 // A Job's settings are declared once, in Settings: each one's Job field,
@@ -43,7 +54,7 @@
 // whole key range, by row counts and md5 digests each database computes,
 // and says what is not copied yet. It reads only.
 //
-// # Status, Pause and SetRate
+// # Status, Pause, SetRate and SetThrottle
 //
 // The operator commands act on a job from outside its runner, wherever that
 // runs. Each takes a Target: the job's name, its databases, its state schema
@@ -51,7 +62,8 @@
 // their counters (a running job whose runner is gone as interrupted); Pause
 // asks a running job to finish its in-flight chunks and stop as paused;
 // SetRate changes a job's rate cap, which a running job applies within a
-// heartbeat. Verify takes a Target too.
+// heartbeat; SetThrottle holds or releases its commits by hand. Verify
+// takes a Target too.
 //
 // # Errors
 //

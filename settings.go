@@ -233,7 +233,7 @@ func Settings() []Setting {
 			Usage: "`SQL` run each second (see Job.ThrottleQueryOn): a true or non-zero first column means wait; refused at start if it does not run"},
 			typed[string]{field: func(j *Job) *string { return &j.ThrottleQuery }}),
 		declare(Setting{Key: "throttle_query_on", Flag: "throttle-query-on", Scope: ScopeTuning,
-			Usage: "where Job.ThrottleQuery runs: `destination` or source", DefaultText: sideDestination},
+			Usage: "`SIDE` Job.ThrottleQuery runs on: destination or source", DefaultText: sideDestination},
 			typed[string]{field: func(j *Job) *string { return &j.ThrottleQueryOn }, check: func(on string, _ Mode) string {
 				if on != sideDestination && on != sideSource {
 					return "must be destination or source"

@@ -183,6 +183,23 @@ func TestLiveLineFitsTheTerminal(t *testing.T) {
 	}
 }
 
+// A terminal that reports no size (a pseudo-terminal nobody sized, as
+// `script` leaves it) still gets the line, at the fallback width: mpb
+// would draw nothing on a terminal 0 columns wide.
+func TestLiveLineOnAnUnsizedTerminal(t *testing.T) {
+	out := onTerminal(t, 0, func(zerolog.Logger) { time.Sleep(700 * time.Millisecond) })
+	frames := strings.Split(out, redraw)
+	if len(frames) < 2 {
+		t.Fatalf("drawn %d times: %q", len(frames), out)
+	}
+	for i, frame := range frames {
+		line := strings.SplitN(frame, "\n", 2)[0]
+		if width := utf8.RuneCountInString(line); !strings.Contains(line, " / ~10,000 rows") || width > fallbackWidth {
+			t.Errorf("drawing %d (%d columns) on an unsized terminal: %q", i, width, line)
+		}
+	}
+}
+
 func TestLogLinesWithoutTerminal(t *testing.T) {
 	var out bytes.Buffer
 	console := NewConsole(&out, false)

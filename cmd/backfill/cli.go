@@ -19,6 +19,7 @@ import (
 
 	"github.com/backfill/backfill"
 	"github.com/backfill/backfill/jobspec"
+	"github.com/backfill/backfill/progress"
 )
 
 // Exit codes: scripts depend on them.
@@ -181,8 +182,9 @@ func joinCommand(stderr io.Writer) *cli.Command {
 
 // newLogger builds the logger from --log-format and --log-level, or the
 // spec file's log_format and log_level. It words the Job fields the
-// library's messages name as flags.
-func newLogger(c *cli.Context, stderr io.Writer, spec *jobspec.File) (zerolog.Logger, error) {
+// library's messages name as flags. It writes to stderr, through console
+// when a live progress line is drawn there (nil for none).
+func newLogger(c *cli.Context, stderr io.Writer, console *progress.Console, spec *jobspec.File) (zerolog.Logger, error) {
 	if spec == nil {
 		spec = &jobspec.File{}
 	}
@@ -192,6 +194,9 @@ func newLogger(c *cli.Context, stderr io.Writer, spec *jobspec.File) (zerolog.Lo
 		return zerolog.Nop(), usagef("--log-level %q: use debug, info, warn or error", levelName)
 	}
 	out := flagWriter{stderr}
+	if console != nil {
+		out = flagWriter{console}
+	}
 	var w io.Writer = out
 	switch format {
 	case "json":
@@ -226,11 +231,16 @@ func isTerminal(w io.Writer) bool {
 }
 
 func runJob(ctx context.Context, c *cli.Context, j backfill.Job, spec *jobspec.File, stderr io.Writer) error {
-	log, err := newLogger(c, stderr, spec)
+	// on a terminal, the progress line is drawn on stderr, below the logs
+	var console *progress.Console
+	if isTerminal(stderr) {
+		console = progress.NewConsole(stderr, true)
+	}
+	log, err := newLogger(c, stderr, console, spec)
 	if err != nil {
 		return err
 	}
-	j.Logger = log
+	j.Logger, j.Console = log, console
 	rep, err := backfill.Run(ctx, j)
 	schema := j.Target().StateSchema
 	switch {

@@ -27,6 +27,8 @@ const (
 	FailedRows                         // checkpoint.sql: failed-rows
 	ForgetFailedRows                   // checkpoint.sql: forget-failed-rows
 	JobRecentRows                      // checkpoint.sql: job-recent-rows
+	ChunkSlowest                       // checkpoint.sql: chunk-slowest
+	FailedRowsFirst                    // checkpoint.sql: failed-rows-first
 	PartitionCreate                    // checkpoint.sql: partition-create
 	PartitionClaim                     // checkpoint.sql: partition-claim
 	PartitionRenew                     // checkpoint.sql: partition-renew
@@ -50,6 +52,7 @@ const (
 	Migration5                         // schema.sql: migration-5
 	Migration6                         // schema.sql: migration-6
 	Migration7                         // schema.sql: migration-7
+	Migration8                         // schema.sql: migration-8
 	HeartbeatBeat                      // throttle.sql: heartbeat-beat
 	ReplicaLag                         // throttle.sql: replica-lag
 )
@@ -78,6 +81,8 @@ var names = [...]string{
 	FailedRows:             "failed-rows",
 	ForgetFailedRows:       "forget-failed-rows",
 	JobRecentRows:          "job-recent-rows",
+	ChunkSlowest:           "chunk-slowest",
+	FailedRowsFirst:        "failed-rows-first",
 	PartitionCreate:        "partition-create",
 	PartitionClaim:         "partition-claim",
 	PartitionRenew:         "partition-renew",
@@ -101,6 +106,7 @@ var names = [...]string{
 	Migration5:             "migration-5",
 	Migration6:             "migration-6",
 	Migration7:             "migration-7",
+	Migration8:             "migration-8",
 	HeartbeatBeat:          "heartbeat-beat",
 	ReplicaLag:             "replica-lag",
 }

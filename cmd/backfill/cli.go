@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -273,76 +272,6 @@ func runJob(ctx context.Context, c *cli.Context, j backfill.Job, spec *jobspec.F
 
 // errFailedRows makes the exit code 3: the job finished, with failed rows.
 var errFailedRows = errors.New("finished with failed rows")
-
-func statusCommand(stdout io.Writer) *cli.Command {
-	return &cli.Command{
-		Name:      "status",
-		Usage:     "show jobs and their counters",
-		UsageText: "backfill status --dest URL [--job NAME] [--json]",
-		Flags: append(controlFlags(),
-			&cli.BoolFlag{Name: "json", Usage: "print JSON: an object for --job, else an array"}),
-		Action: func(c *cli.Context) error {
-			jobs, err := backfill.Status(c.Context, targetFromFlags(c))
-			if err != nil {
-				return err
-			}
-			for _, s := range jobs {
-				if s.LastError != nil {
-					*s.LastError = flagWords(*s.LastError)
-				}
-			}
-			if c.Bool("json") {
-				enc := json.NewEncoder(stdout)
-				enc.SetIndent("", "  ")
-				if c.String("job") != "" {
-					return enc.Encode(jobs[0])
-				}
-				return enc.Encode(jobs)
-			}
-			printStatus(stdout, jobs)
-			if c.String("job") != "" {
-				s := jobs[0]
-				fmt.Fprintf(stdout, "write path: %d chunks copied straight into the destination, %d through the stage, %d isolated around failing rows\n",
-					s.ChunksDirect, s.ChunksStaged, s.ChunksIsolated)
-			}
-			return nil
-		},
-	}
-}
-
-func printStatus(w io.Writer, jobs []backfill.JobStatus) {
-	if len(jobs) == 0 {
-		fmt.Fprintln(w, "no jobs")
-		return
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tSTATE\tROWS READ\tEST.\t%\tINSERTED\tSKIPPED\tFILTERED\tFAILED\tCHUNKS\tRATE\tROWS/S\tETA\tUPDATED\tLAST KEY\tLAST ERROR")
-	for _, s := range jobs {
-		rate := "none"
-		if s.Rate > 0 {
-			rate = fmt.Sprintf("%.0f/s", s.Rate)
-		}
-		lastErr := ""
-		if s.LastError != nil {
-			lastErr = *s.LastError
-			if len(lastErr) > 80 {
-				lastErr = lastErr[:77] + "..."
-			}
-		}
-		speed, eta := "-", "-"
-		if s.State == "running" {
-			speed = fmt.Sprintf("%.0f", s.RowsPerSec)
-		}
-		if s.ETASeconds != nil {
-			eta = (time.Duration(*s.ETASeconds) * time.Second).String()
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			s.Job, s.State, s.RowsRead, s.RowsEstimated, s.Percent, s.RowsInserted, s.RowsSkipped,
-			s.RowsFiltered, s.RowsFailed, s.ChunksDone, rate, speed, eta, s.UpdatedAt.Local().Format(time.DateTime),
-			strings.Join(s.LastKey, ","), lastErr)
-	}
-	tw.Flush()
-}
 
 // controlFlags name a job for the operator commands.
 func controlFlags() []cli.Flag {

@@ -199,18 +199,23 @@ func (o *observer) report(ctx context.Context, tracker *progress.Tracker, pool *
 		t := time.NewTicker(progressGaugesEvery)
 		defer t.Stop()
 		for {
-			s := tracker.Snapshot()
-			ratio := -1.0
-			if s.Percent >= 0 {
-				ratio = s.Percent / 100
-			}
-			o.metrics.SetProgress(ratio, s.ETA)
+			o.setProgress(tracker.Snapshot())
 			select {
 			case <-ctx.Done():
+				o.setProgress(tracker.Snapshot()) // the pass's last figures
 				return
 			case <-t.C:
 			}
 		}
 	})
 	wg.Wait()
+}
+
+// setProgress sets the progress gauges to a snapshot's figures.
+func (o *observer) setProgress(s progress.Snapshot) {
+	ratio := -1.0
+	if s.Percent >= 0 {
+		ratio = s.Percent / 100
+	}
+	o.metrics.SetProgress(ratio, s.ETA)
 }

@@ -20,6 +20,11 @@
 // schema. It returns when the job is done, failed, interrupted (its context
 // cancelled) or paused, with a Report; every way but done is resumable.
 //
+// While it runs, Run reports its progress: a live line on Job.Console when
+// that is a terminal's, else a log line every Job.ProgressInterval; and
+// with Job.MetricsAddr it serves its Prometheus metrics and the runner's
+// health (observe.go says what the counters count).
+//
 // # Settings
 //
 // A Job's settings are declared once, in Settings: each one's Job field,
@@ -48,7 +53,9 @@
 // The operator commands act on a job from outside its runner, wherever that
 // runs. Each takes a Target: the job's name, its databases, its state schema
 // and how to connect (Job.Target gives a job's). Status reports jobs and
-// their counters (a running job whose runner is gone as interrupted); Pause
+// their counters (a running job whose runner is gone as interrupted), and
+// StatusDetail one job with its spec, its slowest recent chunks and its
+// first failed rows; Pause
 // asks a running job to finish its in-flight chunks and stop as paused;
 // SetRate changes a job's rate cap, which a running job applies within a
 // heartbeat. Verify takes a Target too.

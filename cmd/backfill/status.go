@@ -337,11 +337,11 @@ func printDetail(w io.Writer, d backfill.JobDetail) {
 	if d.SkipIf != "" {
 		fmt.Fprintf(w, "skip if:    %s\n", d.SkipIf)
 	}
-	chunks := "sized by time"
+	chunks := "chunks sized by time"
 	if d.ChunkSize > 0 {
-		chunks = fmt.Sprintf("%d rows", d.ChunkSize)
+		chunks = fmt.Sprintf("chunks of %d rows", d.ChunkSize)
 	}
-	fmt.Fprintf(w, "settings:   rate %s, %s, chunks of %s\n", rateText(s.Rate), plural(s.Workers, "worker"), chunks)
+	fmt.Fprintf(w, "settings:   rate %s, %s, %s\n", rateText(s.Rate), plural(s.Workers, "worker"), chunks)
 
 	runner := "none"
 	if s.Runner != "" {

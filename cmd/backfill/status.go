@@ -225,8 +225,15 @@ func speedText(s backfill.JobStatus) string {
 	return countText(int64(s.RowsPerSec))
 }
 
+// runnerText is the job's runner as host:pid: of a partitioned job, the
+// one holding a lease, or how many do.
 func runnerText(s backfill.JobStatus) string {
-	if s.Runner == "" {
+	switch {
+	case len(s.Runners) == 1:
+		return fmt.Sprintf("%s:%d", s.Runners[0].Host, s.Runners[0].PID)
+	case len(s.Runners) > 1:
+		return plural(len(s.Runners), "runner")
+	case s.Runner == "":
 		return "-"
 	}
 	return s.Runner
@@ -353,6 +360,34 @@ func printDetail(w io.Writer, d backfill.JobDetail) {
 		}
 	}
 	fmt.Fprintf(w, "runner:     %s\n", runner)
+	for _, r := range s.Runners {
+		held := "partitions "
+		if len(r.Partitions) == 1 {
+			held = "partition "
+		}
+		fmt.Fprintf(w, "  %s:%d holds %s%s, %.0f rows/s over the last minute, renewed %s\n", r.Host, r.PID, held, intsText(r.Partitions),
+			r.RowsPerSec, ageText(s.AsOf, s.AsOf.Add(-time.Duration(r.HeartbeatAgeSeconds*float64(time.Second)))))
+	}
+	if len(s.Partitions) > 0 {
+		done := 0
+		for _, p := range s.Partitions {
+			if p.State == backfill.StateDone {
+				done++
+			}
+		}
+		fmt.Fprintf(w, "partitions: %d, %d done\n", len(s.Partitions), done)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  ID\tKEYS\tSTATE\tROWS\t%\tOWNER")
+		for _, p := range s.Partitions {
+			last := "the end"
+			if p.LastKey != nil {
+				last = keyText(p.LastKey)
+			}
+			keys := shorten(keyText(p.AfterKey)+" … "+last, 40)
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%.1f\t%s\n", p.ID, keys, p.State, p.RowsRead, p.Percent, orDash(p.Owner))
+		}
+		tw.Flush()
+	}
 	fmt.Fprintf(w, "rows:       %d read: %d inserted, %d skipped, %d filtered, %d failed, in %s; updated %s\n",
 		s.RowsRead, s.RowsInserted, s.RowsSkipped, s.RowsFiltered, s.RowsFailed, plural(int(s.ChunksDone), "chunk"), ageText(s.AsOf, s.UpdatedAt))
 	fmt.Fprintf(w, "write path: %d chunks copied straight into the destination, %d through the stage, %d isolated around failing rows\n",
@@ -380,6 +415,15 @@ func printDetail(w io.Writer, d backfill.JobDetail) {
 		}
 		tw.Flush()
 	}
+}
+
+// intsText lists numbers: "1, 3, 4".
+func intsText(ns []int) string {
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func orDash(s string) string {

@@ -25,6 +25,8 @@ func longJobs() []backfill.JobStatus {
 			UpdatedAt: asOf.Add(-50 * time.Hour), AsOf: asOf},
 		{Job: "short", State: backfill.StateDone, RowsRead: 10, RowsEstimated: 3, Percent: 100, Runner: "db1:7", UpdatedAt: asOf.Add(-90 * time.Second), AsOf: asOf},
 		{Job: "no_estimate", State: backfill.StatePaused, RowsRead: 5_000, UpdatedAt: asOf.Add(-time.Hour), AsOf: asOf},
+		{Job: "partitioned", State: backfill.StateRunning, RowsRead: 70, RowsEstimated: 100, Percent: 70, Runner: "db1:7",
+			Runners: []backfill.RunnerStatus{{Host: "a", PID: 1}, {Host: "b", PID: 2}}, UpdatedAt: asOf, AsOf: asOf},
 	}
 }
 
@@ -36,8 +38,8 @@ func TestStatusTableFits(t *testing.T) {
 	printTable(&out, longJobs(), statusWidth)
 	t.Log("\n" + out.String())
 	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
-	if len(lines) != 5 {
-		t.Fatalf("%d lines, want a header and 4 jobs:\n%s", len(lines), out.String())
+	if len(lines) != 6 {
+		t.Fatalf("%d lines, want a header and 5 jobs:\n%s", len(lines), out.String())
 	}
 	for i, line := range lines {
 		if width := utf8.RuneCountInString(line); width > statusWidth {
@@ -52,6 +54,7 @@ func TestStatusTableFits(t *testing.T) {
 		{"orders_2024", "us_east_2", "interrupted", "99.9% 1.0M", " - ", "0", ":42", "2d02h ago"},
 		{"short", "done", "100.0% 10", "db1:7", "1m30s ago"},
 		{"no_estimate", "paused", "5000", " - ", "1h00m ago"},
+		{"partitioned", "70.0% 70", "2 runners", "0s ago"},
 	} {
 		for _, field := range want {
 			if !strings.Contains(lines[i+1], field) {

@@ -620,8 +620,10 @@ func (r *runner) pipeline(ctx context.Context, st stages, tracker *progress.Trac
 		side.Go(func() { r.autoscale(sideCtx, st.pool) })
 	}
 	err := g.Wait()
-	if err == nil && pipeCtx.Err() == nil {
-		tracker.Finish() // the last chunk is in: the report's last figures say so
+	// a job of one runner whose pipeline ran out has its last chunk in:
+	// the report's last figures say so (a partition's is one of several)
+	if err == nil && pipeCtx.Err() == nil && r.job.Partitions <= 1 {
+		tracker.Finish()
 	}
 	stopSide()
 	side.Wait()

@@ -188,7 +188,9 @@ func (o *observer) report(ctx context.Context, tracker *progress.Tracker, pool *
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		progress.NewReporter(o.console, o.log, o.interval, func() progress.Status {
-			s := progress.Status{Snapshot: tracker.Snapshot(), WorkersBusy: pool.Busy(), Workers: pool.Size()}
+			// the size the pool keeps: Size counts the workers running, none
+			// once the pass has ended, when the line is drawn a last time
+			s := progress.Status{Snapshot: tracker.Snapshot(), WorkersBusy: pool.Busy(), Workers: pool.Target()}
 			if o.throttled != nil {
 				s.Throttle = o.throttled()
 			}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -149,11 +150,12 @@ func metricsEqualStatus(t *testing.T, b *background, addr, db, job string, befor
 
 // TestMetricsDuringARun scrapes a runner's /metrics while it copies: every
 // name of the fan-out pool's set is there with the label job, the pool's
-// size is the worker count, the rate gauge follows `set --rate`, and the
+// size is the worker count and follows `set --workers` within 3 s, the
+// rate gauge follows `set --rate`, and the
 // run's counters equal status's figures for the run: a new job's, then a
 // resumed run's own, less what the first run did.
 func TestMetricsDuringARun(t *testing.T) {
-	const n = 20_000
+	const n = 40_000
 	db := itemsDatabase(t, n)
 	addr := freeAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -209,6 +211,21 @@ func TestMetricsDuringARun(t *testing.T) {
 		return scrapeMetrics(t, addr).value("backfill_rate_limit_rows_per_second") == 2500
 	})
 
+	// the pool gauge follows set --workers within 3 s (a heartbeat, and a
+	// retiring worker's chunk)
+	for _, workers := range []string{"2", "5"} {
+		mustSucceed(t, "set", "--dest", db, "--job", "scraped", "--workers", workers)
+		set := time.Now()
+		waitUntil(t, b.done, b.stderr, "backfill_pool_size following set --workers "+workers, func() bool {
+			return strconv.FormatFloat(scrapeMetrics(t, addr).value("backfill_pool_size"), 'f', -1, 64) == workers
+		})
+		if took := time.Since(set); took > 3*time.Second {
+			t.Errorf("backfill_pool_size took %v to follow set --workers %s", took, workers)
+		} else {
+			t.Logf("backfill_pool_size followed set --workers %s after %v", workers, took.Round(time.Millisecond))
+		}
+	}
+
 	// stopped with the job's row held: the counters are final while the
 	// runner waits to record its end
 	held := holdJobRow(t, db, "scraped")
@@ -228,7 +245,7 @@ func TestMetricsDuringARun(t *testing.T) {
 	}
 
 	// the resumed run counts its own rows only
-	b = startBackground(ctx, t, append([]string{"resume", "--rate", "6000"}, common...)...)
+	b = startBackground(ctx, t, append([]string{"resume", "--rate", "10000"}, common...)...)
 	waitUntil(t, b.done, b.stderr, "/healthz answering 200 on resume", healthy)
 	held = holdJobRow(t, db, "scraped")
 	waitUntil(t, b.done, b.stderr, "every row committed", func() bool { return status(t, db, "scraped").RowsRead == n })

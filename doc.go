@@ -31,6 +31,11 @@
 // from the same signals and the probe. Status says why a running job
 // waits, and DryRun reads every signal once.
 //
+// While it runs, Run reports its progress: a live line on Job.Console when
+// that is a terminal's, else a log line every Job.ProgressInterval; and
+// with Job.MetricsAddr it serves its Prometheus metrics and the runner's
+// health (observe.go says what the counters count).
+//
 // # Settings
 //
 // A Job's settings are declared once, in Settings: each one's Job field,
@@ -59,7 +64,9 @@
 // The operator commands act on a job from outside its runner, wherever that
 // runs. Each takes a Target: the job's name, its databases, its state schema
 // and how to connect (Job.Target gives a job's). Status reports jobs and
-// their counters (a running job whose runner is gone as interrupted); Pause
+// their counters (a running job whose runner is gone as interrupted), and
+// StatusDetail one job with its spec, its slowest recent chunks and its
+// first failed rows; Pause
 // asks a running job to finish its in-flight chunks and stop as paused;
 // SetRate changes a job's rate cap, which a running job applies within a
 // heartbeat; SetThrottle holds or releases its commits by hand. Verify

@@ -9,6 +9,7 @@ import (
 
 	"github.com/backfill/backfill/catalog"
 	"github.com/backfill/backfill/checkpoint"
+	"github.com/backfill/backfill/progress"
 	"github.com/backfill/backfill/retry"
 	"github.com/backfill/backfill/transform"
 )
@@ -41,7 +42,7 @@ const (
 	DefaultMaxWorkers       = 32
 	DefaultQueueDepth       = 4
 	DefaultRate             = 1000.0 // rows per second
-	DefaultProgressInterval = 5 * time.Second
+	DefaultProgressInterval = 30 * time.Second
 	DefaultConnectTimeout   = 10 * time.Second
 	DefaultStatementTimeout = 30 * time.Second
 	DefaultLockTimeout      = 5 * time.Second
@@ -186,7 +187,12 @@ type Job struct {
 	// columns (transform.FromFunc), instead of Columns and SkipIf.
 	Transform func(source, dest []transform.Column) (transform.Transformer, error)
 
-	Logger           zerolog.Logger
+	Logger zerolog.Logger
+	// Console, a terminal's, is where Run draws its live progress line;
+	// Logger should then write through it, so that log lines print above
+	// the line. Without one (nil, or not a terminal's), progress is logged
+	// every ProgressInterval.
+	Console          *progress.Console
 	ProgressInterval time.Duration
 	ConnectTimeout   time.Duration
 	StatementTimeout time.Duration

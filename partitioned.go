@@ -76,6 +76,7 @@ func (r *runner) executePartitioned(ctx context.Context, p *plan, existing *chec
 		if err != nil {
 			return rep, err
 		}
+		r.obs.holds()
 		r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Strs("key", p.spec.Key).
 			Int64("rows_estimated", estimate).Strs("last_key", upper).Int("partitions", len(parts)).
 			Str("chunk_size", chunkSizeText(j.ChunkSize)).Str("write_path", p.writePath).Str("runner", r.owner).Msg("job started")
@@ -87,6 +88,7 @@ func (r *runner) executePartitioned(ctx context.Context, p *plan, existing *chec
 		if err := r.withControl(ctx, func(c *pgx.Conn) error { return r.store.RunPartitioned(ctx, c, j.Name, storedRate(j.Rate)) }); err != nil {
 			return rep, err
 		}
+		r.obs.holds()
 		r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Str("was", existing.State).
 			Str("runner", r.owner).Msg("runner joined the job")
 	}
@@ -285,7 +287,7 @@ func (r *runner) readPartition(ctx context.Context, p *plan, lease *checkpoint.L
 	var splitAsked atomic.Bool
 	st, err := p.stages(j, pass{
 		upper: end, resume: resume, sizer: r.sizer, store: r.store, gen: lease.Token, workers: j.Workers,
-		limiter: limiter, throttle: r.throttle.wait, failedBefore: before.RowsFailed, log: log, onChunk: onChunk,
+		limiter: limiter, throttle: r.throttle.wait, failedBefore: before.RowsFailed, log: log, onChunk: onChunk, obs: r.obs,
 		partition: part.ID, lower: part.After, nextSeq: nextSeq, cut: r.cutter(p, lease, &splitAsked),
 	})
 	if err != nil {
@@ -417,6 +419,7 @@ func (r *runner) finishPartitioned(ctx context.Context, rep Report, runErr error
 	case errors.Is(runErr, ErrLeaseLost):
 		r.log.Error().Err(runErr).Msg("stopped: lost the lease")
 		rep.State = checkpoint.StateRunning // by the other runners
+		r.obs.setHealth(runErr)
 		return rep, runErr
 	case errors.Is(runErr, ErrPaused):
 		state = checkpoint.StatePaused
@@ -426,6 +429,7 @@ func (r *runner) finishPartitioned(ctx context.Context, rep Report, runErr error
 		state, lastError = checkpoint.StateFailed, scrub(runErr, j.SourceURL, j.DestURL).Error()
 		runErr = fmt.Errorf("%w: %w", ErrJobFailed, runErr)
 	}
+	defer r.obs.ended(state)
 	var recorded bool
 	err := r.withControl(finishCtx, func(c *pgx.Conn) error {
 		var err error

@@ -75,6 +75,7 @@ type pass struct {
 	failedBefore int64
 	log          zerolog.Logger
 	onChunk      func(worker.Result) // nil for nothing more than the log's line
+	obs          *observer           // the run's metrics; nil for none
 	// A partition of a job spread over several runners: its id (0 for a
 	// job of one runner), the key it starts after, the seq its next chunk
 	// takes (0: after the job's last), and the hook that may end its read
@@ -95,6 +96,7 @@ func (p *plan) stages(j Job, ps pass) (stages, error) {
 	if ps.partition != 0 {
 		read.Lower, read.Partition, read.NextSeq, read.Cut = ps.lower, true, ps.nextSeq, ps.cut
 	}
+	read.OnRead = ps.obs.onRead()
 	read.OnRetry = func(err error, attempt int) {
 		ps.log.Warn().Err(err).Int("attempt", attempt).Msg("retrying source read")
 	}
@@ -108,6 +110,7 @@ func (p *plan) stages(j Job, ps pass) (stages, error) {
 		Transformer: p.transformer, Checkpoint: ps.store, Generation: ps.gen, Partition: ps.partition,
 		Workers: ps.workers, Limiter: ps.limiter, Throttle: ps.throttle, DrainTimeout: j.DrainTimeout, Retry: retryPolicy(j.MaxRetries),
 		MaxFailedRows: max(j.MaxFailedRows, 0), FailedRowsBefore: ps.failedBefore, Logger: ps.log,
+		OnAttempt: ps.obs.onAttempt(), OnRateWait: ps.obs.onRateWait(),
 		OnChunk: func(res worker.Result) {
 			if ps.onChunk != nil {
 				ps.onChunk(res)

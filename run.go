@@ -73,6 +73,7 @@ type runner struct {
 	pool *worker.Pool
 	// throttle is what the job waits for (throttling.go).
 	throttle *throttling
+	obs  *observer
 }
 
 // Run starts or resumes a job (j.Mode) and returns when it is done, failed
@@ -84,6 +85,11 @@ func Run(ctx context.Context, j Job) (Report, error) {
 	}
 	r := &runner{job: j, log: j.Logger.With().Str("job", j.Name).Logger(), retry: retryPolicy(j.MaxRetries)}
 	defer r.close()
+	var err error
+	if r.obs, err = newObserver(ctx, j, r.log); err != nil {
+		return Report{Job: j.Name}, err
+	}
+	defer r.obs.close() // once the run has recorded its end: the final figures are in
 	rep, err := r.run(ctx)
 	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrInterrupted) {
 		// stopped while still setting up: nothing ran, so nothing is lost
@@ -353,6 +359,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		}); err != nil {
 			return rep, err
 		}
+		r.obs.holds()
 		r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Strs("key", p.spec.Key).
 			Int64("rows_estimated", estimate).Strs("last_key", upper).Bool("follow", j.Follow).
 			Str("chunk_size", chunkSizeText(j.ChunkSize)).Str("write_path", p.writePath).Msg("job started")
@@ -372,6 +379,7 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		if err != nil {
 			return rep, err
 		}
+		r.obs.holds()
 	}
 
 	limiter, err := r.newLimiter(limitOf(j.Rate))
@@ -420,9 +428,11 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 			break
 		}
 		r.log.Warn().Err(runErr).Msg("control connection lost: the workers stopped; taking the job again")
+		r.obs.lost()
 		if runErr = r.reclaim(ctx); runErr != nil {
 			break
 		}
+		r.obs.holds()
 	}
 	stopThrottle()
 	rep.Elapsed = j.Now().Sub(began)
@@ -457,6 +467,7 @@ func (r *runner) newJob(ctx context.Context, p *plan) (estimate int64, upper []s
 // the cap in parts).
 func (r *runner) newLimiter(limit rate.Limit) (*rate.Limiter, error) {
 	limiter := rate.NewLimiter(limit, r.job.fixedChunkSize())
+	r.obs.setRate(limit)
 	if r.job.ChunkSize == 0 {
 		var err error
 		if r.sizer, err = r.newSizer(); err != nil {
@@ -489,7 +500,7 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 	}
 	st, err := p.stages(j, pass{
 		upper: upper, resume: resume, sizer: r.sizer, store: r.store, gen: r.gen, workers: r.withinBounds(r.workers),
-		limiter: limiter, throttle: r.throttle.wait, failedBefore: before.RowsFailed, log: r.log, onChunk: onChunk,
+		limiter: limiter, throttle: r.throttle.wait, failedBefore: before.RowsFailed, log: r.log, onChunk: onChunk, obs: r.obs,
 	})
 	r.pool = st.pool
 	return st, before, err
@@ -511,6 +522,7 @@ func (r *runner) finish(ctx context.Context, rep Report, runErr error) (Report, 
 		// another runner took the job over while our lock was gone: its
 		// state is not ours to write
 		r.log.Error().Err(runErr).Msg("stopped: another runner has the job")
+		r.obs.setHealth(runErr)
 		return rep, runErr
 	case errors.Is(runErr, ErrPaused):
 		state = checkpoint.StatePaused
@@ -521,6 +533,7 @@ func (r *runner) finish(ctx context.Context, rep Report, runErr error) (Report, 
 		runErr = fmt.Errorf("%w: %w", ErrJobFailed, runErr)
 	}
 	rep.State = state
+	defer r.obs.ended(state)
 	err := r.withControl(finishCtx, func(c *pgx.Conn) error {
 		if err := r.storeWorkers(finishCtx, c); err != nil {
 			return err
@@ -577,6 +590,7 @@ func (r *runner) retryFailed(ctx context.Context, st stages) error {
 		if err != nil {
 			return fmt.Errorf("retry failed rows of the chunk ending at %v: %w", g.ChunkLast, err)
 		}
+		r.obs.retried(res)
 		total += len(g.Keys)
 		fixed += len(g.Keys) - still
 		r.log.Debug().Strs("chunk_last_key", g.ChunkLast).Int("rows", len(g.Keys)).Int("inserted", res.Inserted).
@@ -594,20 +608,21 @@ func limitOf(rowsPerSec float64) rate.Limit {
 	return rate.Limit(rowsPerSec)
 }
 
-// pipeline runs paginator → channel → workers, with the progress log and
-// beat (the job's heartbeat, or a partition's lease renewal) beside them
-// until both finish. An error of beat's stops the pipeline.
+// pipeline runs paginator → channel → workers, with the progress report
+// and beat (the job's heartbeat, or a partition's lease renewal) beside
+// them until both finish. An error of beat's stops the pipeline.
 func (r *runner) pipeline(ctx context.Context, st stages, tracker *progress.Tracker, beat func(context.Context) error) error {
 	pipeCtx, cancelPipe := context.WithCancelCause(ctx)
 	defer cancelPipe(nil)
 	g, gctx := errgroup.WithContext(pipeCtx)
 	chunks, readErr := st.read(gctx, r.src, r.job.QueueDepth)
+	r.obs.watchPool(st.pool)
 	g.Go(func() error { return <-readErr })
 	g.Go(func() error { return st.pool.Run(gctx, r.dst, chunks) })
 
 	sideCtx, stopSide := context.WithCancel(ctx)
 	var side sync.WaitGroup
-	side.Go(func() { tracker.Log(sideCtx, r.log, r.job.ProgressInterval) })
+	side.Go(func() { r.obs.report(sideCtx, tracker, st.pool) })
 	side.Go(func() {
 		if err := beat(sideCtx); err != nil {
 			cancelPipe(err) // paused, lost the control session, the job to another runner, or the lease
@@ -622,6 +637,11 @@ func (r *runner) pipeline(ctx context.Context, st stages, tracker *progress.Trac
 		}
 	})
 	err := g.Wait()
+	// a job of one runner whose pipeline ran out has its last chunk in:
+	// the report's last figures say so (a partition's is one of several)
+	if err == nil && pipeCtx.Err() == nil && r.job.Partitions <= 1 {
+		tracker.Finish()
+	}
 	stopSide()
 	side.Wait()
 	if cause := context.Cause(pipeCtx); errors.Is(cause, ErrJobBusy) || errors.Is(cause, ErrPaused) || errors.Is(cause, errControlLost) ||
@@ -687,6 +707,7 @@ func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter, pool *wor
 // the limiter's burst wait for their tokens in parts (see worker).
 func (r *runner) setLimit(limiter *rate.Limiter, want rate.Limit) {
 	limiter.SetLimit(want)
+	r.obs.setRate(want)
 	if r.sizer != nil {
 		r.sizer.Hold(want != rate.Inf)
 	}

@@ -175,7 +175,7 @@ func Settings() []Setting {
 			Usage: "how long a chunk's write should take when chunks are sized by time (no Job.ChunkSize, no rate cap)"},
 			typed[time.Duration]{field: func(j *Job) *time.Duration { return &j.TargetChunkTime }, def: constant(DefaultTargetChunkTime),
 				givenZero: refuse[time.Duration]("must be a positive duration"), check: below[time.Duration](0, "must be a positive duration")}),
-		declare(Setting{Key: "progress_interval", Flag: "progress-interval", Scope: ScopeTuning, Usage: "how often to log progress"},
+		declare(Setting{Key: "progress_interval", Flag: "progress-interval", Scope: ScopeTuning, Usage: "how often to log progress when stderr is not a terminal, which gets a live progress line instead"},
 			typed[time.Duration]{field: func(j *Job) *time.Duration { return &j.ProgressInterval }, def: constant(DefaultProgressInterval)}),
 		declare(Setting{Key: "statement_timeout", Flag: "statement-timeout", Scope: ScopeTuning, Usage: "statement_timeout of every connection"},
 			typed[time.Duration]{field: func(j *Job) *time.Duration { return &j.StatementTimeout }, def: constant(DefaultStatementTimeout),

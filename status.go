@@ -2,13 +2,17 @@ package backfill
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/backfill/backfill/checkpoint"
 	bfsql "github.com/backfill/backfill/sql"
+	"github.com/backfill/backfill/transform"
 )
 
 // JobStatus is one job as `backfill status` reports it. The JSON names are
@@ -58,6 +62,10 @@ type JobStatus struct {
 	// asked for the one job.
 	Runners    []RunnerStatus    `json:"runners,omitempty"`
 	Partitions []PartitionStatus `json:"partitions,omitempty"`
+	// AsOf is the destination's clock when the status was read: the
+	// ages of UpdatedAt and HeartbeatAt are measured from it, not from
+	// the reader's clock.
+	AsOf time.Time `json:"as_of"`
 }
 
 // RunnerStatus is one runner of a partitioned job.
@@ -85,6 +93,37 @@ type PartitionStatus struct {
 	Token         int64    `json:"token"`
 }
 
+// JobDetail is one job as `backfill status --job` shows it: its status,
+// what it copies, and what its chunks have been doing.
+type JobDetail struct {
+	JobStatus
+	Key       []string            `json:"key"`
+	Where     string              `json:"where,omitempty"`
+	Columns   []transform.Mapping `json:"columns,omitempty"` // none: the same-named columns
+	SkipIf    string              `json:"skip_if,omitempty"`
+	ChunkSize int                 `json:"chunk_size"` // 0: sized by time
+	Follow    bool                `json:"follow"`
+	// SlowestChunks are the DetailChunks slowest of the last 1000
+	// committed chunks, slowest first, timed by the destination.
+	SlowestChunks []ChunkTiming `json:"slowest_chunks"`
+	// FailedRows are the first DetailFailedRows failed rows (of RowsFailed
+	// in all), in the order they failed.
+	FailedRows []FailedRow `json:"failed_rows"`
+}
+
+// ChunkTiming is a committed chunk and how long its write took.
+type ChunkTiming = checkpoint.ChunkTiming
+
+// FailedRow is a row the destination refused or the transform could not
+// make, with its error.
+type FailedRow = checkpoint.FailedRow
+
+// How many chunks and failed rows StatusDetail shows.
+const (
+	DetailChunks     = 5
+	DetailFailedRows = 5
+)
+
 // A job's states, as JobStatus and VerifyReport say them.
 const (
 	StateRunning     = checkpoint.StateRunning
@@ -100,88 +139,141 @@ const (
 // reported as interrupted, and so is one whose runner lock nobody holds (the
 // runner died with its session). It writes nothing.
 func Status(ctx context.Context, t Target) ([]JobStatus, error) {
+	var out []JobStatus
+	err := readStatus(ctx, t, func(r statusReader, jobs []checkpoint.Job) error {
+		out = make([]JobStatus, 0, len(jobs))
+		for _, cj := range jobs {
+			s, err := r.status(cj)
+			if err != nil {
+				return err
+			}
+			out = append(out, s)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// StatusDetail reads the target's job as Status does, with what it copies,
+// its slowest recent chunks and its first failed rows. It writes nothing.
+func StatusDetail(ctx context.Context, t Target) (JobDetail, error) {
+	var d JobDetail
+	if t.Job == "" {
+		return d, kind(ErrInvalidJob, errors.New("Job.Name: missing: StatusDetail reads one job"))
+	}
+	err := readStatus(ctx, t, func(r statusReader, jobs []checkpoint.Job) error {
+		var err error
+		if d.JobStatus, err = r.status(jobs[0]); err != nil {
+			return err
+		}
+		spec, _ := storedSpec(&jobs[0]) // an unreadable spec only blanks what it says
+		d.Key, d.Where, d.Columns, d.SkipIf, d.ChunkSize, d.Follow = spec.Key, spec.Where, spec.Columns, spec.SkipIf, spec.ChunkSize, spec.Follow
+		if d.SlowestChunks, err = r.store.SlowestChunks(ctx, r.conn, t.Job, DetailChunks); err != nil {
+			return err
+		}
+		d.FailedRows, err = r.store.FirstFailedRows(ctx, r.conn, t.Job, DetailFailedRows)
+		return err
+	})
+	return d, err
+}
+
+// statusReader reads jobs' status on one connection, at one instant of the
+// destination's clock.
+type statusReader struct {
+	ctx   context.Context
+	conn  *pgx.Conn
+	store *checkpoint.Store
+	now   time.Time
+	one   bool // the target names one job, whose partitions are shown
+}
+
+// readStatus connects to the target's state schema and calls read with the
+// target's job, or every job when t.Job is "".
+func readStatus(ctx context.Context, t Target, read func(statusReader, []checkpoint.Job) error) error {
 	t = t.withDefaults()
 	conn, store, err := openState(ctx, t, "status")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	r := statusReader{ctx: ctx, conn: conn, store: store, one: t.Job != ""}
 	// heartbeats are judged by the clock that wrote them, the
 	// destination's, so skew with this machine cannot make a live runner
 	// look dead
-	var now time.Time
-	if err := conn.QueryRow(ctx, bfsql.Static(bfsql.ServerNow)).Scan(&now); err != nil {
-		return nil, fmt.Errorf("read the destination's clock: %w", err)
+	if err := conn.QueryRow(ctx, bfsql.Static(bfsql.ServerNow)).Scan(&r.now); err != nil {
+		return fmt.Errorf("read the destination's clock: %w", err)
 	}
 	var jobs []checkpoint.Job
 	if t.Job != "" {
 		one, err := store.Job(ctx, conn, t.Job)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		jobs = []checkpoint.Job{*one}
 	} else if jobs, err = store.Jobs(ctx, conn); err != nil {
-		return nil, err
+		return err
 	}
-	out := make([]JobStatus, 0, len(jobs))
-	for _, cj := range jobs {
-		c, err := store.Counters(ctx, conn, cj.Name)
+	return read(r, jobs)
+}
+
+// status is one job's status.
+func (r statusReader) status(cj checkpoint.Job) (JobStatus, error) {
+	ctx, conn, store, now := r.ctx, r.conn, r.store, r.now
+	c, err := store.Counters(ctx, conn, cj.Name)
+	if err != nil {
+		return JobStatus{}, err
+	}
+	spec, _ := storedSpec(&cj) // an unreadable spec only blanks From and To
+	s := JobStatus{
+		Job: cj.Name, State: cj.State, From: spec.From, To: spec.To,
+		RowsRead: c.RowsRead, RowsInserted: c.RowsInserted, RowsSkipped: c.RowsSkipped,
+		RowsFiltered: c.RowsFiltered, RowsFailed: c.RowsFailed, ChunksDone: c.ChunksDone,
+		ChunksDirect: c.ChunksDirect, ChunksStaged: c.ChunksStaged, ChunksIsolated: c.ChunksIsolated,
+		RowsEstimated: cj.RowsEstimated, Rate: cj.Rate, Workers: cj.Workers,
+		StartedAt: cj.StartedAt, UpdatedAt: cj.UpdatedAt, FinishedAt: cj.FinishedAt,
+		HeartbeatAt: cj.HeartbeatAt, LastKey: c.LastKey, LastError: cj.LastError, AsOf: now,
+	}
+	if s.LastKey == nil {
+		s.LastKey = []string{}
+	}
+	if cj.RunnerHost != nil && cj.RunnerPID != nil {
+		s.Runner = fmt.Sprintf("%s:%d", *cj.RunnerHost, *cj.RunnerPID)
+	}
+	s.Percent = percentDone(s.State == checkpoint.StateDone, s.RowsRead, s.RowsEstimated)
+	held := false
+	if spec.Partitions > 1 {
+		parts, err := store.Partitions(ctx, conn, cj.Name)
 		if err != nil {
-			return nil, err
+			return s, err
 		}
-		spec, _ := storedSpec(&cj) // an unreadable spec only blanks From and To
-		s := JobStatus{
-			Job: cj.Name, State: cj.State, From: spec.From, To: spec.To,
-			RowsRead: c.RowsRead, RowsInserted: c.RowsInserted, RowsSkipped: c.RowsSkipped,
-			RowsFiltered: c.RowsFiltered, RowsFailed: c.RowsFailed, ChunksDone: c.ChunksDone,
-			ChunksDirect: c.ChunksDirect, ChunksStaged: c.ChunksStaged, ChunksIsolated: c.ChunksIsolated,
-			RowsEstimated: cj.RowsEstimated, Rate: cj.Rate, Workers: cj.Workers,
-			StartedAt: cj.StartedAt, UpdatedAt: cj.UpdatedAt, FinishedAt: cj.FinishedAt,
-			HeartbeatAt: cj.HeartbeatAt, LastKey: c.LastKey, LastError: cj.LastError,
+		s.Runners, s.Partitions = runnersOf(parts, now), partitionStatuses(parts)
+		held = len(s.Runners) > 0
+		if !r.one {
+			s.Partitions = nil
 		}
-		if s.LastKey == nil {
-			s.LastKey = []string{}
+	} else if s.State == checkpoint.StateRunning {
+		if held, err = store.Locked(ctx, conn, cj.Name); err != nil {
+			return s, err
 		}
-		if cj.RunnerHost != nil && cj.RunnerPID != nil {
-			s.Runner = fmt.Sprintf("%s:%d", *cj.RunnerHost, *cj.RunnerPID)
-		}
-		s.Percent = percentDone(s.State == checkpoint.StateDone, s.RowsRead, s.RowsEstimated)
-		held := false
-		if spec.Partitions > 1 {
-			parts, err := store.Partitions(ctx, conn, cj.Name)
-			if err != nil {
-				return nil, err
-			}
-			s.Runners, s.Partitions = runnersOf(parts, now), partitionStatuses(parts)
-			held = len(s.Runners) > 0
-			if t.Job == "" {
-				s.Partitions = nil
-			}
-		} else if s.State == checkpoint.StateRunning {
-			if held, err = store.Locked(ctx, conn, cj.Name); err != nil {
-				return nil, err
-			}
-		}
-		if s.State == checkpoint.StateRunning {
-			stale := cj.HeartbeatAt == nil || now.Sub(*cj.HeartbeatAt) > StaleHeartbeat
-			if !held || stale {
-				s.State = checkpoint.StateInterrupted // the runner is gone
-			} else if s.RowsPerSec, err = store.RecentRate(ctx, conn, cj.Name); err != nil {
-				return nil, err
-			} else if s.RowsPerSec > 0 && s.RowsEstimated > s.RowsRead {
-				eta := float64(s.RowsEstimated-s.RowsRead) / s.RowsPerSec
-				s.ETASeconds = &eta
-			}
-		}
-		if s.State == checkpoint.StateRunning && cj.Throttled && cj.ThrottleReason != nil {
-			s.Throttled, s.ThrottleReason = true, *cj.ThrottleReason
-		}
-		if cj.AutoRateMax != nil {
-			s.RateAuto, s.RateAutoMax = true, *cj.AutoRateMax
-		}
-		out = append(out, s)
 	}
-	return out, nil
+	if s.State == checkpoint.StateRunning {
+		stale := cj.HeartbeatAt == nil || now.Sub(*cj.HeartbeatAt) > StaleHeartbeat
+		if !held || stale {
+			s.State = checkpoint.StateInterrupted // the runner is gone
+		} else if s.RowsPerSec, err = store.RecentRate(ctx, conn, cj.Name); err != nil {
+			return s, err
+		} else if s.RowsPerSec > 0 && s.RowsEstimated > s.RowsRead {
+			eta := float64(s.RowsEstimated-s.RowsRead) / s.RowsPerSec
+			s.ETASeconds = &eta
+		}
+	}
+	if s.State == checkpoint.StateRunning && cj.Throttled && cj.ThrottleReason != nil {
+		s.Throttled, s.ThrottleReason = true, *cj.ThrottleReason
+	}
+	if cj.AutoRateMax != nil {
+		s.RateAuto, s.RateAutoMax = true, *cj.AutoRateMax
+	}
+	return s, nil
 }
 
 // runnersOf are the runners holding live leases among parts.

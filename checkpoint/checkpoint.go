@@ -34,6 +34,10 @@ var ErrJobNotFound = errors.New("job not found")
 // a newer runner of the job has superseded: the write did not happen.
 var ErrFenced = errors.New("a newer runner has taken the job over")
 
+// undefinedColumn is the SQLSTATE of a statement naming a column a state
+// schema older than the statement lacks.
+const undefinedColumn = "42703"
+
 // fencedCode is the SQLSTATE the state schema's fence raises (sql/schema.sql,
 // migration 3).
 const fencedCode = "BF001"
@@ -710,4 +714,54 @@ func (s *Store) RecentRate(ctx context.Context, q Querier, name string) (float64
 		return 0, nil
 	}
 	return float64(rows) / *seconds, nil
+}
+
+// ChunkTiming is a committed chunk and how long its write took, as the
+// destination timed it (from its transaction's BEGIN to its checkpoint
+// row).
+type ChunkTiming struct {
+	Seq          int64     `json:"seq"`
+	First        []string  `json:"first_key"`
+	Last         []string  `json:"last_key"`
+	Rows         int       `json:"rows"`
+	Path         string    `json:"write_path"` // "" when the chunk wrote no row
+	WriteSeconds float64   `json:"write_seconds"`
+	FinishedAt   time.Time `json:"finished_at"`
+}
+
+// SlowestChunks returns the n slowest of the job's last 1000 committed
+// chunks, slowest first. Chunks committed before the state schema timed
+// them (version 8) are not among them, and a state schema older than that,
+// which only a runner migrates, has none.
+func (s *Store) SlowestChunks(ctx context.Context, q Querier, job string, n int) ([]ChunkTiming, error) {
+	rows, _ := q.Query(ctx, s.stmts.Get(bfsql.ChunkSlowest), job, n) // its error comes with the rows
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ChunkTiming])
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == undefinedColumn {
+		return []ChunkTiming{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the slowest chunks of job %q: %w", job, err)
+	}
+	return out, nil
+}
+
+// FailedRow is a row that could not be written, with its error.
+type FailedRow struct {
+	Key      []string  `json:"key"`
+	SQLState string    `json:"sqlstate"` // "" for a transform error
+	Column   string    `json:"column"`   // "" when the error names none
+	Message  string    `json:"message"`
+	FailedAt time.Time `json:"failed_at"`
+}
+
+// FirstFailedRows returns the job's first n failed rows, in the order they
+// failed.
+func (s *Store) FirstFailedRows(ctx context.Context, q Querier, job string, n int) ([]FailedRow, error) {
+	rows, _ := q.Query(ctx, s.stmts.Get(bfsql.FailedRowsFirst), job, n) // its error comes with the rows
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[FailedRow])
+	if err != nil {
+		return nil, fmt.Errorf("read the failed rows of job %q: %w", job, err)
+	}
+	return out, nil
 }

@@ -731,3 +731,68 @@ func TestFenceNamesAnOlderBinary(t *testing.T) {
 		t.Fatalf("a chunk row without a generation is refused with %q; want it to name an older backfill, not a newer runner", msg)
 	}
 }
+
+// The destination times each chunk's write, from its transaction's BEGIN
+// to its checkpoint row; status shows the slowest recent ones and the
+// first failed rows with their errors.
+func TestSlowestChunksAndFirstFailedRows(t *testing.T) {
+	ctx := t.Context()
+	pool, store := newStore(t, "state")
+	gen := createJob(t, pool, store, "j")
+	for seq, sleep := range []float64{0.05, 0.3, 0, 0.15} {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT pg_sleep($1)", sleep); err != nil {
+			t.Fatal(err)
+		}
+		first, last := []string{fmt.Sprint(10*seq + 1)}, []string{fmt.Sprint(10*seq + 10)}
+		rec := checkpoint.ChunkRecord{Seq: int64(seq + 1), First: first, Last: last, RowsRead: 10, RowsWritten: 10, Generation: gen, Path: "stage"}
+		if seq > 0 {
+			rec.After = []string{fmt.Sprint(10 * seq)}
+		}
+		if _, err := tx.Exec(ctx, store.RecordChunkSQL(), checkpoint.RecordChunkArgs("j", rec, 10, 0)...); err != nil {
+			t.Fatal(err)
+		}
+		if seq == 1 {
+			_, err := tx.Exec(ctx, store.RecordFailedRowsSQL(), "j", last, []string{`["12"]`, `["11"]`}, []*string{ptr("23514"), nil},
+				[]*string{ptr("n"), nil}, []string{"violates check constraint", "transform: division by zero"}, []string{`{}`, `{}`})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow, err := store.SlowestChunks(ctx, pool, "j", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(slow) != 3 || slow[0].Seq != 2 || slow[1].Seq != 4 || slow[2].Seq != 1 ||
+		slow[0].WriteSeconds < 0.3 || slow[1].WriteSeconds < 0.15 || slow[0].Rows != 10 || slow[0].Path != "stage" ||
+		!slices.Equal(slow[0].First, []string{"11"}) || !slices.Equal(slow[0].Last, []string{"20"}) {
+		t.Fatalf("slowest chunks: %+v", slow)
+	}
+	failed, err := store.FirstFailedRows(ctx, pool, "j", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// in the order they failed, which is the order they were recorded
+	if len(failed) != 2 || !slices.Equal(failed[0].Key, []string{"12"}) || failed[0].SQLState != "23514" || failed[0].Column != "n" ||
+		failed[1].SQLState != "" || failed[1].Column != "" || failed[1].Message != "transform: division by zero" {
+		t.Fatalf("failed rows: %+v", failed)
+	}
+
+	// a state schema older than the timings, which status does not
+	// migrate, has none to show
+	if _, err := pool.Exec(ctx, "ALTER TABLE state.chunks DROP COLUMN write_seconds"); err != nil {
+		t.Fatal(err)
+	}
+	if slow, err := store.SlowestChunks(ctx, pool, "j", 3); err != nil || len(slow) != 0 {
+		t.Fatalf("slowest chunks of a schema without timings: %v, %v", slow, err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -182,13 +182,18 @@ func (m *Metrics) ObserveChunk(c Chunk) {
 	m.ObserveStage(StageRead, c.Read)
 	m.ObserveStage(StageTransform, c.Transform)
 	m.ObserveStage(StageWrite, c.Write)
-	if c.Status != ChunkDone {
-		return
+	if c.Status == ChunkDone {
+		m.AddRows(c.Rows)
 	}
-	m.rows[rowsInserted].Add(float64(c.Rows.Inserted))
-	m.rows[rowsSkipped].Add(float64(c.Rows.Skipped))
-	m.rows[rowsFiltered].Add(float64(c.Rows.Filtered))
-	m.rows[rowsFailed].Add(float64(c.Rows.Failed))
+}
+
+// AddRows counts rows committed apart from a chunk that is done: a piece
+// of a chunk split in several, or failed rows tried again.
+func (m *Metrics) AddRows(r Rows) {
+	m.rows[rowsInserted].Add(float64(r.Inserted))
+	m.rows[rowsSkipped].Add(float64(r.Skipped))
+	m.rows[rowsFiltered].Add(float64(r.Filtered))
+	m.rows[rowsFailed].Add(float64(r.Failed))
 }
 
 // ObserveStage records how long one chunk spent in a stage, for a stage

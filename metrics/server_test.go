@@ -309,3 +309,37 @@ func TestServerStops(t *testing.T) {
 		t.Fatal("still serving after its context ended")
 	}
 }
+
+// gathered is the registry's series by name, as a scrape would parse them.
+func gathered(t *testing.T, m *Metrics) map[string]*dto.MetricFamily {
+	t.Helper()
+	list, err := m.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	families := map[string]*dto.MetricFamily{}
+	for _, f := range list {
+		families[f.GetName()] = f
+	}
+	return families
+}
+
+// Rows committed apart from a done chunk (a piece of a split chunk, failed
+// rows tried again) count as rows, and no chunk.
+func TestAddRows(t *testing.T) {
+	m, err := New("orders", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.AddRows(Rows{Inserted: 500, Skipped: 2, Filtered: 3, Failed: 4})
+	m.ObserveChunk(Chunk{Status: ChunkDone, Rows: Rows{Inserted: 495, Failed: 1}})
+	families := gathered(t, m)
+	for result, want := range map[string]float64{"inserted": 995, "skipped": 2, "filtered": 3, "failed": 5} {
+		if got := value(t, families, "backfill_rows_total", map[string]string{"result": result}); got != want {
+			t.Errorf("rows %s = %v, want %v", result, got, want)
+		}
+	}
+	if got := value(t, families, "backfill_chunks_processed_total", map[string]string{"status": "done"}); got != 1 {
+		t.Errorf("chunks done = %v, want 1", got)
+	}
+}

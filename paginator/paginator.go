@@ -127,6 +127,9 @@ type Config struct {
 	Retry retry.Policy
 	// OnRetry, if set, hears of each retried error.
 	OnRetry func(err error, attempt int)
+	// OnRead, if set, hears how long each page's read took: the attempt
+	// that succeeded, its statements and the rows' decoding.
+	OnRead func(time.Duration)
 }
 
 // Querier is what the paginator needs from the source database.
@@ -752,7 +755,11 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *chunk.Chunk)
 // readWithRetry is read, retried as retrying says.
 func (p *Paginator) readWithRetry(ctx context.Context, q Querier, cursor, before []string) (st step, err error) {
 	err = p.retrying(ctx, func() error {
+		began := time.Now()
 		st, err = p.read(ctx, q, cursor, before)
+		if err == nil && p.cfg.OnRead != nil {
+			p.cfg.OnRead(time.Since(began))
+		}
 		return err
 	})
 	return st, err

@@ -2,7 +2,6 @@ package progress
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -32,6 +31,7 @@ type Tracker struct {
 	done      int64 // rows read, including those of earlier runs
 	samples   []sample
 	now       func() time.Time
+	finished  bool // every row is done: 100%, whatever the estimate said
 }
 
 // New returns a tracker that starts from alreadyDone rows (earlier runs of
@@ -50,6 +50,14 @@ func (t *Tracker) Add(rows int) {
 	t.mu.Lock()
 	t.done += int64(rows)
 	t.sample(t.now())
+	t.mu.Unlock()
+}
+
+// Finish records that the job has read and written its last row: from now
+// on the figures say 100% and an ETA of 0.
+func (t *Tracker) Finish() {
+	t.mu.Lock()
+	t.finished = true
 	t.mu.Unlock()
 }
 
@@ -114,28 +122,10 @@ func (t *Tracker) Snapshot() Snapshot {
 	if s.RowsPerSec > 0 && t.estimated > t.done {
 		s.ETA = time.Duration(float64(t.estimated-t.done) / s.RowsPerSec * float64(time.Second)).Round(time.Second)
 	}
+	if t.finished {
+		s.Percent, s.ETA = 100, 0
+	}
 	return s
-}
-
-// String is the progress line.
-func (s Snapshot) String() string {
-	pct := "?"
-	if s.Percent >= 0 {
-		pct = fmt.Sprintf("%.1f%%", s.Percent)
-	}
-	eta := "unknown"
-	if s.ETA >= 0 {
-		eta = s.ETA.String()
-	}
-	return fmt.Sprintf("%d rows (%s of ~%d), %.0f rows/s, ETA %s", s.Done, pct, s.Estimated, s.RowsPerSec, eta)
-}
-
-// Log writes a progress line every interval until ctx ends.
-func (t *Tracker) Log(ctx context.Context, log zerolog.Logger, interval time.Duration) {
-	every(ctx, interval, func() {
-		s := t.Snapshot()
-		s.fields(log.Info(), s.RowsPerSec).Msg("progress: " + s.String())
-	})
 }
 
 // every calls fn each interval until ctx ends.
@@ -152,9 +142,10 @@ func every(ctx context.Context, interval time.Duration, fn func()) {
 	}
 }
 
-// fields adds the figures to a log event, with the rate of rowsPerSec.
-func (s Snapshot) fields(ev *zerolog.Event, rowsPerSec float64) *zerolog.Event {
-	ev = ev.Int64("rows_done", s.Done).Int64("rows_estimated", s.Estimated).Float64("rows_per_sec", float64(int64(rowsPerSec)))
+// fields adds the figures to a log event, with the recent rate, as the
+// live line shows them.
+func (s Snapshot) fields(ev *zerolog.Event) *zerolog.Event {
+	ev = ev.Int64("rows_done", s.Done).Int64("rows_estimated", s.Estimated).Float64("rows_per_sec", float64(int64(s.RecentRowsPerSec)))
 	if s.Percent >= 0 {
 		ev = ev.Float64("percent", float64(int64(s.Percent*10))/10)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/vbauerster/cupwriter"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 )
@@ -20,11 +21,12 @@ import (
 // than once a second, so its seconds never look stuck.
 const RedrawEvery = 500 * time.Millisecond
 
-// The live line's bar, and the width it is drawn at when the terminal's
-// cannot be read.
+// The live line's bar, and the size of a terminal whose own cannot be
+// read.
 const (
-	barWidth      = 30
-	fallbackWidth = 120
+	barWidth       = 30
+	fallbackWidth  = 120
+	fallbackHeight = 24
 )
 
 // Status is what a progress report shows at one instant.
@@ -140,7 +142,7 @@ func (r *Reporter) Run(ctx context.Context) {
 // logLine is the line for a log: the figures as fields, a message that
 // does not repeat them.
 func (r *Reporter) logLine(s Status) {
-	ev := s.fields(r.log.Info(), s.RecentRowsPerSec).Int("workers_busy", s.WorkersBusy).Int("workers", s.Workers).Bool("throttled", s.Throttle != "")
+	ev := s.fields(r.log.Info()).Int("workers_busy", s.WorkersBusy).Int("workers", s.Workers).Bool("throttled", s.Throttle != "")
 	if s.Throttle != "" {
 		ev = ev.Str("throttle_reason", s.Throttle)
 	}
@@ -155,6 +157,7 @@ func (r *Reporter) draw(ctx context.Context) {
 	line.progress = mpb.New(
 		mpb.WithOutput(r.console.out),
 		mpb.ForceTTY(), // out may be a terminal that is not an *os.File
+		mpb.WithConsoleWriter(sizedTerminal{cupwriter.New(r.console.out, true)}),
 		mpb.WithWidth(fallbackWidth),
 		mpb.WithManualRefresh(line.redraw),
 	)
@@ -190,6 +193,20 @@ func (r *Reporter) draw(ctx context.Context) {
 	if err := line.progress.Error; err != nil {
 		r.log.Warn().Err(err).Msg("the progress line could not be drawn")
 	}
+}
+
+// sizedTerminal is the writer mpb draws with, but on a terminal that
+// reports no size (a pseudo-terminal nobody sized, as `script` or a
+// container's -t can leave it) it is fallbackWidth wide: mpb draws nothing
+// on a terminal 0 lines high.
+type sizedTerminal struct{ *cupwriter.Writer }
+
+func (t sizedTerminal) GetTermSize() (width, height int, err error) {
+	width, height, err = t.Writer.GetTermSize()
+	if err != nil || width <= 0 || height <= 0 {
+		return fallbackWidth, fallbackHeight, nil
+	}
+	return width, height, nil
 }
 
 // line is the live line's text after the bar.

@@ -165,21 +165,31 @@ func TestLiveLineOnTerminal(t *testing.T) {
 }
 
 // On a narrow terminal the line is cut to its width rather than wrapped,
-// for a wrapped line would leave its first part behind at each redraw.
+// for a wrapped line would leave its first part behind at each redraw. A
+// terminal that reports no size (a pseudo-terminal nobody sized, as
+// `script` leaves it) still gets the line, at the fallback width: mpb
+// would draw nothing on a terminal 0 columns wide.
 func TestLiveLineFitsTheTerminal(t *testing.T) {
-	out := onTerminal(t, 60, func(zerolog.Logger) { time.Sleep(1100 * time.Millisecond) })
-	frames := strings.Split(out, redraw)
-	if len(frames) < 3 {
-		t.Fatalf("drawn %d times: %q", len(frames), out)
-	}
-	for i, frame := range frames {
-		line := strings.SplitN(frame, "\n", 2)[0]
-		if width := utf8.RuneCountInString(line); width > 60 {
-			t.Errorf("drawing %d is %d columns wide on a terminal of 60: %q", i, width, line)
-		}
-		if !strings.Contains(line, " / ~10,000 rows") {
-			t.Errorf("drawing %d lost its first figures: %q", i, line)
-		}
+	for _, tc := range []struct {
+		name        string
+		cols, width int
+	}{{"narrow", 60, 60}, {"unsized", 0, fallbackWidth}} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := onTerminal(t, uint16(tc.cols), func(zerolog.Logger) { time.Sleep(1100 * time.Millisecond) })
+			frames := strings.Split(out, redraw)
+			if len(frames) < 3 {
+				t.Fatalf("drawn %d times: %q", len(frames), out)
+			}
+			for i, frame := range frames {
+				line := strings.SplitN(frame, "\n", 2)[0]
+				if width := utf8.RuneCountInString(line); width > tc.width {
+					t.Errorf("drawing %d is %d columns wide on a terminal of %d: %q", i, width, tc.width, line)
+				}
+				if !strings.Contains(line, " / ~10,000 rows") {
+					t.Errorf("drawing %d lost its first figures: %q", i, line)
+				}
+			}
+		})
 	}
 }
 

@@ -252,6 +252,23 @@ SELECT coalesce(sum(rows_read), 0),
 FROM {{schema}}.chunks
 WHERE job = $1 AND finished_at > now() - interval '1 minute'
 
+-- The slowest of the job's recent chunks, by the time their write took
+-- (migration 8): of the last 1000 committed, the $2 slowest.
+-- name: chunk-slowest
+SELECT seq, first_key, last_key, rows_read, coalesce(write_path, ''), write_seconds, finished_at
+FROM (SELECT * FROM {{schema}}.chunks WHERE job = $1 ORDER BY finished_at DESC LIMIT 1000) AS recent
+WHERE write_seconds IS NOT NULL
+ORDER BY write_seconds DESC
+LIMIT $2
+
+-- The job's first $2 failed rows, with their errors.
+-- name: failed-rows-first
+SELECT key, coalesce(sqlstate, ''), coalesce(column_name, ''), message, failed_at
+FROM {{schema}}.failed_rows
+WHERE job = $1
+ORDER BY failed_at, key
+LIMIT $2
+
 -- name: partition-create
 INSERT INTO {{schema}}.partitions (job, id, after_key, last_key, rows_estimated) VALUES ($1, $2, $3, $4, $5)
 

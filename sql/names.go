@@ -32,6 +32,8 @@ const (
 	FailedRows                         // checkpoint.sql: failed-rows
 	ForgetFailedRows                   // checkpoint.sql: forget-failed-rows
 	JobRecentRows                      // checkpoint.sql: job-recent-rows
+	ChunkSlowest                       // checkpoint.sql: chunk-slowest
+	FailedRowsFirst                    // checkpoint.sql: failed-rows-first
 	PartitionCreate                    // checkpoint.sql: partition-create
 	PartitionClaim                     // checkpoint.sql: partition-claim
 	PartitionRenew                     // checkpoint.sql: partition-renew
@@ -56,6 +58,7 @@ const (
 	Migration6                         // schema.sql: migration-6
 	Migration7                         // schema.sql: migration-7
 	Migration8                         // schema.sql: migration-8
+	Migration9                         // schema.sql: migration-9
 	HeartbeatBeat                      // throttle.sql: heartbeat-beat
 	ReplicaLag                         // throttle.sql: replica-lag
 )
@@ -89,6 +92,8 @@ var names = [...]string{
 	FailedRows:             "failed-rows",
 	ForgetFailedRows:       "forget-failed-rows",
 	JobRecentRows:          "job-recent-rows",
+	ChunkSlowest:           "chunk-slowest",
+	FailedRowsFirst:        "failed-rows-first",
 	PartitionCreate:        "partition-create",
 	PartitionClaim:         "partition-claim",
 	PartitionRenew:         "partition-renew",
@@ -113,6 +118,7 @@ var names = [...]string{
 	Migration6:             "migration-6",
 	Migration7:             "migration-7",
 	Migration8:             "migration-8",
+	Migration9:             "migration-9",
 	HeartbeatBeat:          "heartbeat-beat",
 	ReplicaLag:             "replica-lag",
 }

@@ -231,3 +231,14 @@ ALTER TABLE {{schema}}.jobs ADD COLUMN rate_auto_max double precision;
 ALTER TABLE {{schema}}.jobs ADD COLUMN throttle_requested boolean NOT NULL DEFAULT false;
 ALTER TABLE {{schema}}.jobs ADD COLUMN throttled boolean NOT NULL DEFAULT false;
 ALTER TABLE {{schema}}.jobs ADD COLUMN throttle_reason text;
+
+-- name: migration-9
+-- How long each chunk's write took, as the destination timed it: from its
+-- transaction's BEGIN to its checkpoint row, so the COPY and the INSERT
+-- (not the transform before it, nor the commit's round trip). status --job
+-- shows the slowest recent chunks by it. A default, so that no statement
+-- needs to name it: set after the column is added, for a volatile default
+-- on ADD COLUMN would rewrite the table to give every older chunk a
+-- meaningless figure; theirs stay NULL.
+ALTER TABLE {{schema}}.chunks ADD COLUMN write_seconds double precision;
+ALTER TABLE {{schema}}.chunks ALTER COLUMN write_seconds SET DEFAULT extract(epoch FROM clock_timestamp() - now());

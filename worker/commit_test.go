@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/chunk"
@@ -306,4 +308,48 @@ func TestDirectCopyOfAPoisonRow(t *testing.T) {
 		t.Fatalf("results %+v; want one isolated commit with 1 failed row", f.results)
 	}
 	f.checkCounts(t, 1, 2, 0, 1, 2)
+}
+
+// TestAttemptsAreHeardWithTheirOutcome: OnAttempt hears each attempt's
+// outcome with its durations (a committed one with its rows, and that it
+// ends its chunk), OnRateWait each wait on the limiter, and a worker is
+// busy while it holds a chunk.
+func TestAttemptsAreHeardWithTheirOutcome(t *testing.T) {
+	ctx := context.Background()
+	f := newCommitFixture(t)
+	type heard struct {
+		outcome worker.Outcome
+		res     worker.Result
+		busy    int
+	}
+	var attempts []heard
+	var waits int
+	f.reconfigure(t, func(cfg *worker.Config) {
+		cfg.Limiter = rate.NewLimiter(1000, 10)
+		cfg.OnRateWait = func(time.Duration) { waits++ }
+		cfg.OnAttempt = func(o worker.Outcome, res worker.Result) {
+			attempts = append(attempts, heard{o, res, f.workers.Busy()})
+		}
+	})
+	if err := f.commit(ctx, threeRows()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.ClaimJob(ctx, f.db, "j", 0, 1, "host", 2); err != nil {
+		t.Fatal(err)
+	}
+	next := &chunk.Chunk{Seq: 2, After: []string{"3"}, First: []string{"4"}, Last: []string{"4"},
+		Rows: [][]any{{int64(4), int32(40)}}, Keys: [][]string{{"4"}}}
+	if err := f.commit(ctx, next); !errors.Is(err, checkpoint.ErrFenced) {
+		t.Fatalf("commit as a superseded generation: %v; want ErrFenced", err)
+	}
+	if len(attempts) != 2 || waits != 2 || f.workers.Busy() != 0 || f.workers.Target() != 1 {
+		t.Fatalf("heard %+v and %d waits, %d busy of %d after; want 2 attempts, 2 waits, none busy of 1", attempts, waits, f.workers.Busy(), f.workers.Target())
+	}
+	done, fenced := attempts[0], attempts[1]
+	if done.outcome != worker.Committed || done.res.Inserted != 3 || !done.res.EndsChunk || done.res.Transform <= 0 || done.res.Write <= 0 || done.busy != 1 {
+		t.Errorf("the committed attempt: %+v", done)
+	}
+	if fenced.outcome != worker.GaveUp || fenced.res.Inserted != 0 || fenced.busy != 1 {
+		t.Errorf("the fenced attempt: %+v", fenced)
+	}
 }

@@ -109,7 +109,25 @@ type Result struct {
 	// Elapsed is how long the attempt that committed took, from the
 	// transform to the commit's reply: what sizing chunks by time measures.
 	Elapsed time.Duration
+	// Transform and Write split the attempt's time: transforming the rows
+	// and building their COPY stream, then the rest (the connection, the
+	// COPY, the statements and the commit).
+	Transform, Write time.Duration
+	// EndsChunk says that the piece is its chunk's last (or the whole
+	// chunk): once it commits, the chunk is done.
+	EndsChunk bool
 }
+
+// Outcome is how one attempt at a chunk, or at a piece of one, ended.
+type Outcome int
+
+// The outcomes of an attempt, as Config.OnAttempt hears them.
+const (
+	Committed Outcome = iota // written and recorded
+	Retried                  // failed, and will be tried again
+	Split                    // timed out twice: halved, each half tried on its own
+	GaveUp                   // failed for good: the error stops the workers
+)
 
 // The write paths of Result.Path.
 const (
@@ -169,6 +187,14 @@ type Config struct {
 	// OnChunk is called after each committed chunk, from the worker's
 	// goroutine.
 	OnChunk func(Result)
+	// OnAttempt, if set, hears how each attempt at a chunk or a piece of
+	// one ended, with the attempt's Result (its durations; a committed
+	// one's rows), from the worker's goroutine. An attempt cut short
+	// because the workers are stopping is not an outcome.
+	OnAttempt func(Outcome, Result)
+	// OnRateWait, if set, hears how long a worker waited on Limiter
+	// before it wrote a chunk.
+	OnRateWait func(time.Duration)
 }
 
 // Pool is a set of workers.
@@ -311,7 +337,11 @@ func (p *Pool) write(ctx, drainCtx context.Context, db DB, w *worker, c *chunk.C
 	if lim := p.cfg.Limiter; lim != nil {
 		began := time.Now()
 		err := waitRows(ctx, lim, len(c.Rows))
-		p.crew.waited.Add(int64(time.Since(began)))
+		waited := time.Since(began)
+		p.crew.waited.Add(int64(waited))
+		if p.cfg.OnRateWait != nil {
+			p.cfg.OnRateWait(waited)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return w, errStopping
@@ -481,6 +511,7 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 		res, err := w.attempt(ctx, db, pc)
 		if err == nil {
 			res.Elapsed = time.Since(began)
+			w.tell(Committed, pc, res)
 			if pc.retried != nil {
 				*pc.result = res
 			} else if w.p.cfg.OnChunk != nil {
@@ -491,6 +522,7 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 		if w.p.cfg.Checkpoint.IsFenced(err) {
 			// nothing of the chunk was written, and no attempt of this
 			// runner's can be: stop
+			w.tell(GaveUp, pc, res)
 			return w, fmt.Errorf("%w: chunk %d not committed by superseded generation %d: %w", checkpoint.ErrFenced, pc.chunk.Seq, w.p.cfg.Generation, err)
 		}
 		if errors.Is(err, errPanic) {
@@ -503,6 +535,7 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 			case checkErr != nil:
 				err = checkErr // retried below if transient: the next attempt meets the same chunk
 			case !same:
+				w.tell(GaveUp, pc, res)
 				return w, overlapError(pc)
 			default:
 				// the reply to an earlier attempt was lost, but it committed
@@ -525,6 +558,7 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 				left, right := pc.split()
 				w.p.cfg.Logger.Warn().Int64("seq", pc.chunk.Seq).Int("rows", pc.hi-pc.lo).
 					Msg("chunk timed out twice: splitting it in half")
+				w.tell(Split, pc, res)
 				if w, err = w.commit(ctx, db, left); err != nil {
 					return w, err
 				}
@@ -532,15 +566,26 @@ func (w *worker) commit(ctx context.Context, db DB, pc piece) (*worker, error) {
 			}
 		}
 		if kind != retry.Transient && kind != retry.Timeout {
+			w.tell(GaveUp, pc, res)
 			return w, err
 		}
 		if attempt > w.p.cfg.Retry.MaxRetries {
+			w.tell(GaveUp, pc, res)
 			return w, fmt.Errorf("%w (gave up after %d attempts; raise Job.MaxRetries or fix the cause, then resume)", err, attempt)
 		}
 		w.p.cfg.Logger.Warn().Err(err).Int64("seq", pc.chunk.Seq).Int("attempt", attempt).Msg("retrying chunk")
+		w.tell(Retried, pc, res)
 		if err := w.p.cfg.Retry.Wait(ctx, attempt); err != nil {
 			return w, err
 		}
+	}
+}
+
+// tell reports how an attempt at pc ended to Config.OnAttempt. A retried
+// group of failed rows is no chunk's attempt: the caller counts it.
+func (w *worker) tell(o Outcome, pc piece, res Result) {
+	if w.p.cfg.OnAttempt != nil && pc.retried == nil {
+		w.p.cfg.OnAttempt(o, res)
 	}
 }
 
@@ -587,8 +632,11 @@ func (w *worker) attempt(ctx context.Context, db DB, pc piece) (res Result, err 
 			err = fmt.Errorf("chunk %d: %w: %v", pc.chunk.Seq, errPanic, r)
 		}
 	}()
-	res = Result{Seq: pc.chunk.Seq, Read: pc.hi - pc.lo, Last: pc.last}
+	res = Result{Seq: pc.chunk.Seq, Read: pc.hi - pc.lo, Last: pc.last, EndsChunk: pc.hi == len(pc.chunk.Rows)}
+	began := time.Now()
 	failures := w.transform(pc, &res)
+	res.Transform = time.Since(began)
+	defer func() { res.Write = time.Since(began) - res.Transform }()
 	if err := w.connect(ctx, db); err != nil {
 		return res, err
 	}

@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/backfill/backfill"
 	"github.com/backfill/backfill/jobspec"
+	"github.com/backfill/backfill/progress"
 )
 
 // Exit codes: scripts depend on them.
@@ -184,8 +184,9 @@ func joinCommand(stderr io.Writer) *cli.Command {
 
 // newLogger builds the logger from --log-format and --log-level, or the
 // spec file's log_format and log_level. It words the Job fields the
-// library's messages name as flags.
-func newLogger(c *cli.Context, stderr io.Writer, spec *jobspec.File) (zerolog.Logger, error) {
+// library's messages name as flags. It writes to stderr, through console
+// when a live progress line is drawn there (nil for none).
+func newLogger(c *cli.Context, stderr io.Writer, console *progress.Console, spec *jobspec.File) (zerolog.Logger, error) {
 	if spec == nil {
 		spec = &jobspec.File{}
 	}
@@ -195,6 +196,9 @@ func newLogger(c *cli.Context, stderr io.Writer, spec *jobspec.File) (zerolog.Lo
 		return zerolog.Nop(), usagef("--log-level %q: use debug, info, warn or error", levelName)
 	}
 	out := flagWriter{stderr}
+	if console != nil {
+		out = flagWriter{console}
+	}
 	var w io.Writer = out
 	switch format {
 	case "json":
@@ -229,11 +233,16 @@ func isTerminal(w io.Writer) bool {
 }
 
 func runJob(ctx context.Context, c *cli.Context, j backfill.Job, spec *jobspec.File, stderr io.Writer) error {
-	log, err := newLogger(c, stderr, spec)
+	// on a terminal, the progress line is drawn on stderr, below the logs
+	var console *progress.Console
+	if isTerminal(stderr) {
+		console = progress.NewConsole(stderr, true)
+	}
+	log, err := newLogger(c, stderr, console, spec)
 	if err != nil {
 		return err
 	}
-	j.Logger = log
+	j.Logger, j.Console = log, console
 	rep, err := backfill.Run(ctx, j)
 	schema := j.Target().StateSchema
 	switch {
@@ -266,86 +275,6 @@ func runJob(ctx context.Context, c *cli.Context, j backfill.Job, spec *jobspec.F
 
 // errFailedRows makes the exit code 3: the job finished, with failed rows.
 var errFailedRows = errors.New("finished with failed rows")
-
-func statusCommand(stdout io.Writer) *cli.Command {
-	return &cli.Command{
-		Name:      "status",
-		Usage:     "show jobs and their counters",
-		UsageText: "backfill status --dest URL [--job NAME] [--json]",
-		Flags: append(controlFlags(),
-			&cli.BoolFlag{Name: "json", Usage: "print JSON: an object for --job, else an array"}),
-		Action: func(c *cli.Context) error {
-			jobs, err := backfill.Status(c.Context, targetFromFlags(c))
-			if err != nil {
-				return err
-			}
-			for _, s := range jobs {
-				if s.LastError != nil {
-					*s.LastError = flagWords(*s.LastError)
-				}
-			}
-			if c.Bool("json") {
-				enc := json.NewEncoder(stdout)
-				enc.SetIndent("", "  ")
-				if c.String("job") != "" {
-					return enc.Encode(jobs[0])
-				}
-				return enc.Encode(jobs)
-			}
-			printStatus(stdout, jobs)
-			if c.String("job") != "" {
-				s := jobs[0]
-				fmt.Fprintf(stdout, "write path: %d chunks copied straight into the destination, %d through the stage, %d isolated around failing rows\n",
-					s.ChunksDirect, s.ChunksStaged, s.ChunksIsolated)
-				if s.Throttled {
-					fmt.Fprintf(stdout, "throttled: %s\n", s.ThrottleReason)
-				}
-			}
-			return nil
-		},
-	}
-}
-
-func printStatus(w io.Writer, jobs []backfill.JobStatus) {
-	if len(jobs) == 0 {
-		fmt.Fprintln(w, "no jobs")
-		return
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tSTATE\tROWS READ\tEST.\t%\tINSERTED\tSKIPPED\tFILTERED\tFAILED\tCHUNKS\tRATE\tROWS/S\tETA\tUPDATED\tLAST KEY\tLAST ERROR")
-	for _, s := range jobs {
-		rate := "none"
-		if s.Rate > 0 {
-			rate = fmt.Sprintf("%.0f/s", s.Rate)
-		}
-		if s.RateAuto {
-			rate = "auto " + rate
-		}
-		state := s.State
-		if s.Throttled {
-			state += ", throttled"
-		}
-		lastErr := ""
-		if s.LastError != nil {
-			lastErr = *s.LastError
-			if len(lastErr) > 80 {
-				lastErr = lastErr[:77] + "..."
-			}
-		}
-		speed, eta := "-", "-"
-		if s.State == "running" {
-			speed = fmt.Sprintf("%.0f", s.RowsPerSec)
-		}
-		if s.ETASeconds != nil {
-			eta = (time.Duration(*s.ETASeconds) * time.Second).String()
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			s.Job, state, s.RowsRead, s.RowsEstimated, s.Percent, s.RowsInserted, s.RowsSkipped,
-			s.RowsFiltered, s.RowsFailed, s.ChunksDone, rate, speed, eta, s.UpdatedAt.Local().Format(time.DateTime),
-			strings.Join(s.LastKey, ","), lastErr)
-	}
-	tw.Flush()
-}
 
 // controlFlags name a job for the operator commands.
 func controlFlags() []cli.Flag {

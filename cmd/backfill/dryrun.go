@@ -35,7 +35,7 @@ func dryRunCommand(stdout, stderr io.Writer) *cli.Command {
 			if err != nil {
 				return err
 			}
-			log, err := newLogger(c, stderr, spec)
+			log, err := newLogger(c, stderr, nil, spec)
 			if err != nil {
 				return err
 			}

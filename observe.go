@@ -52,11 +52,12 @@ type observer struct {
 	throttled func() string
 }
 
-// newObserver builds the run's observer and, with Job.MetricsAddr, starts
+// newObserver builds the run's observer, its series labelled with the job
+// and the runner, and, with Job.MetricsAddr, starts
 // serving its metrics, so that an address in use fails the run before it
 // writes anything. close stops the server.
-func newObserver(ctx context.Context, j Job, log zerolog.Logger) (*observer, error) {
-	m, err := metrics.New(j.Name, "")
+func newObserver(ctx context.Context, j Job, runner string, log zerolog.Logger) (*observer, error) {
+	m, err := metrics.New(j.Name, runner)
 	if err != nil {
 		return nil, err
 	}

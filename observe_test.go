@@ -18,7 +18,7 @@ import (
 // without a matching row is no chunk; and an attempt that did not commit
 // counts by its outcome, without rows.
 func TestObserverCountsChunksAsStatusDoes(t *testing.T) {
-	o, err := newObserver(context.Background(), Job{Name: "orders", MetricsAddr: "127.0.0.1:0"}, zerolog.Nop())
+	o, err := newObserver(context.Background(), Job{Name: "orders", MetricsAddr: "127.0.0.1:0"}, "", zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func get(t *testing.T, o *observer, path string) (int, string) {
 // /healthz answers 200 while the runner holds its job, and 503 saying why
 // before, while it has lost its control session, and after the run.
 func TestObserverHealth(t *testing.T) {
-	o, err := newObserver(context.Background(), Job{Name: "orders", MetricsAddr: "127.0.0.1:0"}, zerolog.Nop())
+	o, err := newObserver(context.Background(), Job{Name: "orders", MetricsAddr: "127.0.0.1:0"}, "", zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,9 +42,6 @@ func (r *runner) executePartitioned(ctx context.Context, p *plan, existing *chec
 	rep := Report{Job: j.Name}
 	host, _ := os.Hostname()
 	pid := os.Getpid()
-	nonce := make([]byte, 4)
-	_, _ = rand.Read(nonce)
-	r.owner = fmt.Sprintf("%s:%d:%s", host, pid, hex.EncodeToString(nonce))
 
 	var (
 		upper    []string
@@ -122,6 +119,15 @@ func (r *runner) executePartitioned(ctx context.Context, p *plan, existing *chec
 	rep.Elapsed = j.Now().Sub(began)
 	rep.RunRows = runRows.Load()
 	return r.finishPartitioned(ctx, rep, runErr)
+}
+
+// runnerID names a runner: its host and pid, and a nonce against a pid
+// reused on the same host.
+func runnerID() string {
+	host, _ := os.Hostname()
+	nonce := make([]byte, 4)
+	_, _ = rand.Read(nonce)
+	return fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(nonce))
 }
 
 // splitPoints are the keys that cut the job's rows after after, up to

@@ -58,7 +58,8 @@ type runner struct {
 	// locking says the control session holds the job's runner lock: a job
 	// of one runner's. A partitioned job's runners take leases instead.
 	locking bool
-	// owner names this runner in the leases of a partitioned job.
+	// owner names this runner (host:pid:nonce) in the leases of a
+	// partitioned job and in its metrics' runner label.
 	owner string
 	src   *pgxpool.Pool
 	dst   *pgxpool.Pool
@@ -83,10 +84,10 @@ func Run(ctx context.Context, j Job) (Report, error) {
 	if err := j.validate(); err != nil {
 		return Report{Job: j.Name}, err
 	}
-	r := &runner{job: j, log: j.Logger.With().Str("job", j.Name).Logger(), retry: retryPolicy(j.MaxRetries)}
+	r := &runner{job: j, log: j.Logger.With().Str("job", j.Name).Logger(), retry: retryPolicy(j.MaxRetries), owner: runnerID()}
 	defer r.close()
 	var err error
-	if r.obs, err = newObserver(ctx, j, r.log); err != nil {
+	if r.obs, err = newObserver(ctx, j, r.owner, r.log); err != nil {
 		return Report{Job: j.Name}, err
 	}
 	defer r.obs.close() // once the run has recorded its end: the final figures are in

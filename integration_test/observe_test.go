@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -169,10 +170,22 @@ func TestMetricsDuringARun(t *testing.T) {
 	})
 
 	s := scrapeMetrics(t, addr)
+	// the runner label names the process: host:pid:nonce, as its leases do
+	runner := ""
+	if f, ok := s["backfill_pool_size"]; ok && len(f.GetMetric()) > 0 {
+		for _, l := range f.GetMetric()[0].GetLabel() {
+			if l.GetName() == "runner" {
+				runner = l.GetValue()
+			}
+		}
+	}
+	if !strings.Contains(runner, fmt.Sprintf(":%d:", b.cmd.Process.Pid)) {
+		t.Errorf("runner label %q does not name the process (pid %d)", runner, b.cmd.Process.Pid)
+	}
 	for _, name := range []string{"backfill_pool_size", "backfill_pool_busy", "backfill_pool_in_pending", "backfill_pool_in_capacity",
 		"backfill_rate_limit_rows_per_second", "backfill_throttled_seconds_total", "backfill_progress_ratio", "backfill_eta_seconds",
 		"go_goroutines", "process_resident_memory_bytes"} {
-		if v := s.value(name, "job", "scraped", "runner", ""); math.IsNaN(v) {
+		if v := s.value(name, "job", "scraped", "runner", runner); math.IsNaN(v) {
 			t.Errorf("no %s{job=\"scraped\"}", name)
 		}
 	}

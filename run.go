@@ -74,7 +74,7 @@ type runner struct {
 	pool *worker.Pool
 	// throttle is what the job waits for (throttling.go).
 	throttle *throttling
-	obs  *observer
+	obs      *observer
 }
 
 // Run starts or resumes a job (j.Mode) and returns when it is done, failed
@@ -205,6 +205,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 	if r.throttle, err = newThrottling(ctx, *j, r.log, r.store, true); err != nil {
 		return rep, err
 	}
+	r.observeThrottle()
 	if partitioned {
 		return r.executePartitioned(ctx, p, existing, startedAt)
 	}

@@ -337,8 +337,16 @@ func publishThrottle(m throttleMetrics, st throttle.Status, throttled bool) {
 	}
 }
 
+// observeThrottle shows the run's throttle to its observer: the metrics
+// hear what it waits for and how long the workers wait on it, and the
+// progress line says why.
+func (r *runner) observeThrottle() {
+	r.throttle.useMetrics(r.obs.metrics)
+	r.obs.throttled = r.throttle.waitingFor
+}
+
 // useMetrics makes the throttle tell m what it waits for and how long the
-// workers wait, from now on: the run's metrics call it once they exist.
+// workers wait, from now on.
 func (t *throttling) useMetrics(m throttleMetrics) {
 	t.mu.Lock()
 	t.metrics = m

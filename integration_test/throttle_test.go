@@ -268,10 +268,12 @@ func TestThrottleQueryAndByHand(t *testing.T) {
 	}
 
 	sql(t, db, "CREATE TABLE gate (hold boolean NOT NULL)", "INSERT INTO gate VALUES (false)")
-	j := startThrottled(t, db, "gated", "--rate", "5000", "--throttle-query", "SELECT hold FROM gate")
+	addr := freeAddr(t)
+	j := startThrottled(t, db, "gated", "--rate", "5000", "--throttle-query", "SELECT hold FROM gate", "--metrics-addr", addr,
+		"--progress-interval", "1s")
 	j.waitFor("the first chunks", func() bool { return j.rows() >= 2000 })
 
-	stopsAndGoes := func(what string, hold, release func(), reason string) {
+	stopsAndGoes := func(what string, hold, release func(), reason, kind string) {
 		t.Helper()
 		hold()
 		at := serverNow(t, db)
@@ -279,21 +281,36 @@ func TestThrottleQueryAndByHand(t *testing.T) {
 		if s := status(t, db, "gated"); !s.Throttled || !strings.Contains(s.ThrottleReason, reason) {
 			t.Fatalf("%s: status %+v", what, s)
 		}
+		if m := scrapeMetrics(t, addr); m.value("backfill_throttled", "reason", kind) != 1 || m.value("backfill_throttled_seconds_total") <= 0 {
+			t.Errorf("%s: backfill_throttled{reason=%q} %v, backfill_throttled_seconds_total %v", what, kind,
+				m.value("backfill_throttled", "reason", kind), m.value("backfill_throttled_seconds_total"))
+		}
 		release()
 		released := serverNow(t, db)
 		j.waitFor(what+": commits again", func() bool { return j.lastCommit().After(released) })
 		if took := j.lastCommit().Sub(released); took > 2*time.Second {
 			t.Errorf("%s: the first commit after the release came %v after it", what, took)
 		}
+		if v := scrapeMetrics(t, addr).value("backfill_throttled", "reason", kind); v != 0 {
+			t.Errorf("%s: backfill_throttled{reason=%q} = %v after the release", what, kind, v)
+		}
 	}
 	stopsAndGoes("the throttle query",
 		func() { sql(t, db, "UPDATE gate SET hold = true") }, func() { sql(t, db, "UPDATE gate SET hold = false") },
-		"throttle query returned true on destination")
+		"throttle query returned true on destination", "throttle_query")
 	stopsAndGoes("set --throttle",
 		func() { mustSucceed(t, "set", "--dest", db, "--job", "gated", "--throttle", "on") },
 		func() { mustSucceed(t, "set", "--dest", db, "--job", "gated", "--throttle", "off") },
-		"throttled by hand")
+		"throttled by hand", "manual")
 	j.finishesExact(60_000)
+	var progressSaid bool
+	for line := range strings.SplitSeq(j.stderr.String(), "\n") {
+		progressSaid = progressSaid || strings.Contains(line, `"throttled":true`) && strings.Contains(line, `"throttle_reason":"throttled by hand`) &&
+			strings.Contains(line, "progress")
+	}
+	if !progressSaid {
+		t.Errorf("no progress line says the job is throttled by hand:\n%s", j.stderr)
+	}
 }
 
 // TestAutoRate: --rate auto raises its rate on an idle server, and halves

@@ -226,7 +226,7 @@ func TestMetricsDuringARun(t *testing.T) {
 
 	// the pool gauge follows set --workers within 3 s (a heartbeat, and a
 	// retiring worker's chunk)
-	for _, workers := range []string{"2", "5"} {
+	for _, workers := range []string{"2", "12"} {
 		mustSucceed(t, "set", "--dest", db, "--job", "scraped", "--workers", workers)
 		set := time.Now()
 		waitUntil(t, b.done, b.stderr, "backfill_pool_size following set --workers "+workers, func() bool {

@@ -46,9 +46,8 @@ type observer struct {
 	server *metrics.Server // nil without Job.MetricsAddr
 	stop   context.CancelFunc
 	// throttled says why the job waits, "" while it does not: the
-	// throttle's reason (issue 12), for the progress line. nil until a
-	// throttle fills it; the rate limiter's waits are the cap's, not a
-	// throttle.
+	// throttle's reason (observeThrottle), for the progress line; nil for
+	// no throttle. The rate limiter's waits are the cap's, not a throttle.
 	throttled func() string
 }
 

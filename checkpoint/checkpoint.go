@@ -731,7 +731,7 @@ type ChunkTiming struct {
 
 // SlowestChunks returns the n slowest of the job's last 1000 committed
 // chunks, slowest first. Chunks committed before the state schema timed
-// them (version 8) are not among them, and a state schema older than that,
+// them (version 9) are not among them, and a state schema older than that,
 // which only a runner migrates, has none.
 func (s *Store) SlowestChunks(ctx context.Context, q Querier, job string, n int) ([]ChunkTiming, error) {
 	rows, _ := q.Query(ctx, s.stmts.Get(bfsql.ChunkSlowest), job, n) // its error comes with the rows

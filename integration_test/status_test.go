@@ -55,7 +55,7 @@ func TestStatusViews(t *testing.T) {
 	wide := mustSucceed(t, "status", "--dest", db, "--wide").stdout
 	header := strings.Split(wide, "\n")[0]
 	for _, column := range []string{"JOB", "STATE", "FROM", "TO", "ROWS READ", "EST.", "%", "INSERTED", "SKIPPED", "FILTERED", "FAILED",
-		"CHUNKS", "RATE", "WORKERS", "ROWS/S", "ETA", "RUNNER", "HEARTBEAT", "UPDATED", "LAST KEY", "LAST ERROR"} {
+		"CHUNKS", "RATE", "WORKERS", "ROWS/S", "ETA", "THROTTLED", "RUNNER", "HEARTBEAT", "UPDATED", "LAST KEY", "LAST ERROR"} {
 		if !strings.Contains(header, column) {
 			t.Errorf("--wide lacks column %s: %q", column, header)
 		}

@@ -253,7 +253,7 @@ FROM {{schema}}.chunks
 WHERE job = $1 AND finished_at > now() - interval '1 minute'
 
 -- The slowest of the job's recent chunks, by the time their write took
--- (migration 8): of the last 1000 committed, the $2 slowest.
+-- (migration 9): of the last 1000 committed, the $2 slowest.
 -- name: chunk-slowest
 SELECT seq, first_key, last_key, rows_read, coalesce(write_path, ''), write_seconds, finished_at
 FROM (SELECT * FROM {{schema}}.chunks WHERE job = $1 ORDER BY finished_at DESC LIMIT 1000) AS recent

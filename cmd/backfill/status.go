@@ -233,6 +233,20 @@ func speedText(s backfill.JobStatus) string {
 	return countText(int64(s.RowsPerSec))
 }
 
+// jobRateText is the job's rate cap, and how --rate auto sets it: "auto
+// (now 4000 rows/s, at most 8000 rows/s)", "at most" left out without a
+// ceiling.
+func jobRateText(s backfill.JobStatus) string {
+	if !s.RateAuto {
+		return rateText(s.Rate)
+	}
+	text := "auto (now " + rateText(s.Rate)
+	if s.RateAutoMax > 0 {
+		text += ", at most " + rateText(s.RateAutoMax)
+	}
+	return text + ")"
+}
+
 // runnerText is the job's runner as host:pid: of a partitioned job, the
 // one holding a lease, or how many do.
 func runnerText(s backfill.JobStatus) string {
@@ -300,7 +314,7 @@ func ageText(now, at time.Time) string {
 // printWide prints every column of every job, however wide.
 func printWide(w io.Writer, jobs []backfill.JobStatus) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tSTATE\tFROM\tTO\tROWS READ\tEST.\t%\tINSERTED\tSKIPPED\tFILTERED\tFAILED\tCHUNKS\tRATE\tWORKERS\tROWS/S\tETA\tRUNNER\tHEARTBEAT\tUPDATED\tLAST KEY\tLAST ERROR")
+	fmt.Fprintln(tw, "JOB\tSTATE\tFROM\tTO\tROWS READ\tEST.\t%\tINSERTED\tSKIPPED\tFILTERED\tFAILED\tCHUNKS\tRATE\tWORKERS\tROWS/S\tETA\tTHROTTLED\tRUNNER\tHEARTBEAT\tUPDATED\tLAST KEY\tLAST ERROR")
 	for _, s := range jobs {
 		lastErr := ""
 		if s.LastError != nil {
@@ -310,10 +324,14 @@ func printWide(w io.Writer, jobs []backfill.JobStatus) {
 		if s.HeartbeatAt != nil {
 			heartbeat = ageText(s.AsOf, *s.HeartbeatAt)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+		throttled := "-"
+		if s.Throttled {
+			throttled = s.ThrottleReason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			s.Job, s.State, s.From, s.To, s.RowsRead, s.RowsEstimated, s.Percent, s.RowsInserted, s.RowsSkipped,
-			s.RowsFiltered, s.RowsFailed, s.ChunksDone, rateText(s.Rate), s.Workers, speedText(s), etaText(s.ETASeconds),
-			runnerText(s), heartbeat, s.UpdatedAt.Local().Format(time.DateTime), strings.Join(s.LastKey, ","), lastErr)
+			s.RowsFiltered, s.RowsFailed, s.ChunksDone, jobRateText(s), s.Workers, speedText(s), etaText(s.ETASeconds),
+			throttled, runnerText(s), heartbeat, s.UpdatedAt.Local().Format(time.DateTime), strings.Join(s.LastKey, ","), lastErr)
 	}
 	tw.Flush()
 }
@@ -356,11 +374,7 @@ func printDetail(w io.Writer, d backfill.JobDetail) {
 	if d.ChunkSize > 0 {
 		chunks = fmt.Sprintf("chunks of %d rows", d.ChunkSize)
 	}
-	rate := rateText(s.Rate)
-	if s.RateAuto {
-		rate = "auto (now " + rate + ", at most " + rateText(s.RateAutoMax) + ")"
-	}
-	fmt.Fprintf(w, "settings:   rate %s, %s, %s\n", rate, plural(s.Workers, "worker"), chunks)
+	fmt.Fprintf(w, "settings:   rate %s, %s, %s\n", jobRateText(s), plural(s.Workers, "worker"), chunks)
 	if s.Throttled {
 		fmt.Fprintf(w, "throttled:  %s\n", s.ThrottleReason)
 	}

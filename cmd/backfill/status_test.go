@@ -94,3 +94,28 @@ func TestShorten(t *testing.T) {
 		}
 	}
 }
+
+// --wide says what a throttled job waits for, and how --rate auto sets
+// its rate; the detail view too.
+func TestWideAndDetailShowTheThrottle(t *testing.T) {
+	asOf := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	s := backfill.JobStatus{Job: "lagged", State: backfill.StateRunning, Rate: 4000, RateAuto: true, RateAutoMax: 8000,
+		Throttled: true, ThrottleReason: "replica lag 12.3 s > 10 s on replica 1", UpdatedAt: asOf, AsOf: asOf}
+	var wide, detail strings.Builder
+	printWide(&wide, []backfill.JobStatus{s})
+	printDetail(&detail, backfill.JobDetail{JobStatus: s})
+	for _, want := range []string{"THROTTLED", "replica lag 12.3 s > 10 s on replica 1", "auto (now 4000 rows/s, at most 8000 rows/s)"} {
+		if !strings.Contains(wide.String(), want) {
+			t.Errorf("--wide lacks %q:\n%s", want, wide.String())
+		}
+	}
+	for _, want := range []string{"settings:   rate auto (now 4000 rows/s, at most 8000 rows/s)", "throttled:  replica lag 12.3 s > 10 s on replica 1"} {
+		if !strings.Contains(detail.String(), want) {
+			t.Errorf("the detail view lacks %q:\n%s", want, detail.String())
+		}
+	}
+	s.RateAutoMax = 0
+	if got := jobRateText(s); got != "auto (now 4000 rows/s)" {
+		t.Errorf("auto without a ceiling: %q", got)
+	}
+}

@@ -40,43 +40,15 @@ import (
 func (r *runner) executePartitioned(ctx context.Context, p *plan, existing *checkpoint.Job, startedAt time.Time) (Report, error) {
 	j := r.job
 	rep := Report{Job: j.Name}
-	host, _ := os.Hostname()
-	pid := os.Getpid()
-
 	var (
 		upper    []string
 		estimate int64
 		err      error
 	)
 	if existing == nil {
-		var spec []byte
-		if estimate, upper, spec, err = r.newJob(ctx, p); err != nil {
+		if upper, estimate, err = r.createJob(ctx, p, startedAt); err != nil {
 			return rep, err
 		}
-		parts, err := r.partitionsOf(ctx, p, upper, estimate)
-		if err != nil {
-			return rep, err
-		}
-		err = r.withControl(ctx, func(c *pgx.Conn) error {
-			return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-				var err error
-				r.gen, err = r.store.CreateJob(ctx, tx, checkpoint.NewJob{
-					Name: j.Name, Spec: spec, Rate: storedRate(j.Rate), Workers: j.Workers,
-					RowsEstimated: estimate, UpperKey: upper, Host: host, PID: pid, StartedAt: startedAt,
-				})
-				if err != nil {
-					return err
-				}
-				return r.store.CreatePartitions(ctx, tx, j.Name, parts)
-			})
-		})
-		if err != nil {
-			return rep, err
-		}
-		r.obs.holds()
-		r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Strs("key", p.spec.Key).
-			Int64("rows_estimated", estimate).Strs("last_key", upper).Int("partitions", len(parts)).
-			Str("chunk_size", chunkSizeText(j.ChunkSize)).Str("write_path", p.writePath).Str("runner", r.owner).Msg("job started")
 	} else {
 		upper, estimate = existing.UpperKey, existing.RowsEstimated
 		if err := r.migrate(ctx); err != nil {

@@ -351,20 +351,9 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 		err      error
 	)
 	if existing == nil {
-		var spec []byte
-		if estimate, upper, spec, err = r.newJob(ctx, p); err != nil {
+		if upper, estimate, err = r.createJob(ctx, p, startedAt); err != nil {
 			return rep, err
 		}
-		if r.gen, err = r.store.CreateJob(ctx, r.control, checkpoint.NewJob{
-			Name: j.Name, Spec: spec, Rate: storedRate(j.Rate), Workers: r.workers,
-			RowsEstimated: estimate, UpperKey: upper, Host: host, PID: pid, StartedAt: startedAt,
-		}); err != nil {
-			return rep, err
-		}
-		r.obs.holds()
-		r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Strs("key", p.spec.Key).
-			Int64("rows_estimated", estimate).Strs("last_key", upper).Bool("follow", j.Follow).
-			Str("chunk_size", chunkSizeText(j.ChunkSize)).Str("write_path", p.writePath).Msg("job started")
 	} else {
 		upper, estimate = existing.UpperKey, existing.RowsEstimated
 		if err := r.migrate(ctx); err != nil {
@@ -440,6 +429,45 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 	rep.Elapsed = j.Now().Sub(began)
 	rep.RunRows = runRows.Load()
 	return r.finish(ctx, rep, runErr)
+}
+
+// createJob records a new job as running under this runner: its row, and
+// for a partitioned job its partitions, in one transaction. It returns the
+// job's end and the planner's estimate of its rows.
+func (r *runner) createJob(ctx context.Context, p *plan, startedAt time.Time) (upper []string, estimate int64, err error) {
+	j := r.job
+	estimate, upper, spec, err := r.newJob(ctx, p)
+	if err != nil {
+		return nil, 0, err
+	}
+	var parts []checkpoint.Partition
+	if j.Partitions > 1 {
+		if parts, err = r.partitionsOf(ctx, p, upper, estimate); err != nil {
+			return nil, 0, err
+		}
+	}
+	host, _ := os.Hostname()
+	err = r.withControl(ctx, func(c *pgx.Conn) error {
+		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			var err error
+			r.gen, err = r.store.CreateJob(ctx, tx, checkpoint.NewJob{
+				Name: j.Name, Spec: spec, Rate: storedRate(j.Rate), Workers: r.workers,
+				RowsEstimated: estimate, UpperKey: upper, Host: host, PID: os.Getpid(), StartedAt: startedAt,
+			})
+			if err != nil || parts == nil {
+				return err
+			}
+			return r.store.CreatePartitions(ctx, tx, j.Name, parts)
+		})
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	r.obs.holds()
+	r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Strs("key", p.spec.Key).
+		Int64("rows_estimated", estimate).Strs("last_key", upper).Bool("follow", j.Follow).Int("partitions", max(1, len(parts))).
+		Str("chunk_size", chunkSizeText(j.ChunkSize)).Str("write_path", p.writePath).Str("runner", r.owner).Msg("job started")
+	return upper, estimate, nil
 }
 
 // newJob finds what a new job records: the planner's estimate of its rows

@@ -193,3 +193,37 @@ func TestPauseStopsEveryRunner(t *testing.T) {
 	mustSucceed(t, append([]string{"resume", "--rate", "0"}, common...)...)
 	assertCopiedOnce(t, db, "p")
 }
+
+// TestSetRateReachesEveryRunner: set --rate on a partitioned job changes
+// the share of each of its runners within a few seconds, and the job ends
+// exact.
+func TestSetRateReachesEveryRunner(t *testing.T) {
+	db := itemsDatabase(t, 60_000)
+	ctx := t.Context()
+	common := []string{"--source", db, "--dest", db, "--job", "p", "--workers", "2", "--log-format", "json"}
+	first := startBackground(ctx, t, append([]string{"start", "--from", "src", "--to", "dst", "--partitions", "4", "--rate", "2000"}, common...)...)
+	waitUntil(t, first.done, first.stderr, "the partitions exist", func() bool {
+		return pollInt(ctx, db, "SELECT count(*) FROM backfill.partitions WHERE job = 'p'") == 4
+	})
+	second := startBackground(ctx, t, append([]string{"join"}, common...)...)
+	waitUntil(t, second.done, second.stderr, "both runners share the cap", func() bool {
+		return strings.Contains(first.stderr.String(), `"rate":1000,"job_rate":2000`) &&
+			strings.Contains(second.stderr.String(), `"rate":1000,"job_rate":2000`)
+	})
+	mustSucceed(t, "set", "--dest", db, "--job", "p", "--rate", "40000")
+	set := time.Now()
+	for _, r := range []*background{first, second} {
+		waitUntil(t, r.done, r.stderr, "the runner takes its share of the new cap", func() bool {
+			return strings.Contains(r.stderr.String(), `"job_rate":40000`)
+		})
+	}
+	if took := time.Since(set); took > 3*time.Second {
+		t.Errorf("the runners took %s to take their shares of the new rate", took.Round(time.Millisecond))
+	}
+	for _, r := range []*background{first, second} {
+		if code := r.exitCode(); code != 0 {
+			t.Fatalf("runner exited %d:\n%s", code, r.stderr)
+		}
+	}
+	assertCopiedOnce(t, db, "p")
+}

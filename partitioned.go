@@ -40,24 +40,13 @@ import (
 func (r *runner) executePartitioned(ctx context.Context, p *plan, existing *checkpoint.Job, startedAt time.Time) (Report, error) {
 	j := r.job
 	rep := Report{Job: j.Name}
-	var (
-		upper    []string
-		estimate int64
-		err      error
-	)
-	if existing == nil {
-		if upper, estimate, err = r.createJob(ctx, p, startedAt); err != nil {
-			return rep, err
-		}
-	} else {
-		upper, estimate = existing.UpperKey, existing.RowsEstimated
-		if err := r.migrate(ctx); err != nil {
-			return rep, err
-		}
-		if err := r.withControl(ctx, func(c *pgx.Conn) error { return r.store.RunPartitioned(ctx, c, j.Name, storedRate(j.Rate)) }); err != nil {
-			return rep, err
-		}
-		r.obs.holds()
+	upper, estimate, err := r.takeJob(ctx, p, existing, startedAt, func(c *pgx.Conn) error {
+		return r.store.RunPartitioned(ctx, c, j.Name, storedRate(j.Rate))
+	})
+	if err != nil {
+		return rep, err
+	}
+	if existing != nil {
 		r.log.Info().Str("from", p.spec.From).Str("to", p.spec.To).Str("was", existing.State).
 			Str("runner", r.owner).Msg("runner joined the job")
 	}

@@ -344,33 +344,16 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 	rep := Report{Job: j.Name}
 	host, _ := os.Hostname()
 	pid := os.Getpid()
-
-	var (
-		upper    []string
-		estimate int64
-		err      error
-	)
-	if existing == nil {
-		if upper, estimate, err = r.createJob(ctx, p, startedAt); err != nil {
-			return rep, err
-		}
-	} else {
-		upper, estimate = existing.UpperKey, existing.RowsEstimated
-		if err := r.migrate(ctx); err != nil {
-			return rep, err
-		}
-		// a new generation before reading the checkpoint: the claim waits
-		// for the commits still in flight of any runner before, and fences
-		// all that come after, so what is read next is complete
-		err := r.withControl(ctx, func(c *pgx.Conn) error {
-			var err error
-			r.gen, err = r.store.ClaimJob(ctx, c, j.Name, storedRate(j.Rate), r.workers, host, pid)
-			return err
-		})
-		if err != nil {
-			return rep, err
-		}
-		r.obs.holds()
+	// a new generation before reading the checkpoint: the claim waits for
+	// the commits still in flight of any runner before, and fences all
+	// that come after, so what is read next is complete
+	upper, estimate, err := r.takeJob(ctx, p, existing, startedAt, func(c *pgx.Conn) error {
+		var err error
+		r.gen, err = r.store.ClaimJob(ctx, c, j.Name, storedRate(j.Rate), r.workers, host, pid)
+		return err
+	})
+	if err != nil {
+		return rep, err
 	}
 
 	limiter, err := r.newLimiter(limitOf(j.Rate))
@@ -429,6 +412,24 @@ func (r *runner) execute(ctx context.Context, p *plan, existing *checkpoint.Job,
 	rep.Elapsed = j.Now().Sub(began)
 	rep.RunRows = runRows.Load()
 	return r.finish(ctx, rep, runErr)
+}
+
+// takeJob makes the job this runner's: a new job is created (createJob);
+// an existing one has its state schema brought up to date and is claimed
+// on the control connection. It returns the job's end and the planner's
+// estimate of its rows.
+func (r *runner) takeJob(ctx context.Context, p *plan, existing *checkpoint.Job, startedAt time.Time, claim func(*pgx.Conn) error) ([]string, int64, error) {
+	if existing == nil {
+		return r.createJob(ctx, p, startedAt)
+	}
+	if err := r.migrate(ctx); err != nil {
+		return nil, 0, err
+	}
+	if err := r.withControl(ctx, claim); err != nil {
+		return nil, 0, err
+	}
+	r.obs.holds()
+	return existing.UpperKey, existing.RowsEstimated, nil
 }
 
 // createJob records a new job as running under this runner: its row, and

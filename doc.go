@@ -28,7 +28,8 @@
 // that are not the job's, a probe's latency, the user's throttle query,
 // or an operator's throttle by hand (SetThrottle). A signal past its
 // critical limit pauses the job. Job.AutoRate lets the run find its rate
-// from the same signals and the probe. Status says why a running job
+// from the same signals and the probe, and its number of workers, from
+// one up to Job.Workers (unless Job.Autoscale sizes the pool). Status says why a running job
 // waits, and DryRun reads every signal once.
 //
 // While it runs, Run reports its progress: a live line on Job.Console when

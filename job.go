@@ -152,7 +152,8 @@ type Job struct {
 	// AutoRate lets the job set its own rate (--rate auto): it starts low,
 	// raises the rate while production feels unloaded, halves it when a
 	// throttle signal trips or the probe's latency passes MaxProbeLatency.
-	// Rate is then its ceiling (Unlimited or 0: none).
+	// Rate is then its ceiling (Unlimited or 0: none). It sizes the pool
+	// too, from one worker up to Workers, unless Autoscale does.
 	AutoRate bool
 
 	// What the job waits for, besides its rate (see package throttle); the

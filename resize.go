@@ -40,6 +40,26 @@ func (r *runner) startingWorkers() int {
 	return n
 }
 
+// passWorkers is the pool's size at the start of a pass: what --rate auto
+// set last while it sizes the pool (one worker at the first pass), else
+// the job's row's count within the autoscale bounds.
+func (r *runner) passWorkers() int {
+	if n := r.throttle.autoWorkers(); n > 0 {
+		return n
+	}
+	return r.withinBounds(r.workers)
+}
+
+// rowWorkers is the count the runner stores in the job's row for its pool:
+// the pool's size, or while --rate auto sizes the pool the most it may
+// use (the job's own count), which a resume starts from as its ceiling.
+func (r *runner) rowWorkers(pool *worker.Pool) int {
+	if r.throttle.poolIsAuto() {
+		return r.workers
+	}
+	return pool.Target()
+}
+
 // withinBounds is n kept within what the job's pool may be.
 func (r *runner) withinBounds(n int) int {
 	least, most := 1, WorkersLimit
@@ -52,7 +72,7 @@ func (r *runner) withinBounds(n int) int {
 // followWorkers, at each heartbeat, stores the pool's size in the job's
 // row, or resizes the pool to the count an operator has set there since.
 func (r *runner) followWorkers(ctx context.Context, pool *worker.Pool) error {
-	size := pool.Target()
+	size := r.rowWorkers(pool)
 	stored, err := r.store.SyncWorkers(ctx, r.control, r.job.Name, r.gen, r.workers, size)
 	if err != nil {
 		return err
@@ -61,8 +81,11 @@ func (r *runner) followWorkers(ctx context.Context, pool *worker.Pool) error {
 	if stored == size {
 		return nil
 	}
+	if r.throttle.stopSizing() {
+		r.log.Info().Int("workers", stored).Msg("workers set by request: --rate auto sets only the rate from now on")
+	}
 	want := r.withinBounds(stored)
-	ev := r.log.Info().Int("from", size).Int("to", want)
+	ev := r.log.Info().Int("from", pool.Target()).Int("to", want)
 	if want != stored {
 		// stored at the next heartbeat, when the row still holds the request
 		ev = ev.Int("requested", stored).Int("min_workers", r.job.MinWorkers).Int("max_workers", r.job.MaxWorkers)
@@ -78,7 +101,7 @@ func (r *runner) storeWorkers(ctx context.Context, conn *pgx.Conn) error {
 	if r.pool == nil {
 		return nil
 	}
-	_, err := r.store.SyncWorkers(ctx, conn, r.job.Name, r.gen, r.workers, r.pool.Target())
+	_, err := r.store.SyncWorkers(ctx, conn, r.job.Name, r.gen, r.workers, r.rowWorkers(r.pool))
 	return err
 }
 

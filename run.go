@@ -530,10 +530,11 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 		return stages{}, before, err
 	}
 	st, err := p.stages(j, pass{
-		upper: upper, resume: resume, sizer: r.sizer, store: r.store, gen: r.gen, workers: r.withinBounds(r.workers),
+		upper: upper, resume: resume, sizer: r.sizer, store: r.store, gen: r.gen, workers: r.passWorkers(),
 		limiter: limiter, throttle: r.throttle.wait, failedBefore: before.RowsFailed, log: r.log, onChunk: onChunk, obs: r.obs,
 	})
 	r.pool = st.pool
+	r.throttle.pool.Store(st.pool)
 	return st, before, err
 }
 

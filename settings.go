@@ -133,7 +133,7 @@ func Settings() []Setting {
 			typed[string]{field: func(j *Job) *string { return &j.SkipIf }, spec: func(s *Spec) *string { return &s.SkipIf }, text: quoted,
 				keepIf: noTransformGiven}),
 
-		declare(Setting{Key: "workers", Flag: "workers", Scope: ScopeTuning, Usage: "concurrent writers (`N`)"},
+		declare(Setting{Key: "workers", Flag: "workers", Scope: ScopeTuning, Usage: "concurrent writers (`N`); under --rate auto, the most it uses"},
 			typed[int]{field: func(j *Job) *int { return &j.Workers }, def: constant(DefaultWorkers), kept: func(r checkpoint.Job) int { return r.Workers },
 				givenZero: refuse[int]("must be at least 1"), check: workerCount}),
 		declare(Setting{Key: "autoscale", Flag: "autoscale", Scope: ScopeTuning,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/backfill/backfill/checkpoint"
 	"github.com/backfill/backfill/throttle"
+	"github.com/backfill/backfill/worker"
 )
 
 // A run's throttle: the signals of package throttle that the job's
@@ -63,6 +64,9 @@ type throttling struct {
 	critical chan string
 
 	rows atomic.Int64 // rows committed in this run, for --rate auto
+	// pool is the current pass's worker pool, which --rate auto sizes
+	// (AutoConfig.MaxWorkers); nil before the first pass.
+	pool atomic.Pointer[worker.Pool]
 
 	mu      sync.Mutex
 	reason  string    // what the job waits for, "" for nothing
@@ -70,6 +74,10 @@ type throttling struct {
 	written string    // the reason as the job's row last said it
 	metrics throttleMetrics
 	auto    *autoRun // while --rate auto sets the rate
+	// autoPool says --rate auto sizes the pool: the job's row then keeps
+	// the job's count, the most it may use, even once the run has ended;
+	// an operator's count or rate ends it.
+	autoPool bool
 }
 
 // throttleMetrics is what the run's metrics hear of the throttle
@@ -87,6 +95,10 @@ type autoRun struct {
 	done     chan struct{}
 	rate     float64 // the rate it set last
 	recorded float64 // the rate the job's row says
+	// workers is the pool's size it set last while it sizes the pool;
+	// zero when it does not (an autoscaled job), or no longer (an
+	// operator set the size, or the rate).
+	workers int
 }
 
 // signalTimeout bounds a signal's connecting and each of its reads: the
@@ -437,33 +449,108 @@ func (r *runner) startThrottle(ctx context.Context, limiter *rate.Limiter) (stop
 func (r *runner) startAuto(ctx context.Context, limiter *rate.Limiter, baseline time.Duration) error {
 	t := r.throttle
 	ceiling := storedRate(r.job.Rate)
-	auto, err := throttle.NewAutoRate(throttle.AutoConfig{Max: ceiling, Baseline: baseline, Limit: r.job.MaxProbeLatency})
+	cfg := throttle.AutoConfig{Max: ceiling, Baseline: baseline, Limit: r.job.MaxProbeLatency}
+	if !r.job.Autoscale {
+		// the job's workers are the most it uses; the autoscaler, when on,
+		// sizes the pool by its own measure
+		cfg.MaxWorkers = r.workers
+	}
+	auto, err := throttle.NewAutoRate(cfg)
 	if err != nil {
 		return err
 	}
-	r.log.Info().Float64("rate", auto.Rate()).Float64("max", ceiling).Str("probe_baseline", baseline.String()).
-		Str("max_probe_latency", r.job.MaxProbeLatency.String()).Msg("--rate auto: starting low, raising the rate while production feels unloaded (max 0: none)")
+	workers := auto.Workers()
+	if workers == 0 {
+		workers = r.workers // the autoscaler's to size
+	}
+	r.log.Info().Float64("rate", auto.Rate()).Float64("max", ceiling).Int("workers", workers).Int("max_workers", cfg.MaxWorkers).
+		Str("probe_baseline", baseline.String()).Str("max_probe_latency", r.job.MaxProbeLatency.String()).
+		Msg("--rate auto: starting low, raising the rate and adding workers while production feels unloaded (max 0: none)")
 	// the start rate holds before any worker starts, not once Run has
 	// got round to it
 	r.setLimit(limiter, rate.Limit(auto.Rate()))
 	autoCtx, cancel := context.WithCancel(ctx)
-	run := &autoRun{stop: cancel, done: make(chan struct{}), rate: auto.Rate()}
+	run := &autoRun{stop: cancel, done: make(chan struct{}), rate: auto.Rate(), workers: auto.Workers()}
 	t.mu.Lock()
-	t.auto = run
+	t.auto, t.autoPool = run, run.workers > 0
 	t.mu.Unlock()
 	go func() {
 		defer close(run.done)
 		_ = auto.Run(autoCtx, autoInterval, t.observer(), func(c throttle.RateChange) {
 			r.setLimit(limiter, rate.Limit(c.To))
+			resized := c.FromWorkers != 0 && c.ToWorkers != c.FromWorkers && r.autoResize(c.FromWorkers, c.ToWorkers)
 			t.mu.Lock()
 			run.rate = c.To
 			t.mu.Unlock()
-			if c.From != 0 {
-				r.log.Info().Float64("from", c.From).Float64("to", c.To).Str("why", t.scrubText(c.Why)).Msg("rate changed by --rate auto")
+			if c.From == 0 {
+				return // the start, logged above
 			}
+			ev := r.log.Info().Float64("from", c.From).Float64("to", c.To)
+			msg := "rate changed by --rate auto"
+			if resized {
+				ev = ev.Int("from_workers", c.FromWorkers).Int("to_workers", c.ToWorkers)
+				msg = "workers changed by --rate auto"
+				if c.To != c.From {
+					msg = "rate and workers changed by --rate auto"
+				}
+			} else if c.To == c.From {
+				return // a worker change an operator's came before
+			}
+			ev.Str("why", t.scrubText(c.Why)).Msg(msg)
 		})
 	}()
 	return nil
+}
+
+// autoResize sizes the current pass's pool from what --rate auto set last
+// to workers, unless an operator set its size meanwhile: --rate auto
+// then no longer sizes it. It reports whether it resized the pool.
+func (r *runner) autoResize(from, workers int) bool {
+	t := r.throttle
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	run := t.auto
+	if run == nil || run.workers != from {
+		return false
+	}
+	if pool := t.pool.Load(); pool != nil && !pool.ResizeFrom(from, workers) {
+		run.workers = 0
+		return false
+	}
+	run.workers = workers
+	r.resized(workers)
+	return true
+}
+
+// autoWorkers is the pool's size --rate auto set last, or zero when it
+// does not size the pool.
+func (t *throttling) autoWorkers() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.auto == nil {
+		return 0
+	}
+	return t.auto.workers
+}
+
+// stopSizing ends --rate auto's sizing of the pool, when an operator set
+// its size; the rate it goes on setting. It reports whether it was sizing.
+func (t *throttling) stopSizing() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	was := t.autoPool
+	t.autoPool = false
+	if t.auto != nil {
+		t.auto.workers = 0
+	}
+	return was
+}
+
+// poolIsAuto says --rate auto sizes the pool, or did until the run ended.
+func (t *throttling) poolIsAuto() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.autoPool
 }
 
 // observer is what --rate auto decides on: the Throttler's state, the
@@ -496,6 +583,12 @@ func (t *throttling) observer() func() throttle.Observation {
 			o.Latency = max(o.Latency, other().Latency)
 		}
 		o.RowsPerSecond = achieved()
+		if pool := t.pool.Load(); pool != nil {
+			o.Workers = pool.Target()
+		}
+		if t.autoWorkers() == 0 {
+			o.Workers = -1 // not --rate auto's to size (an operator's, or the autoscaler's)
+		}
 		return o
 	}
 }
@@ -530,7 +623,11 @@ func (r *runner) throttleBeat(ctx context.Context, req checkpoint.Requests) {
 	t := r.throttle
 	if t.autoOn() && !req.AutoRate {
 		t.stopAuto()
-		r.log.Info().Float64("rate", req.Rate).Msg("rate fixed by request: --rate auto ends (0: no cap)")
+		ev, msg := r.log.Info().Float64("rate", req.Rate), "rate fixed by request: --rate auto ends (0: no cap)"
+		if pool := t.pool.Load(); t.stopSizing() && pool != nil {
+			ev, msg = ev.Int("workers", pool.Target()), msg+"; the pool keeps the size it set"
+		}
+		ev.Msg(msg)
 	}
 	t.mu.Lock()
 	reason, written, run := t.reason, t.written, t.auto

@@ -2,7 +2,6 @@ package integration_test
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -20,14 +19,7 @@ func slowWrites(t *testing.T, url, table, secs string) {
 
 // logLinesWith are the JSON log lines whose message is msg, decoded.
 func logLinesWith(log, msg string) []map[string]any {
-	var out []map[string]any
-	for line := range strings.Lines(log) {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["message"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
+	return findLogLines(log, map[string]any{"message": msg})
 }
 
 // TestSetWorkersWhileRunning: `backfill set --workers 2`, then 12, on a

@@ -352,6 +352,81 @@ func TestAutoRate(t *testing.T) {
 	t.Logf("rate changes:\n%s", strings.Join(changes, "\n"))
 }
 
+// TestAutoRateSizesThePool: --rate auto starts with one worker and adds
+// one when the rate it allows is not reached on an idle server, while the
+// job's row keeps --workers as the most it may use; an operator's set
+// --workers takes the pool over, and the job still ends exact.
+func TestAutoRateSizesThePool(t *testing.T) {
+	const rows = 400_000
+	db := itemsDatabase(t, rows)
+	j := startThrottled(t, db, "sized", "--rate", "auto", "--workers", "4")
+	// logged reports whether a log line with message msg carries every
+	// field of want (JSON numbers decode as float64).
+	logged := func(msg string, want map[string]any) bool {
+		for _, line := range logLinesWith(j.stderr.String(), msg) {
+			if fieldsMatch(line, want) {
+				return true
+			}
+		}
+		return false
+	}
+	j.waitFor("--rate auto to start with one worker of 4", func() bool {
+		return len(findLogLines(j.stderr.String(), map[string]any{"workers": 1.0, "max_workers": 4.0})) > 0
+	})
+	j.waitFor("a worker added", func() bool {
+		for _, line := range logLinesWith(j.stderr.String(), "workers changed by --rate auto") {
+			if fieldsMatch(line, map[string]any{"from_workers": 1.0, "to_workers": 2.0}) && strings.HasPrefix(fmt.Sprint(line["why"]), "worker added: ") {
+				return true
+			}
+		}
+		return false
+	})
+	if s := status(t, db, "sized"); s.Workers != 4 {
+		t.Errorf("status says %d workers while --rate auto sizes the pool; want the ceiling, 4", s.Workers)
+	}
+	// held by hand, so that the job is still running when the operator
+	// sets its workers
+	mustSucceed(t, "set", "--dest", db, "--job", "sized", "--throttle", "on")
+	mustSucceed(t, "set", "--dest", db, "--job", "sized", "--workers", "3")
+	j.waitFor("the operator's count to end the sizing", func() bool {
+		return logged("workers set by request: --rate auto sets only the rate from now on", map[string]any{"workers": 3.0}) &&
+			logged("workers changed by request", map[string]any{"to": 3.0})
+	})
+	mustSucceed(t, "set", "--dest", db, "--job", "sized", "--throttle", "off")
+	j.finishesExact(rows)
+	if s := status(t, db, "sized"); s.Workers != 3 {
+		t.Errorf("status says %d workers after set --workers 3", s.Workers)
+	}
+	log := j.stderr.String()
+	after := log[strings.Index(log, "workers set by request"):]
+	if n := len(logLinesWith(after, "workers changed by --rate auto")) + len(logLinesWith(after, "rate and workers changed by --rate auto")); n > 0 {
+		t.Errorf("--rate auto resized the pool %d times after the operator set it:\n%s", n, after)
+	}
+}
+
+// fieldsMatch reports whether the decoded log line has every field of want.
+func fieldsMatch(line, want map[string]any) bool {
+	for k, v := range want {
+		if line[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// findLogLines are the decoded JSON log lines, whatever their message,
+// that carry every field of want.
+func findLogLines(log string, want map[string]any) []map[string]any {
+	var out []map[string]any
+	for line := range strings.Lines(log) {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && fieldsMatch(m, want) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // TestDryRunReadsEachThrottleSignal: dry-run reads every signal once and
 // says what it read, a replica it cannot reach included.
 func TestDryRunReadsEachThrottleSignal(t *testing.T) {

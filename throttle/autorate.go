@@ -17,6 +17,18 @@ const (
 	// change: a cut shows in the probe within a second or two, and in the
 	// median of its window within three.
 	DefaultAutoCooldown = 3 * time.Second
+	// DefaultAutoSettle is how long a worker the controller added runs
+	// before it judges what the worker gained: a second to connect and
+	// take chunks, and a full second of the achieved rate after that.
+	DefaultAutoSettle = 2 * time.Second
+	// DefaultAutoRegrow is how long the controller adds no worker after
+	// one that did not pay: the server's spare capacity changes with its
+	// load, so the question is asked again, but not every few seconds.
+	DefaultAutoRegrow = time.Minute
+	// minWorkerGain is what an added worker must add to the achieved rate
+	// to stay: less, and it only adds sessions that compete with the
+	// application's for the same cores.
+	minWorkerGain = 0.10
 )
 
 // AutoConfig configures an AutoRate. Rates are rows per second.
@@ -42,6 +54,20 @@ type AutoConfig struct {
 	Near time.Duration
 	// Cooldown is how long a cut holds; DefaultAutoCooldown.
 	Cooldown time.Duration
+	// MaxWorkers, when positive, has the controller size the job's worker
+	// pool too, from one worker up to MaxWorkers: it adds a worker only
+	// when the rate it allows is not reached and the server feels
+	// unloaded, keeps it only if the achieved rate rose by a tenth, and
+	// retires one at each cut. Every session the job adds is one the
+	// application's compete with; on a server without spare cores more
+	// workers add contention, not rows.
+	MaxWorkers int
+	// Settle is how long an added worker runs before the controller
+	// judges it; DefaultAutoSettle.
+	Settle time.Duration
+	// Regrow is how long no worker is added after one that did not pay;
+	// DefaultAutoRegrow.
+	Regrow time.Duration
 }
 
 // Observation is what AutoRate decides on, read each interval.
@@ -57,12 +83,22 @@ type Observation struct {
 	// not bind, and that a cut would then take long to bring down to
 	// where it matters.
 	RowsPerSecond float64
+	// Workers is the pool's size now, for a controller that sizes it
+	// (AutoConfig.MaxWorkers); zero when not known. A size other than the
+	// one the controller set (or a negative one, when the caller knows the
+	// pool is no longer the controller's) means an operator set it: the
+	// controller then leaves the pool alone.
+	Workers int
 }
 
-// RateChange is one change of the rate, and why.
+// RateChange is one change of the rate or, for a controller that sizes
+// the pool, of the number of workers, and why. FromWorkers and ToWorkers
+// are zero when it does not size the pool, and equal when the change is
+// the rate's alone.
 type RateChange struct {
-	From, To float64
-	Why      string
+	From, To               float64
+	FromWorkers, ToWorkers int
+	Why                    string
 }
 
 // AutoRate is an additive-increase, multiplicative-decrease controller of
@@ -72,16 +108,28 @@ type RateChange struct {
 // trips or the probe's latency passes Limit, and then holds it for
 // Cooldown. It holds, too, while the latency is between Near and Limit.
 // Step is pure: the clock is the caller's.
+//
+// A controller that sizes the pool starts with one worker, and spends a
+// step that would raise a rate the job does not reach on a worker instead
+// (see AutoConfig.MaxWorkers).
 type AutoRate struct {
 	cfg       AutoConfig
 	rate      float64
 	slowStart bool
 	holdUntil time.Time
+
+	workers int // the pool's size it set; 0 once it does not size it
+	// the worker it added last, while it has not judged it yet: when, and
+	// the rate achieved before it
+	added       time.Time
+	addedFrom   float64
+	noGrowUntil time.Time
 }
 
 // NewAutoRate checks cfg and returns the controller at its start rate.
 func NewAutoRate(cfg AutoConfig) (*AutoRate, error) {
-	if cfg.Start < 0 || cfg.Max < 0 || cfg.Min < 0 || cfg.Step < 0 || cfg.Baseline < 0 || cfg.Limit < 0 || cfg.Near < 0 || cfg.Cooldown < 0 {
+	if cfg.Start < 0 || cfg.Max < 0 || cfg.Min < 0 || cfg.Step < 0 || cfg.Baseline < 0 || cfg.Limit < 0 || cfg.Near < 0 || cfg.Cooldown < 0 ||
+		cfg.MaxWorkers < 0 || cfg.Settle < 0 || cfg.Regrow < 0 {
 		return nil, errors.New("throttle: auto rate settings must not be negative")
 	}
 	if cfg.Start == 0 {
@@ -106,15 +154,32 @@ func NewAutoRate(cfg AutoConfig) (*AutoRate, error) {
 	if cfg.Cooldown == 0 {
 		cfg.Cooldown = DefaultAutoCooldown
 	}
-	return &AutoRate{cfg: cfg, rate: cfg.Start, slowStart: true}, nil
+	if cfg.Settle == 0 {
+		cfg.Settle = DefaultAutoSettle
+	}
+	if cfg.Regrow == 0 {
+		cfg.Regrow = DefaultAutoRegrow
+	}
+	a := &AutoRate{cfg: cfg, rate: cfg.Start, slowStart: true}
+	if cfg.MaxWorkers > 0 {
+		a.workers = 1
+	}
+	return a, nil
 }
 
 // Rate is the current rate.
 func (a *AutoRate) Rate() float64 { return a.rate }
 
+// Workers is the pool's size the controller set, or zero when it does not
+// size the pool (AutoConfig.MaxWorkers, or an operator took it over).
+func (a *AutoRate) Workers() int { return a.workers }
+
 // Step decides the rate at now from o, and returns the change if there is
 // one.
 func (a *AutoRate) Step(now time.Time, o Observation) (RateChange, bool) {
+	if a.workers > 0 && o.Workers != 0 && o.Workers != a.workers {
+		a.workers = 0 // an operator set the pool's size: theirs from now on
+	}
 	if now.Before(a.holdUntil) {
 		return RateChange{}, false
 	}
@@ -126,10 +191,40 @@ func (a *AutoRate) Step(now time.Time, o Observation) (RateChange, bool) {
 		}
 		a.slowStart = false
 		a.holdUntil = now.Add(a.cfg.Cooldown)
-		return a.set(max(a.cfg.Min, a.rate/2), "halved: "+why)
+		a.added = time.Time{}
+		// half of what flows: halving a cap the job does not reach would
+		// change nothing the server feels
+		flowing := a.rate
+		if o.RowsPerSecond > 0 {
+			flowing = min(flowing, o.RowsPerSecond)
+		}
+		return a.set(max(a.cfg.Min, flowing/2), max(1, a.workers-1), "halved: "+why)
 	}
-	if o.Latency > a.cfg.Near || o.RowsPerSecond > 0 && o.RowsPerSecond < a.rate/2 {
+	if o.Latency > a.cfg.Near {
 		return RateChange{}, false
+	}
+	if !a.added.IsZero() {
+		// the worker added last runs for Settle at the same cap, so that
+		// what it gained is its own
+		if now.Sub(a.added) < a.cfg.Settle || o.RowsPerSecond == 0 {
+			return RateChange{}, false
+		}
+		a.added = time.Time{}
+		if o.RowsPerSecond < a.addedFrom*(1+minWorkerGain) {
+			a.noGrowUntil = now.Add(a.cfg.Regrow)
+			return a.set(a.rate, a.workers-1, fmt.Sprintf("worker %d retired: the rate went from %.0f to %.0f rows/s, less than %.0f%% more",
+				a.workers, a.addedFrom, o.RowsPerSecond, minWorkerGain*100))
+		}
+	}
+	if o.RowsPerSecond > 0 && o.RowsPerSecond < a.rate/2 {
+		// the cap does not bind: a worker more may reach it, a higher cap
+		// would not
+		if a.workers == 0 || a.workers >= a.cfg.MaxWorkers || now.Before(a.noGrowUntil) {
+			return RateChange{}, false
+		}
+		a.added, a.addedFrom = now, o.RowsPerSecond
+		return a.set(a.rate, a.workers+1, fmt.Sprintf("worker added: %.0f rows/s reached of %.0f allowed, probe latency %s near its baseline %s",
+			o.RowsPerSecond, a.rate, measureText(o.Latency), measureText(a.cfg.Baseline)))
 	}
 	to, how := a.rate+a.cfg.Step, "raised"
 	if a.slowStart {
@@ -138,25 +233,31 @@ func (a *AutoRate) Step(now time.Time, o Observation) (RateChange, bool) {
 	if a.cfg.Max > 0 {
 		to = min(to, a.cfg.Max)
 	}
-	return a.set(to, fmt.Sprintf("%s: probe latency %s near its baseline %s", how, measureText(o.Latency), measureText(a.cfg.Baseline)))
+	return a.set(to, a.workers, fmt.Sprintf("%s: probe latency %s near its baseline %s", how, measureText(o.Latency), measureText(a.cfg.Baseline)))
 }
 
-func (a *AutoRate) set(to float64, why string) (RateChange, bool) {
-	if to == a.rate {
+// set changes the rate and, while the controller sizes the pool, the
+// number of workers, reporting the change if there is one.
+func (a *AutoRate) set(to float64, workers int, why string) (RateChange, bool) {
+	if a.workers == 0 {
+		workers = 0
+	}
+	if to == a.rate && workers == a.workers {
 		return RateChange{}, false
 	}
-	c := RateChange{From: a.rate, To: to, Why: why}
-	a.rate = to
+	c := RateChange{From: a.rate, To: to, FromWorkers: a.workers, ToWorkers: workers, Why: why}
+	a.rate, a.workers = to, workers
 	return c, true
 }
 
-// Run hands the start rate to apply, then each interval observes, steps
-// and hands every change to apply, until ctx ends; it returns nil then.
+// Run hands the start rate (and, sizing the pool, its one worker) to
+// apply, then each interval observes, steps and hands every change to
+// apply, until ctx ends; it returns nil then.
 func (a *AutoRate) Run(ctx context.Context, interval time.Duration, observe func() Observation, apply func(RateChange)) error {
 	if interval <= 0 {
 		interval = DefaultInterval
 	}
-	apply(RateChange{To: a.rate, Why: "start of --rate auto"})
+	apply(RateChange{To: a.rate, ToWorkers: a.workers, Why: "start of --rate auto"})
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {

@@ -14,6 +14,10 @@ func TestAutoRate(t *testing.T) {
 		o     Observation
 		want  float64
 		why   string // part of the change's reason; "" for no change
+		// workers is the pool's size after the step, for a controller that
+		// sizes it; the observation's Workers is filled in with the size
+		// before the step unless the step sets it
+		workers int
 	}
 	cases := []struct {
 		name  string
@@ -24,68 +28,116 @@ func TestAutoRate(t *testing.T) {
 			name: "doubles from the start on an idle server, up to MAX",
 			cfg:  AutoConfig{Max: 5000, Baseline: ms, Limit: 20 * ms},
 			steps: []step{
-				{time.Second, quiet, 2000, "doubled"},
-				{time.Second, quiet, 4000, "doubled"},
-				{time.Second, quiet, 5000, "doubled"},
-				{time.Second, quiet, 5000, ""},
+				{time.Second, quiet, 2000, "doubled", 0},
+				{time.Second, quiet, 4000, "doubled", 0},
+				{time.Second, quiet, 5000, "doubled", 0},
+				{time.Second, quiet, 5000, "", 0},
 			},
 		},
 		{
 			name: "halves past the latency limit, holds, then adds a step at a time",
 			cfg:  AutoConfig{Baseline: ms, Limit: 20 * ms, Cooldown: 3 * time.Second},
 			steps: []step{
-				{time.Second, quiet, 2000, "doubled"},
-				{time.Second, quiet, 4000, "doubled"},
-				{time.Second, quiet, 8000, "doubled"},
-				{time.Second, Observation{Latency: 25 * ms}, 4000, "halved: probe latency 25 ms > 20 ms"},
-				{time.Second, Observation{Latency: 25 * ms}, 4000, ""}, // cooling down
-				{time.Second, quiet, 4000, ""},
-				{time.Second, quiet, 5000, "raised"}, // 3 s after the cut; no more doubling
-				{time.Second, quiet, 6000, "raised"},
+				{time.Second, quiet, 2000, "doubled", 0},
+				{time.Second, quiet, 4000, "doubled", 0},
+				{time.Second, quiet, 8000, "doubled", 0},
+				{time.Second, Observation{Latency: 25 * ms}, 4000, "halved: probe latency 25 ms > 20 ms", 0},
+				{time.Second, Observation{Latency: 25 * ms}, 4000, "", 0}, // cooling down
+				{time.Second, quiet, 4000, "", 0},
+				{time.Second, quiet, 5000, "raised", 0}, // 3 s after the cut; no more doubling
+				{time.Second, quiet, 6000, "raised", 0},
 			},
 		},
 		{
 			name: "holds between near and the limit",
 			cfg:  AutoConfig{Baseline: 2 * ms, Limit: 22 * ms}, // near: 12 ms
 			steps: []step{
-				{time.Second, Observation{Latency: 12 * ms}, 2000, "doubled"},
-				{time.Second, Observation{Latency: 15 * ms}, 2000, ""},
-				{time.Second, Observation{Latency: 22 * ms}, 2000, ""},
+				{time.Second, Observation{Latency: 12 * ms}, 2000, "doubled", 0},
+				{time.Second, Observation{Latency: 15 * ms}, 2000, "", 0},
+				{time.Second, Observation{Latency: 22 * ms}, 2000, "", 0},
 			},
 		},
 		{
 			name: "a tripped signal halves it, down to the floor",
 			cfg:  AutoConfig{Start: 400, Baseline: ms, Cooldown: time.Second},
 			steps: []step{
-				{time.Second, Observation{Throttled: true, Reason: "replica lag 12 s > 10 s on replica 1", Latency: ms}, 200, "halved: replica lag 12 s > 10 s on replica 1"},
-				{time.Second, Observation{Throttled: true, Reason: "replica lag", Latency: ms}, 100, "halved"},
-				{time.Second, Observation{Throttled: true, Reason: "replica lag", Latency: ms}, 50, "halved"},
-				{time.Second, Observation{Throttled: true, Reason: "replica lag", Latency: ms}, 40, "halved"}, // Min: a tenth of Start
-				{time.Second, Observation{Throttled: true, Reason: "replica lag", Latency: ms}, 40, ""},
-				{time.Second, quiet, 440, "raised"},
+				{time.Second, Observation{Throttled: true, Reason: "replica lag 12 s > 10 s on replica 1", Latency: ms}, 200, "halved: replica lag 12 s > 10 s on replica 1", 0},
+				{time.Second, Observation{Throttled: true, Reason: "replica lag", Latency: ms}, 100, "halved", 0},
+				{time.Second, Observation{Throttled: true, Reason: "replica lag", Latency: ms}, 50, "halved", 0},
+				{time.Second, Observation{Throttled: true, Reason: "replica lag", Latency: ms}, 40, "halved", 0}, // Min: a tenth of Start
+				{time.Second, Observation{Throttled: true, Reason: "replica lag", Latency: ms}, 40, "", 0},
+				{time.Second, quiet, 440, "raised", 0},
 			},
 		},
 		{
 			name: "no raise while the job reaches less than half its cap",
 			cfg:  AutoConfig{Baseline: ms},
 			steps: []step{
-				{time.Second, Observation{Latency: ms, RowsPerSecond: 400}, 1000, ""},
-				{time.Second, Observation{Latency: ms, RowsPerSecond: 900}, 2000, "doubled"},
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 400}, 1000, "", 0},
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 900}, 2000, "doubled", 0},
 			},
 		},
 		{
 			name: "without a limit, near is twice the baseline and a millisecond",
 			cfg:  AutoConfig{Baseline: 2 * ms},
 			steps: []step{
-				{time.Second, Observation{Latency: 5 * ms}, 2000, "doubled"},
-				{time.Second, Observation{Latency: 6 * ms}, 2000, ""},
-				{time.Second, Observation{Latency: time.Second}, 2000, ""}, // slow, yet no limit to cut at
+				{time.Second, Observation{Latency: 5 * ms}, 2000, "doubled", 0},
+				{time.Second, Observation{Latency: 6 * ms}, 2000, "", 0},
+				{time.Second, Observation{Latency: time.Second}, 2000, "", 0}, // slow, yet no limit to cut at
+			},
+		},
+		{
+			name: "the cut halves what flows, not a cap the job does not reach",
+			cfg:  AutoConfig{Start: 8000, Baseline: ms, Limit: 20 * ms},
+			steps: []step{
+				{time.Second, Observation{Latency: 25 * ms, RowsPerSecond: 3000}, 1500, "halved", 0},
+			},
+		},
+		{
+			name: "sizing the pool: a worker when the cap does not bind, kept when it pays",
+			cfg:  AutoConfig{Baseline: ms, Limit: 20 * ms, MaxWorkers: 3, Settle: 2 * time.Second},
+			steps: []step{
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 1000}, 2000, "doubled", 1},
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 1900}, 4000, "doubled", 1},
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 1900}, 4000, "worker added: 1900 rows/s reached of 4000", 2},
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 3000}, 4000, "", 2}, // settling
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 3800}, 8000, "doubled", 2},
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 3900}, 8000, "worker added", 3},
+				{3 * time.Second, Observation{Latency: ms, RowsPerSecond: 5000}, 16000, "doubled", 3}, // kept: 28% more
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 5000}, 16000, "", 3},            // MaxWorkers
+				{time.Second, Observation{Latency: 25 * ms, RowsPerSecond: 5000}, 2500, "halved: probe latency", 2},
+			},
+		},
+		{
+			name: "sizing the pool: a worker that adds less than a tenth is retired, and none added for a while",
+			cfg:  AutoConfig{Start: 4000, Baseline: ms, MaxWorkers: 8, Settle: 2 * time.Second, Regrow: time.Minute},
+			steps: []step{
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 1500}, 4000, "worker added", 2},
+				{time.Second, Observation{Latency: 5 * ms, RowsPerSecond: 1600}, 4000, "", 2},
+				{2 * time.Second, Observation{Latency: ms, RowsPerSecond: 1600}, 4000, "worker 2 retired: the rate went from 1500 to 1600 rows/s, less than 10% more", 1},
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 1500}, 4000, "", 1},
+				{time.Minute, Observation{Latency: ms, RowsPerSecond: 1500}, 4000, "worker added", 2},
+			},
+		},
+		{
+			name: "sizing the pool: no worker while the server feels loaded",
+			cfg:  AutoConfig{Start: 4000, Baseline: ms, Limit: 21 * ms, MaxWorkers: 8}, // near: 11 ms
+			steps: []step{
+				{time.Second, Observation{Latency: 15 * ms, RowsPerSecond: 1500}, 4000, "", 1},
+			},
+		},
+		{
+			name: "sizing the pool: an operator's size ends it",
+			cfg:  AutoConfig{Start: 4000, Baseline: ms, MaxWorkers: 8},
+			steps: []step{
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 1500, Workers: 5}, 4000, "", 0},
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 3000, Workers: 5}, 8000, "doubled", 0},
 			},
 		},
 		{
 			name:  "a MAX below the start starts there",
 			cfg:   AutoConfig{Max: 300, Baseline: ms},
-			steps: []step{{time.Second, quiet, 300, ""}},
+			steps: []step{{time.Second, quiet, 300, "", 0}},
 		},
 	}
 	for _, c := range cases {
@@ -97,10 +149,20 @@ func TestAutoRate(t *testing.T) {
 			now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 			for i, s := range c.steps {
 				now = now.Add(s.after)
-				before := a.Rate()
-				change, changed := a.Step(now, s.o)
+				before, beforeWorkers := a.Rate(), a.Workers()
+				o := s.o
+				if o.Workers == 0 {
+					o.Workers = beforeWorkers
+				}
+				change, changed := a.Step(now, o)
 				if a.Rate() != s.want {
 					t.Fatalf("step %d: rate %v, want %v", i, a.Rate(), s.want)
+				}
+				if c.cfg.MaxWorkers > 0 && a.Workers() != s.workers {
+					t.Fatalf("step %d: workers %d, want %d", i, a.Workers(), s.workers)
+				}
+				if changed && (change.FromWorkers != beforeWorkers || change.ToWorkers != a.Workers()) {
+					t.Fatalf("step %d: change %+v; want workers %d → %d", i, change, beforeWorkers, a.Workers())
 				}
 				switch {
 				case s.why == "" && changed:

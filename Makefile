@@ -2,7 +2,7 @@
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all test build bench bench-impact microbench lint demo clean
+.PHONY: all test build bench bench-impact bench-tools microbench lint demo clean
 
 all: build
 
@@ -24,7 +24,7 @@ build:
 #   make bench BENCHFLAGS='-rows 200000 -rounds 1 -groups methods'
 #   make bench BENCHFLAGS='-groups memory,rate,profile'
 BENCHFLAGS ?=
-bench: build
+bench: build bench-tools
 	$(GO) build -o bin/benchrun ./internal/benchrun
 	bin/benchrun -backfill bin/backfill -go $(GO) $(BENCHFLAGS)
 	$(MAKE) --no-print-directory microbench
@@ -34,6 +34,20 @@ bench: build
 bench-impact: build
 	$(GO) build -o bin/benchrun ./internal/benchrun
 	bin/benchrun -backfill bin/backfill -groups impact $(BENCHFLAGS)
+
+# What make bench compares with and profiles by, from Debian's packages:
+# pgcopydb (the cross-database baseline) and perf (the server's profile).
+# Best effort: without them the driver says what it could not measure.
+bench-tools:
+	@missing=""; \
+	command -v pgcopydb >/dev/null 2>&1 || missing="$$missing pgcopydb"; \
+	command -v perf >/dev/null 2>&1 || missing="$$missing linux-perf"; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		echo "installing:$$missing"; \
+		{ $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; } \
+			|| echo "bench-tools: could not install$$missing; make bench goes on without them"; \
+	fi
 
 # Micro-benchmarks with allocations: page read, chunk write, argument
 # encoding, transform, key encoding, and the in-process copies. -p 1: one

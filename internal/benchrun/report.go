@@ -147,7 +147,8 @@ func medianWall(samples []sample) time.Duration {
 	return median(walls)
 }
 
-// goal is one of issue 9's goals as this run measured it.
+// goal is one of the issues' goals (9's speed and memory, 12's impact)
+// as this run measured it.
 type goal struct {
 	what, target, measured string
 	met                    bool
@@ -168,7 +169,7 @@ func (b *bench) printGoals() {
 	if len(b.goals) == 0 {
 		return
 	}
-	b.section("Issue 9's goals on this run's medians", "")
+	b.section("The goals on this run's medians", "")
 	fmt.Fprintln(b.out, "| goal | target | measured | met |\n|---|---|---|---|")
 	for _, g := range b.goals {
 		met := "no"

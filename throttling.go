@@ -514,7 +514,7 @@ func (r *runner) autoResize(from, workers int) bool {
 		return false
 	}
 	if pool := t.pool.Load(); pool != nil && !pool.ResizeFrom(from, workers) {
-		run.workers = 0
+		t.stopSizingLocked() // someone else sized it since: theirs now
 		return false
 	}
 	run.workers = workers
@@ -538,6 +538,11 @@ func (t *throttling) autoWorkers() int {
 func (t *throttling) stopSizing() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.stopSizingLocked()
+}
+
+// stopSizingLocked is stopSizing with t.mu held.
+func (t *throttling) stopSizingLocked() bool {
 	was := t.autoPool
 	t.autoPool = false
 	if t.auto != nil {
@@ -583,11 +588,10 @@ func (t *throttling) observer() func() throttle.Observation {
 			o.Latency = max(o.Latency, other().Latency)
 		}
 		o.RowsPerSecond = achieved()
-		if pool := t.pool.Load(); pool != nil {
-			o.Workers = pool.Target()
-		}
 		if t.autoWorkers() == 0 {
 			o.Workers = -1 // not --rate auto's to size (an operator's, or the autoscaler's)
+		} else if pool := t.pool.Load(); pool != nil {
+			o.Workers = pool.Target()
 		}
 		return o
 	}

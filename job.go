@@ -27,12 +27,12 @@ const (
 	// take at once (those queued, those being written and the page being
 	// read): each chunk is kept to its share by the bytes its rows have
 	// taken, so wide rows make smaller chunks rather than a larger process.
-	// 16 MiB keeps a straight copy's peak RSS under 48 MiB with room to
-	// spare: the binary's own pages take about 15 MiB of it and the
-	// collector's headroom a quarter of the chunks'. At 20 MiB the peak
-	// reached 49 MiB; the time-sized chunks (about 10,000 rows of the
-	// benchmark's table) fit either share (BENCHMARKS.md).
-	TimedChunksMemory = 16 << 20
+	// 12 MiB, with the command's 34 MiB memory limit, keeps a straight
+	// copy's peak RSS under 48 MiB at any table size: the binary's own
+	// pages take about 15 MiB of it. At 16 MiB the peak of a 10,000,000-row
+	// copy reached 50–51 MiB; the time-sized chunks (about 10,000 rows of
+	// the benchmark's table) fit either share (BENCHMARKS.md).
+	TimedChunksMemory = 12 << 20
 	// DefaultTargetChunkTime is how long a chunk's write should take when
 	// chunks are sized by time, as pt-online-schema-change's --chunk-time
 	// and spirit's target-chunk-time default to.

@@ -122,7 +122,7 @@ type DryRunStatements struct {
 	CopyToStage string `json:"copy_to_stage"`
 	Insert      string `json:"insert"`
 	// CopyDirect copies a chunk straight into the destination when its key
-	// range holds no row there.
+	// range holds no row there, or few, which it leaves out.
 	CopyDirect string `json:"copy_direct,omitempty"`
 	// WritePath says which of these a chunk takes, and why.
 	WritePath string `json:"write_path"`

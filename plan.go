@@ -77,10 +77,10 @@ type plan struct {
 	write         []worker.Column
 	transformer   transform.Transformer
 	overriding    bool
-	// direct: a chunk whose key range the destination holds no row in may
-	// be copied straight into it (see worker.Config.DirectCopy), probed by
-	// rangeKey when not empty. writePath says which path, and why, for the
-	// log and the dry run.
+	// direct: a chunk whose key range the destination holds no row in, or
+	// few, may be copied straight into it (see worker.Config.DirectCopy),
+	// probed by rangeKey when not empty. writePath says which path, and
+	// why, for the log and the dry run.
 	direct    bool
 	rangeKey  []worker.KeyPart
 	writePath string
@@ -460,7 +460,7 @@ func (p *plan) checkStatements(ctx context.Context, src, dst catalog.Querier, j 
 	if p.rangeKey != nil {
 		// the probe needs SELECT on the key, which writing does not
 		probe := worker.RangeProbeSQL(p.dest.Name.Identifier(), p.rangeKey)[1]
-		if err := explain(ctx, dst, probe, 2*len(p.rangeKey)); err != nil {
+		if err := explain(ctx, dst, probe, 2*len(p.rangeKey)+1); err != nil {
 			p.rangeKey = nil
 			p.writePath = directPath(fmt.Sprintf("the key ranges cannot be probed (%v), so each chunk tries the COPY", err))
 		}

@@ -101,7 +101,7 @@ func (p *plan) chooseWritePath(source []catalog.Column, passes []int, raw []bool
 
 // directPath describes the direct path, probing as probe says.
 func directPath(probe string) string {
-	return "direct COPY into key ranges the destination holds no row in (" + probe + "); the stage for the others"
+	return "direct COPY of the rows whose keys the destination does not hold, where their ranges hold few (" + probe + "); the stage for the others"
 }
 
 // keyInDest returns the destination columns that the source's key is

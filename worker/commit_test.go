@@ -236,11 +236,12 @@ func TestDirectCopyIntoAnEmptyRange(t *testing.T) {
 }
 
 // TestDirectCopyMeetsARowInItsRange: a row the destination already holds
-// in the chunk's range sends the chunk through the stage, whether the
-// probe sees it or the COPY fails on it; the counts are those of INSERT …
-// ON CONFLICT DO NOTHING.
+// in the chunk's range is left out of the direct COPY when the probe sees
+// it, and sends the chunk through the stage when only the COPY can fail on
+// it; either way the counts are those of INSERT … ON CONFLICT DO NOTHING
+// and the row is untouched.
 func TestDirectCopyMeetsARowInItsRange(t *testing.T) {
-	for _, probe := range []bool{true, false} {
+	for probe, path := range map[bool]string{true: worker.PathDirect, false: worker.PathStage} {
 		f := newCommitFixture(t)
 		f.reconfigure(t, direct(probe))
 		if _, err := f.db.Exec(context.Background(), "INSERT INTO dst VALUES (2, -2)"); err != nil {
@@ -249,14 +250,70 @@ func TestDirectCopyMeetsARowInItsRange(t *testing.T) {
 		if err := f.commit(context.Background(), threeRows()); err != nil {
 			t.Fatal(err)
 		}
-		if len(f.results) != 1 || f.results[0].Path != worker.PathStage || f.results[0].Inserted != 2 || f.results[0].Skipped != 1 {
-			t.Fatalf("probe %v: results %+v; want one staged commit, 2 inserted, 1 skipped", probe, f.results)
+		if len(f.results) != 1 || f.results[0].Path != path || f.results[0].Inserted != 2 || f.results[0].Skipped != 1 {
+			t.Fatalf("probe %v: results %+v; want one commit by the %s path, 2 inserted, 1 skipped", probe, f.results, path)
 		}
 		f.checkCounts(t, 1, 2, 1, 0, 3)
 		var n int
 		if err := f.db.QueryRow(context.Background(), "SELECT n FROM dst WHERE id = 2").Scan(&n); err != nil || n != -2 {
 			t.Fatalf("the row already there has n = %d (%v); want it untouched, -2", n, err)
 		}
+	}
+}
+
+// rowsChunk is a chunk of rows 1…n with n = 10 × id.
+func rowsChunk(n int) *chunk.Chunk {
+	c := &chunk.Chunk{Seq: 1, First: []string{"1"}, Last: []string{fmt.Sprint(n)}}
+	for id := int64(1); id <= int64(n); id++ {
+		c.Rows = append(c.Rows, []any{id, int32(10 * id)})
+		c.Keys = append(c.Keys, []string{fmt.Sprint(id)})
+	}
+	return c
+}
+
+// TestDirectCopyGoesAroundTheRowsOfItsRange: the direct COPY leaves out
+// the rows whose keys the destination holds, whether or not the chunk has
+// the other rows the range holds, while they are fewer than half the
+// chunk's; more, or a key whose text may not stand for its value, send the
+// chunk through the stage. The counts and rows are always those of
+// INSERT … ON CONFLICT DO NOTHING.
+func TestDirectCopyGoesAroundTheRowsOfItsRange(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		present string // the keys dst holds before the chunk
+		cast    string // the range key's type
+		path    string
+		skipped int64
+	}{
+		{"two rows, one the chunk lacks", "0, 4, 7", "bigint", worker.PathDirect, 2},
+		{"half the chunk's rows", "1, 2, 3, 4, 5", "bigint", worker.PathStage, 5},
+		{"a key matched by its value, not its text", "4", "numeric", worker.PathStage, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := newCommitFixture(t)
+			f.reconfigure(t, func(cfg *worker.Config) {
+				cfg.DirectCopy, cfg.RangeKey = true, []worker.KeyPart{{Name: "id", Cast: tc.cast}}
+			})
+			if _, err := f.db.Exec(ctx, "INSERT INTO dst SELECT k, -k FROM unnest('{"+tc.present+"}'::bigint[]) k"); err != nil {
+				t.Fatal(err)
+			}
+			var before int
+			if err := f.db.QueryRow(ctx, "SELECT count(*) FROM dst").Scan(&before); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.commit(ctx, rowsChunk(10)); err != nil {
+				t.Fatal(err)
+			}
+			if len(f.results) != 1 || f.results[0].Path != tc.path || int64(f.results[0].Skipped) != tc.skipped {
+				t.Fatalf("results %+v; want one commit by the %s path, %d skipped", f.results, tc.path, tc.skipped)
+			}
+			f.checkCounts(t, 1, 10-tc.skipped, tc.skipped, 0, before+10-int(tc.skipped))
+			var wrong int
+			if err := f.db.QueryRow(ctx, "SELECT count(*) FROM dst WHERE id = ANY('{"+tc.present+"}') AND n <> -id OR id <> ALL('{"+tc.present+"}') AND n <> 10 * id").Scan(&wrong); err != nil || wrong != 0 {
+				t.Fatalf("%d rows of dst hold other values than the ones there before or the chunk's (%v)", wrong, err)
+			}
+		})
 	}
 }
 

@@ -148,8 +148,9 @@ type Config struct {
 	// OverridingSystemValue writes values into GENERATED ALWAYS identity
 	// columns, which a copy must preserve.
 	OverridingSystemValue bool
-	// DirectCopy lets a chunk whose key range holds no destination row be
-	// copied straight into the table: every column goes in binary, and the
+	// DirectCopy lets a chunk whose key range holds no destination row (or,
+	// probed by RangeKey, few, which it leaves out) be copied straight into
+	// the table: every column goes in binary, and the
 	// table honours COPY as it does INSERT (no rules, no row-level
 	// security). A chunk whose COPY fails goes through the stage.
 	DirectCopy bool
@@ -203,7 +204,10 @@ type Pool struct {
 	sql    statements
 	failed atomic.Int64
 	direct directPolicy
-	crew   crew
+	// keysByText says the range probe's keys may be matched with the
+	// chunks' by their text (keysByText)
+	keysByText bool
+	crew       crew
 }
 
 // directPolicy keeps chunks off the direct COPY for a while after several
@@ -244,7 +248,7 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
 	}
-	p := &Pool{cfg: cfg, sql: buildStatements(cfg, cfg.Checkpoint.CommitChunkSQL)}
+	p := &Pool{cfg: cfg, sql: buildStatements(cfg, cfg.Checkpoint.CommitChunkSQL), keysByText: keysByText(cfg.RangeKey)}
 	p.failed.Store(cfg.FailedRowsBefore)
 	p.crew.target = cfg.Workers
 	p.crew.log = func(workers int) { cfg.Logger.Info().Int("workers", workers).Msg("worker pool resized") }
@@ -418,6 +422,8 @@ type worker struct {
 	// copy is the COPY stream of the rows in cols; numbered is the same
 	// with the rows numbered, built when rows are isolated
 	copy, numbered []byte
+	// ends[i] is where row i of rows ends in copy
+	ends []int
 	// tuples are a straight copy's rows instead (cols is then unused), and
 	// bufs the stream made of them
 	tuples [][]byte
@@ -673,6 +679,7 @@ func (w *worker) transform(pc piece, res *Result) []failure {
 	}
 	w.tuples = nil
 	w.copy = append(w.copy[:0], copyHeader...)
+	w.ends = w.ends[:0]
 	var failures []failure
 	for r := pc.lo; r < pc.hi; r++ {
 		keep, err := w.p.cfg.Transformer.Apply(pc.chunk.Rows[r], w.dst)
@@ -706,6 +713,7 @@ func (w *worker) transform(pc piece, res *Result) []failure {
 			w.cols[i] = append(w.cols[i], v)
 		}
 		w.rows = append(w.rows, r)
+		w.ends = append(w.ends, len(w.copy))
 	}
 	w.copy = append(w.copy, copyTrailer...)
 	return failures
@@ -778,20 +786,28 @@ func (d *directPolicy) fellBack() bool {
 
 // writeDirect copies the piece straight into the destination and records
 // it, in one transaction, when the destination holds no row in its key
-// range. done is false, with a nil error, when the piece must go through
-// the stage instead: the range holds rows, or the COPY failed on one of
-// them (a row written meanwhile, a unique index the range probe cannot
-// see, a value the column refuses). The transaction is then left for the
-// caller to roll back; nothing of it commits.
+// range, or only rows whose keys the piece's rows have, which the COPY
+// leaves out and the record counts as skipped (what INSERT … ON CONFLICT
+// DO NOTHING would do: the keys are under a unique index). done is false,
+// with a nil error, when the piece must go through the stage instead: the
+// range holds other rows, or too many, or the COPY failed on one (a row
+// written meanwhile, a unique index the range probe cannot see, a value
+// the column refuses). The transaction is then left for the caller to
+// roll back; nothing of it commits.
 func (w *worker) writeDirect(ctx context.Context, pc piece, res *Result) (done bool, err error) {
 	conn := w.conn.Conn()
-	if err := w.beginProbing(ctx, pc); err != nil {
+	present, err := w.beginProbing(ctx, pc)
+	if err != nil {
 		if errors.Is(err, errRangeHoldsRows) {
 			return false, nil
 		}
 		return false, err
 	}
-	tag, err := conn.PgConn().CopyFrom(ctx, w.stream(), w.p.sql.copyDest)
+	rows := w.stream()
+	if len(present) > 0 {
+		rows = w.streamWithout(pc, present)
+	}
+	tag, err := conn.PgConn().CopyFrom(ctx, rows, w.p.sql.copyDest)
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if kind := retry.Classify(err); !errors.As(err, &pgErr) || kind == retry.Transient || kind == retry.Timeout {
@@ -819,16 +835,24 @@ func (w *worker) writeDirect(ctx context.Context, pc piece, res *Result) (done b
 	return true, nil
 }
 
-// errRangeHoldsRows: the destination holds a row in the chunk's range.
+// errRangeHoldsRows: the destination holds rows in the chunk's key range
+// that the direct COPY cannot go around.
 var errRangeHoldsRows = errors.New("the destination holds rows in the chunk's key range")
 
 // beginProbing begins the chunk's transaction and, when the job can,
-// probes the destination for a row in the chunk's key range, in the same
-// round trip.
-func (w *worker) beginProbing(ctx context.Context, pc piece) error {
+// probes the destination for rows in the chunk's key range, in the same
+// round trip. It returns the keys of the rows found (keyText) when they
+// are fewer than half the piece's rows (a key the piece does not have is
+// no conflict of the COPY's); errRangeHoldsRows when there are more, or
+// the key's type does not let a text stand for its value (keysByText).
+func (w *worker) beginProbing(ctx context.Context, pc piece) (map[string]struct{}, error) {
 	probe := w.p.sql.probe[b2i(pc.after != nil)]
 	if probe == "" || w.p.direct.noProbe.Load() {
-		return w.begin(ctx)
+		return nil, w.begin(ctx)
+	}
+	limit := 1 // any row in the range sends the piece through the stage
+	if w.p.keysByText {
+		limit = max((len(w.rows)+1)/2, 1) // as many as half the rows: the stage
 	}
 	var args []any
 	for _, part := range pc.after {
@@ -837,14 +861,15 @@ func (w *worker) beginProbing(ctx context.Context, pc piece) error {
 	for _, part := range pc.last {
 		args = append(args, part)
 	}
+	args = append(args, limit)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(probe, args...)
 	br := w.conn.SendBatch(ctx, b)
 	_, err := br.Exec()
-	var holds bool
+	var present map[string]struct{}
 	if err == nil {
-		err = br.QueryRow().Scan(&holds)
+		present, err = w.presentKeys(br, limit)
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
@@ -855,13 +880,40 @@ func (w *worker) beginProbing(ctx context.Context, pc piece) error {
 		if !w.p.direct.noProbe.Swap(true) {
 			w.p.cfg.Logger.Warn().Err(err).Msg("probing chunks' key ranges failed: chunks try the direct COPY without a probe")
 		}
-		return errRangeHoldsRows // this chunk through the stage: its transaction has failed
+		return nil, errRangeHoldsRows // this chunk through the stage: its transaction has failed
 	case err != nil:
-		return fmt.Errorf("probe the key range of chunk %d in %s: %w", pc.chunk.Seq, w.p.cfg.Table.Sanitize(), err)
-	case holds:
-		return errRangeHoldsRows
+		return nil, fmt.Errorf("probe the key range of chunk %d in %s: %w", pc.chunk.Seq, w.p.cfg.Table.Sanitize(), err)
+	case len(present) == 0:
+		return nil, nil
+	case len(present) >= limit:
+		return nil, errRangeHoldsRows
 	}
-	return nil
+	return present, nil
+}
+
+// presentKeys reads the range probe's rows: at most limit keys.
+func (w *worker) presentKeys(br pgx.BatchResults, limit int) (map[string]struct{}, error) {
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var present map[string]struct{}
+	parts := make([]string, len(w.p.cfg.RangeKey))
+	dest := make([]any, len(parts))
+	for i := range parts {
+		dest[i] = &parts[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+		if present == nil {
+			present = make(map[string]struct{}, limit)
+		}
+		present[keyText(parts)] = struct{}{}
+	}
+	return present, rows.Err()
 }
 
 func b2i(b bool) int {

@@ -8,8 +8,8 @@
 // the single statement, client and server CPU per row, peak RSS, and the
 // issue's goals as met or not) and progress on stderr.
 //
-// Groups beyond the copy methods (-groups): the stage path (a destination
-// holding rows in every chunk's range), chunk-size sensitivity, resume
+// Groups beyond the copy methods (-groups): stage (a destination holding
+// rows in every chunk's range, sparse and dense), chunk-size sensitivity, resume
 // memory over many committed chunks, peak RSS by table size, rate-cap
 // accuracy and a pprof profile of the in-process copy with
 // pg_stat_statements.

@@ -229,10 +229,11 @@ func (b *bench) count(ctx context.Context, t table) (int64, error) {
 }
 
 // reset empties a destination and the state a backfill left in its
-// database, pre-fills it when asked (every 100th source row: the stage
-// path's case, a destination that holds rows in every chunk's range), and
-// checkpoints, so that every run starts from the same clean server.
-func (b *bench) reset(ctx context.Context, dest table, prefillFrom *table) error {
+// database, pre-fills it when asked (the source rows whose id is a
+// multiple of every: a destination that holds rows in every chunk's
+// range), and checkpoints, so that every run starts from the same clean
+// server.
+func (b *bench) reset(ctx context.Context, dest table, prefillFrom *table, every int) error {
 	if err := b.exec(ctx, dest.db,
 		"DROP SCHEMA IF EXISTS backfill CASCADE",
 		"TRUNCATE "+dest.ident().Sanitize(),
@@ -244,7 +245,7 @@ func (b *bench) reset(ctx context.Context, dest table, prefillFrom *table) error
 			return fmt.Errorf("pre-fill %s from %s: only within one database", dest.qualified(), prefillFrom.qualified())
 		}
 		if err := b.exec(ctx, dest.db,
-			"INSERT INTO "+dest.ident().Sanitize()+" SELECT * FROM "+prefillFrom.ident().Sanitize()+" WHERE id % 100 = 0",
+			"INSERT INTO "+dest.ident().Sanitize()+" SELECT * FROM "+prefillFrom.ident().Sanitize()+" WHERE id % "+strconv.Itoa(every)+" = 0",
 			"VACUUM (FREEZE, ANALYZE) "+dest.ident().Sanitize(),
 		); err != nil {
 			return err

@@ -47,7 +47,7 @@ func (b *bench) resumeGroup(ctx context.Context) error {
 	total := (b.cfg.rows + chunk - 1) / chunk
 	left := total - b.cfg.resumeChunks
 
-	if err := b.reset(ctx, sameDest, nil); err != nil {
+	if err := b.reset(ctx, sameDest, nil, 0); err != nil {
 		return err
 	}
 	fresh, freshChunks, err := b.runUntil(ctx, b.startArgs(b.nextJob("fresh"), srcTable, sameDest, "0", "--chunk-size", size), left, syscall.SIGINT)
@@ -60,7 +60,7 @@ func (b *bench) resumeGroup(ctx context.Context) error {
 	}
 	progress("  %-40s %7.2f s", "fresh run, interrupted", fresh.wall.Seconds())
 
-	if err := b.reset(ctx, sameDest, nil); err != nil {
+	if err := b.reset(ctx, sameDest, nil, 0); err != nil {
 		return err
 	}
 	job := b.nextJob("resume")

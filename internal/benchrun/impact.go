@@ -154,7 +154,7 @@ func (b *bench) impactGroup(ctx context.Context) error {
 // workload ends.
 func (b *bench) impactOnce(ctx context.Context, flags string) (impactRun, error) {
 	dest := table{dstDB, impactTable}
-	if err := b.reset(ctx, dest, nil); err != nil {
+	if err := b.reset(ctx, dest, nil, 0); err != nil {
 		return impactRun{}, err
 	}
 	if err := b.quiesce(ctx); err != nil {

@@ -63,7 +63,7 @@ func (b *bench) profileGroup(ctx context.Context) error {
 	if err := b.loadStatStatements(ctx); err != nil {
 		return err
 	}
-	if err := b.reset(ctx, crossDest, nil); err != nil {
+	if err := b.reset(ctx, crossDest, nil, 0); err != nil {
 		return err
 	}
 	if err := b.quiesce(ctx); err != nil {
@@ -148,7 +148,7 @@ func (b *bench) profileGroup(ctx context.Context) error {
 // table within the source database, on a connection opened after perf
 // attached (perf follows only backends forked from then on).
 func (b *bench) perfSingle(ctx context.Context, out string) error {
-	if err := b.reset(ctx, sameDest, nil); err != nil {
+	if err := b.reset(ctx, sameDest, nil, 0); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.timeout)

@@ -84,7 +84,7 @@ func (b *bench) runnersGroup(ctx context.Context) error {
 // n runner processes at rate.
 func (b *bench) runRunners(ctx context.Context, n int, rate string, rows int64) (runnersSample, error) {
 	from, dest := srcTable, crossDest
-	if err := b.reset(ctx, dest, nil); err != nil {
+	if err := b.reset(ctx, dest, nil, 0); err != nil {
 		return runnersSample{}, err
 	}
 	if err := b.quiesce(ctx); err != nil {

@@ -62,7 +62,10 @@ type pass struct {
 	resume checkpoint.Resume // what is committed already: zero for nothing
 	// sizer sizes the chunks of a job sized by time; nil for the fixed
 	// size.
-	sizer   *paginator.Sizer
+	sizer *paginator.Sizer
+	// window bounds the chunks read ahead of their writing; nil for the
+	// channel's depth.
+	window  *chunk.Window
 	store   *checkpoint.Store
 	gen     int64 // the runner's generation, which every commit carries
 	workers int
@@ -90,7 +93,7 @@ type pass struct {
 // workers that write it.
 func (p *plan) stages(j Job, ps pass) (stages, error) {
 	read := p.reading(j)
-	read.Upper, read.Sizer = ps.upper, ps.sizer
+	read.Upper, read.Sizer, read.Window = ps.upper, ps.sizer, ps.window
 	read.Bounds, read.Split = resumeBounds(ps.resume)
 	read.NextSeq = ps.resume.MaxSeq + 1
 	if ps.partition != 0 {

@@ -115,8 +115,10 @@ func (r *runner) resize(pool *worker.Pool, workers int) error {
 	return nil
 }
 
-// resized follows a new pool size with the chunks' memory share.
+// resized follows a new pool size with the chunks' memory share and,
+// under --rate auto, the window of chunks read.
 func (r *runner) resized(workers int) {
+	r.window.Follow(workers)
 	if r.sizer != nil {
 		r.sizer.SetMaxBytes(r.chunkMemory(workers))
 	}

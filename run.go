@@ -19,6 +19,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/backfill/backfill/checkpoint"
+	"github.com/backfill/backfill/chunk"
 	"github.com/backfill/backfill/paginator"
 	"github.com/backfill/backfill/progress"
 	"github.com/backfill/backfill/retry"
@@ -67,6 +68,10 @@ type runner struct {
 	// sizer sizes the chunks of a job sized by time (Job.ChunkSize 0),
 	// across the passes of a run; nil for a fixed chunk size.
 	sizer *paginator.Sizer
+	// window keeps the paginator from reading ahead of the workers while
+	// --rate auto sets the rate (chunk.Window); nil for a job that started
+	// with a rate of its own.
+	window *chunk.Window
 	// workers is the worker count the job's row held when the runner last
 	// read or wrote it (see resize.go).
 	workers int
@@ -529,8 +534,15 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 	if err != nil {
 		return stages{}, before, err
 	}
+	workers := r.passWorkers()
+	if r.throttle.autoOn() {
+		if r.window == nil {
+			r.window = chunk.NewWindow(workers)
+		}
+		r.window.Follow(workers)
+	}
 	st, err := p.stages(j, pass{
-		upper: upper, resume: resume, sizer: r.sizer, store: r.store, gen: r.gen, workers: r.passWorkers(),
+		upper: upper, resume: resume, sizer: r.sizer, window: r.window, store: r.store, gen: r.gen, workers: workers,
 		limiter: limiter, throttle: r.throttle.wait, failedBefore: before.RowsFailed, log: r.log, onChunk: onChunk, obs: r.obs,
 	})
 	r.pool = st.pool
@@ -724,10 +736,13 @@ func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter, pool *wor
 				r.log.Info().Msg("pause requested: finishing the chunks in flight")
 				return fmt.Errorf("%w: job %q by request", ErrPaused, r.job.Name)
 			}
+			wasAuto := r.throttle.autoOn()
 			r.throttleBeat(ctx, req)
-			if want := limitOf(req.Rate); !r.throttle.autoOn() && want != limiter.Limit() {
-				r.log.Info().Float64("rate", req.Rate).Msg("rate changed by request (0: no cap)")
-				r.setLimit(limiter, want)
+			if want := limitOf(req.Rate); !r.throttle.autoOn() && (wasAuto || want != limiter.Limit()) {
+				if want != limiter.Limit() {
+					r.log.Info().Float64("rate", req.Rate).Msg("rate changed by request (0: no cap)")
+				}
+				r.setLimit(limiter, want) // after --rate auto, its chunk sizing and window end too
 			}
 		}
 	}
@@ -740,8 +755,28 @@ func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter, pool *wor
 func (r *runner) setLimit(limiter *rate.Limiter, want rate.Limit) {
 	limiter.SetLimit(want)
 	r.obs.setRate(want)
+	r.window.Resize(0) // a rate an operator set reads ahead, as at the start
 	if r.sizer != nil {
+		r.sizer.Limit(0)
 		r.sizer.Hold(want != rate.Inf)
+	}
+}
+
+// autoChunkTime is how much of the rate --rate auto sets one chunk of a
+// job sized by time holds at most.
+const autoChunkTime = 100 * time.Millisecond
+
+// setAutoLimit applies a rate --rate auto set. Unlike an operator's cap it
+// leaves a job sized by time sized by time, for the controller's rate is
+// no size anyone chose, and fixed 1,000-row chunks would cost the server a
+// transaction's overhead for each (a worker more, at a high rate); a
+// chunk holds at most autoChunkTime of the rate.
+func (r *runner) setAutoLimit(limiter *rate.Limiter, want rate.Limit) {
+	limiter.SetLimit(want)
+	r.obs.setRate(want)
+	if r.sizer != nil {
+		r.sizer.Hold(false)
+		r.sizer.Limit(int(float64(want) * autoChunkTime.Seconds()))
 	}
 }
 

@@ -468,7 +468,7 @@ func (r *runner) startAuto(ctx context.Context, limiter *rate.Limiter, baseline 
 		Msg("--rate auto: starting low, raising the rate and adding workers while production feels unloaded (max 0: none)")
 	// the start rate holds before any worker starts, not once Run has
 	// got round to it
-	r.setLimit(limiter, rate.Limit(auto.Rate()))
+	r.setAutoLimit(limiter, rate.Limit(auto.Rate()))
 	autoCtx, cancel := context.WithCancel(ctx)
 	run := &autoRun{stop: cancel, done: make(chan struct{}), rate: auto.Rate(), workers: auto.Workers()}
 	t.mu.Lock()
@@ -477,7 +477,7 @@ func (r *runner) startAuto(ctx context.Context, limiter *rate.Limiter, baseline 
 	go func() {
 		defer close(run.done)
 		_ = auto.Run(autoCtx, autoInterval, t.observer(), func(c throttle.RateChange) {
-			r.setLimit(limiter, rate.Limit(c.To))
+			r.setAutoLimit(limiter, rate.Limit(c.To))
 			resized := c.FromWorkers != 0 && c.ToWorkers != c.FromWorkers && r.autoResize(c.FromWorkers, c.ToWorkers)
 			t.mu.Lock()
 			run.rate = c.To

@@ -14,6 +14,7 @@ type Chunk struct {
 	// undecoded and unboxed. Its Rows are then empty.
 	Tuples  [][]byte
 	storage Storage // where Rows, Keys, First and Last live, until Release
+	window  *Window // the window the chunk holds a slot of until Release; nil for none
 }
 
 // Raw is a value as the source sent it, in its type's binary form, never
@@ -35,10 +36,15 @@ type Storage interface {
 func InStorage(s Storage) *Chunk { return &Chunk{storage: s} }
 
 // Release hands the chunk's storage back to its paginator for a later
-// page, once the chunk is written and nothing will read its rows, keys or
-// bounds again. Without it the storage is left to the garbage collector,
-// which a copy of 10⁹ rows keeps busy.
+// page, and its slot back to its window, once the chunk is written and
+// nothing will read its rows, keys or bounds again. Without it the
+// storage is left to the garbage collector, which a copy of 10⁹ rows keeps
+// busy.
 func (c *Chunk) Release() {
+	if c.window != nil {
+		c.window.Leave()
+		c.window = nil
+	}
 	if c.storage == nil {
 		return
 	}

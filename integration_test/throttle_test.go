@@ -404,6 +404,38 @@ func TestAutoRateSizesThePool(t *testing.T) {
 	}
 }
 
+// TestAutoRateSizesChunksByTime: without --chunk-size, --rate auto keeps
+// chunks sized by time, each at most a tenth of a second of the rate it
+// set, rather than the fixed 1,000 rows of a rate an operator sets; the
+// job still ends exact.
+func TestAutoRateSizesChunksByTime(t *testing.T) {
+	const rows = 300_000
+	db := itemsDatabase(t, rows)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	j := &throttledJob{t: t, ctx: ctx, db: db, name: "timed", background: startBackground(ctx, t, "start", "--source", db, "--job", "timed",
+		"--from", "src", "--to", "dst", "--rate", "auto", "--log-format", "json")}
+	if code := j.exitCode(); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, j.stderr)
+	}
+	assertSameRows(t, db, "src", db, "dst")
+	chunks := queryInt(t, db, "SELECT count(*) FROM backfill.chunks WHERE job = 'timed' AND rows_read > 0")
+	if s := status(t, db, "timed"); s.State != "done" || s.RowsRead != rows || s.RowsInserted != rows || s.ChunksDone != chunks {
+		t.Fatalf("after the job (%d chunks recorded): %+v", chunks, s)
+	}
+	largest := queryInt(t, db, "SELECT max(rows_read) FROM backfill.chunks WHERE job = 'timed'")
+	grown := 0
+	for _, line := range logLinesWith(j.stderr.String(), "chunk size changed") {
+		if to, _ := line["to"].(float64); to > 1000 {
+			grown++
+		}
+	}
+	if largest <= 1000 || grown == 0 {
+		t.Fatalf("the largest chunk had %d rows and %d lines said the size grew past 1,000; want chunks sized by time:\n%s", largest, grown, j.stderr)
+	}
+	t.Logf("largest chunk %d rows", largest)
+}
+
 // fieldsMatch reports whether the decoded log line has every field of want.
 func fieldsMatch(line, want map[string]any) bool {
 	for k, v := range want {

@@ -83,6 +83,11 @@ type Config struct {
 	// Sizer, when set, sizes each page instead of ChunkSize (a job sized
 	// by time); ChunkSize is then its smallest size.
 	Sizer *Sizer
+	// Window, when set, is entered before each page is read and held by
+	// the chunk read until it is released: the paginator reads no further
+	// ahead of the workers than the window holds. Nil reads ahead as far
+	// as the channel takes.
+	Window *chunk.Window
 	// Upper is the inclusive last key to read; the job's defined end.
 	// An empty non-nil slice means the table was empty when the job began.
 	Upper []string
@@ -718,8 +723,12 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *chunk.Chunk)
 		if rest, ok := p.rest[KeyString(cursor)]; ok && (before == nil || p.ranks[KeyString(rest.last)] <= p.ranks[KeyString(before)]) {
 			before, restSeq = rest.last, rest.seq
 		}
+		if err := p.cfg.Window.Enter(ctx); err != nil {
+			return err
+		}
 		st, err := p.readWithRetry(ctx, q, cursor, before)
 		if err != nil {
+			p.cfg.Window.Leave()
 			return err
 		}
 		// a copy, taken before the chunk goes out: a worker may write and
@@ -729,7 +738,10 @@ func (p *Paginator) Run(ctx context.Context, q Querier, out chan<- *chunk.Chunk)
 		if c == nil && st.next != nil {
 			c = &chunk.Chunk{After: cursor, Last: st.next} // a step without a matching row
 		}
-		if c != nil {
+		if c == nil {
+			p.cfg.Window.Leave()
+		} else {
+			p.cfg.Window.Hand(c)
 			c.Seq = restSeq
 			if c.Seq == 0 {
 				c.Seq = p.nextSeq

@@ -4,7 +4,9 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -161,5 +163,41 @@ func TestRawColumnsRefuseText(t *testing.T) {
 				t.Fatalf("got %v, want the text form refused naming the column", err)
 			}
 		})
+	}
+}
+
+// TestWindowKeepsTheReadBehindTheWrites: with a window of one chunk the
+// paginator reads no page while the chunk it handed out is held, and reads
+// the next once it is released; every key still comes once.
+func TestWindowKeepsTheReadBehindTheWrites(t *testing.T) {
+	pool := testPool(t, "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1000) g")
+	window := chunk.NewWindow(1)
+	var reads atomic.Int64
+	p, err := New(Config{Table: pgx.Identifier{"t"}, Key: []KeyColumn{{"id", "integer"}}, ChunkSize: 100, Window: window,
+		Columns: []ReadColumn{{Name: "id", Raw: true}, {Name: "v", Raw: true}}, OnRead: func(time.Duration) { reads.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan *chunk.Chunk, 4) // room for reading ahead, which the window must refuse
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(t.Context(), pool, out); close(out) }()
+	keys, chunks := 0, int64(0)
+	for c := range out {
+		chunks++
+		time.Sleep(20 * time.Millisecond) // a write, while the paginator could read on
+		if got := reads.Load(); got != chunks {
+			t.Fatalf("chunk %d held: %d pages read; want %d", chunks, got, chunks)
+		}
+		if held := window.Held(); held != 1 {
+			t.Fatalf("chunk %d held: the window holds %d", chunks, held)
+		}
+		keys += len(c.Keys)
+		c.Release()
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if keys != 1000 || window.Held() != 0 {
+		t.Fatalf("%d of 1000 keys read, %d slots held at the end", keys, window.Held())
 	}
 }

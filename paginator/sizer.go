@@ -37,6 +37,8 @@ type Sizer struct {
 	mu   sync.Mutex
 	size int
 	held bool
+	// ceiling, when positive, bounds the size (Limit)
+	ceiling int
 	// rows and secs are exponentially weighted averages of the reported
 	// chunks' rows and write seconds; their ratio weighs each chunk by its
 	// size, so a short last page or an empty filtered step, whose time is
@@ -71,7 +73,21 @@ func (s *Sizer) Next() int {
 	if s.held {
 		return s.cfg.Min
 	}
+	if s.ceiling > 0 {
+		return max(s.cfg.Min, min(s.size, s.ceiling))
+	}
 	return s.size
+}
+
+// Limit bounds the size at rows (never under Min) while rows is positive,
+// and lifts the bound at zero: a rate the job sets itself (--rate auto)
+// keeps chunks sized by time, but no larger than a short spell of that
+// rate, so that a chunk does not wait long for its tokens nor make the
+// achieved rate lumpy. The estimate goes on beneath it.
+func (s *Sizer) Limit(rows int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ceiling = max(rows, 0)
 }
 
 // Hold fixes the size at Min while held is true (a rate cap is on: the

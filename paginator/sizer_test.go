@@ -101,6 +101,30 @@ func TestSizerWeighsChunksByTheirRows(t *testing.T) {
 	}
 }
 
+// TestSizerLimit: a limit bounds the size the estimate asks for, never
+// below Min, and lifted, the size is the estimate's again.
+func TestSizerLimit(t *testing.T) {
+	cfg := SizerConfig{Target: time.Second, Min: 100, Max: 10000}
+	s := newTestSizer(t, cfg)
+	feed(s, 5000, 10)
+	grown := s.Next()
+	if grown <= 1000 {
+		t.Fatalf("size %d did not grow past the limit to come", grown)
+	}
+	s.Limit(1000)
+	if got := s.Next(); got != 1000 {
+		t.Fatalf("size %d under a limit of 1000", got)
+	}
+	s.Limit(10)
+	if got := s.Next(); got != cfg.Min {
+		t.Fatalf("size %d under a limit below Min, want Min %d", got, cfg.Min)
+	}
+	s.Limit(0)
+	if got := s.Next(); got != grown {
+		t.Fatalf("size %d once the limit is lifted, want the estimate's %d", got, grown)
+	}
+}
+
 // TestSizerHold: while held the size is Min and reports still teach the
 // speed; let go, it grows from Min again by doubling.
 func TestSizerHold(t *testing.T) {

@@ -109,7 +109,7 @@ func (p *plan) stages(j Job, ps pass) (stages, error) {
 	}
 	pool, err := worker.New(worker.Config{
 		Job: j.Name, Table: p.dest.Name.Identifier(), Columns: p.write, SourceColumns: p.sourceColumns,
-		OverridingSystemValue: p.overriding, DirectCopy: p.direct, RangeKey: p.rangeKey, Straight: p.straight,
+		OverridingSystemValue: p.overriding, DirectCopy: p.direct, RangeKey: p.rangeKey, LeaveOutPresent: p.leaveOutPresent, Straight: p.straight,
 		Transformer: p.transformer, Checkpoint: ps.store, Generation: ps.gen, Partition: ps.partition,
 		Workers: ps.workers, Limiter: ps.limiter, Throttle: ps.throttle, DrainTimeout: j.DrainTimeout, Retry: retryPolicy(j.MaxRetries),
 		MaxFailedRows: max(j.MaxFailedRows, 0), FailedRowsBefore: ps.failedBefore, Logger: ps.log,

@@ -81,9 +81,12 @@ type plan struct {
 	// few, may be copied straight into it (see worker.Config.DirectCopy),
 	// probed by rangeKey when not empty. writePath says which path, and
 	// why, for the log and the dry run.
-	direct    bool
-	rangeKey  []worker.KeyPart
-	writePath string
+	direct   bool
+	rangeKey []worker.KeyPart
+	// leaveOutPresent lets a direct COPY leave out the rows whose keys the
+	// range probe found (worker.Config.LeaveOutPresent)
+	leaveOutPresent bool
+	writePath       string
 	// straight, for a straight copy (each written value a raw source value,
 	// no row filtered), gives each written column's source column: the
 	// paginator then reads rows as COPY tuples and nothing transforms them.

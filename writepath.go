@@ -92,8 +92,15 @@ func (p *plan) chooseWritePath(source []catalog.Column, passes []int, raw []bool
 	}
 	p.direct = true
 	p.rangeKey = p.keyInDest(source, passes, raw)
-	probe := "each chunk's key range probed first"
-	if p.rangeKey == nil {
+	// a trigger that may change a row's key before the index sees it
+	// makes a key the destination holds no sure conflict
+	p.leaveOutPresent = p.rangeKey != nil && !p.dest.BeforeInsertTriggers
+	probe := "each chunk's key range probed first, and the rows whose keys it holds left out of the COPY"
+	switch {
+	case p.rangeKey != nil && !p.leaveOutPresent:
+		probe = "each chunk's key range probed first; a BEFORE INSERT row trigger on " + p.dest.Name.String() +
+			" may change keys, so a range that holds any row goes through the stage"
+	case p.rangeKey == nil:
 		probe = "no unique index on the key in the destination to probe a range with, so each chunk tries the COPY"
 	}
 	p.writePath = directPath(probe)
@@ -101,12 +108,14 @@ func (p *plan) chooseWritePath(source []catalog.Column, passes []int, raw []bool
 
 // directPath describes the direct path, probing as probe says.
 func directPath(probe string) string {
-	return "direct COPY of the rows whose keys the destination does not hold, where their ranges hold few (" + probe + "); the stage for the others"
+	return "direct COPY into key ranges the destination holds no row in, or few (" + probe + "); the stage for the others"
 }
 
 // keyInDest returns the destination columns that the source's key is
 // passed to raw, when a plain unique btree index covers exactly them in
-// key order: a range probe on them is one index scan. Otherwise nil.
+// key order and checks each row as it goes in (not deferrable): a range
+// probe on them is one index scan, and a row of a key it finds would fail
+// the COPY. Otherwise nil.
 func (p *plan) keyInDest(source []catalog.Column, passes []int, raw []bool) []worker.KeyPart {
 	var parts []worker.KeyPart
 	var names []string
@@ -124,7 +133,7 @@ func (p *plan) keyInDest(source []catalog.Column, passes []int, raw []bool) []wo
 		names = append(names, d.Name)
 	}
 	for _, u := range p.dest.Unique {
-		if !u.Partial && !u.Expression && u.Method == "btree" && slices.Equal(u.Columns, names) {
+		if !u.Partial && !u.Expression && !u.Deferrable && u.Method == "btree" && slices.Equal(u.Columns, names) {
 			return parts
 		}
 	}

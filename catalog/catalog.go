@@ -51,6 +51,9 @@ type UniqueIndex struct {
 	Expression bool // some key part is an expression, not a column
 	Columns    []string
 	Method     string
+	// Deferrable: the index checks uniqueness at the end of the statement
+	// or the transaction, not as each row goes in.
+	Deferrable bool
 }
 
 // Table is a table as the catalog describes it.
@@ -63,8 +66,12 @@ type Table struct {
 	// enabled, and ignores its rules.
 	RowSecurity bool
 	HasRules    bool
-	Columns     []Column
-	Unique      []UniqueIndex
+	// BeforeInsertTriggers: a BEFORE INSERT row trigger of the table, or
+	// of a partition rows may go to, is enabled, and may change a row
+	// (its key too) before the unique indexes see it.
+	BeforeInsertTriggers bool
+	Columns              []Column
+	Unique               []UniqueIndex
 }
 
 // ErrNotFound is returned (wrapped) when a table does not exist.
@@ -76,7 +83,7 @@ var ErrNotFound = errors.New("does not exist")
 func Load(ctx context.Context, q Querier, name TableName) (*Table, error) {
 	t := &Table{}
 	var kind byte
-	err := q.QueryRow(ctx, bfsql.Static(bfsql.CatalogResolve), name.String()).Scan(&t.OID, &t.Name.Schema, &t.Name.Name, &kind, &t.RowSecurity, &t.HasRules)
+	err := q.QueryRow(ctx, bfsql.Static(bfsql.CatalogResolve), name.String()).Scan(&t.OID, &t.Name.Schema, &t.Name.Name, &kind, &t.RowSecurity, &t.HasRules, &t.BeforeInsertTriggers)
 	if errors.Is(err, pgx.ErrNoRows) || isInvalidSchema(err) {
 		return nil, fmt.Errorf("table %s %w (check the name, its schema and the search_path; quote mixed-case names)", name, ErrNotFound)
 	}
@@ -104,7 +111,7 @@ func Load(ctx context.Context, q Querier, name TableName) (*Table, error) {
 	}
 	t.Unique, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (UniqueIndex, error) {
 		var u UniqueIndex
-		err := row.Scan(&u.Name, &u.Primary, &u.Partial, &u.Expression, &u.Columns, &u.Method)
+		err := row.Scan(&u.Name, &u.Primary, &u.Partial, &u.Expression, &u.Columns, &u.Method, &u.Deferrable)
 		return u, err
 	})
 	if err != nil {

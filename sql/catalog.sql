@@ -1,8 +1,19 @@
 -- Catalog queries: what backfill reads about a user's table. Names are passed
 -- as values, never spliced in.
 
+-- The last column says whether a BEFORE INSERT row trigger, on the table
+-- or on any partition a row may be routed to, is enabled in some
+-- session_replication_role: such a trigger may change a row's key before
+-- the unique index sees it.
 -- name: catalog-resolve
-SELECT c.oid, n.nspname, c.relname, c.relkind, c.relrowsecurity, c.relhasrules
+SELECT c.oid, n.nspname, c.relname, c.relkind, c.relrowsecurity, c.relhasrules,
+       EXISTS (
+           SELECT 1
+           FROM pg_trigger t
+           WHERE (t.tgrelid = c.oid OR t.tgrelid IN (SELECT relid FROM pg_partition_tree(c.oid::regclass)))
+             AND t.tgenabled <> 'D'
+             AND t.tgtype & 7 = 7 -- TRIGGER_TYPE_ROW | TRIGGER_TYPE_BEFORE | TRIGGER_TYPE_INSERT
+       )
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = to_regclass($1)
@@ -70,7 +81,8 @@ SELECT ic.relname,
            WHERE k.ord <= i.indnkeyatts
            ORDER BY k.ord
        ),
-       am.amname
+       am.amname,
+       NOT i.indimmediate
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_am am ON am.oid = ic.relam

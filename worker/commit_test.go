@@ -194,9 +194,9 @@ func (f *commitFixture) reconfigure(t *testing.T, change func(*worker.Config)) {
 // its key when probe is set.
 func direct(probe bool) func(*worker.Config) {
 	return func(cfg *worker.Config) {
-		cfg.DirectCopy, cfg.RangeKey = true, nil
+		cfg.DirectCopy, cfg.RangeKey, cfg.LeaveOutPresent = true, nil, false
 		if probe {
-			cfg.RangeKey = []worker.KeyPart{{Name: "id", Cast: "bigint"}}
+			cfg.RangeKey, cfg.LeaveOutPresent = []worker.KeyPart{{Name: "id", Cast: "bigint"}}, true
 		}
 	}
 }
@@ -279,21 +279,23 @@ func rowsChunk(n int) *chunk.Chunk {
 // INSERT … ON CONFLICT DO NOTHING.
 func TestDirectCopyGoesAroundTheRowsOfItsRange(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		present string // the keys dst holds before the chunk
-		cast    string // the range key's type
-		path    string
-		skipped int64
+		name     string
+		present  string // the keys dst holds before the chunk
+		cast     string // the range key's type
+		leaveOut bool   // Config.LeaveOutPresent
+		path     string
+		skipped  int64
 	}{
-		{"two rows, one the chunk lacks", "0, 4, 7", "bigint", worker.PathDirect, 2},
-		{"half the chunk's rows", "1, 2, 3, 4, 5", "bigint", worker.PathStage, 5},
-		{"a key matched by its value, not its text", "4", "numeric", worker.PathStage, 1},
+		{"two rows, one the chunk lacks", "0, 4, 7", "bigint", true, worker.PathDirect, 2},
+		{"half the chunk's rows", "1, 2, 3, 4, 5", "bigint", true, worker.PathStage, 5},
+		{"a key matched by its value, not its text", "4", "numeric", true, worker.PathStage, 1},
+		{"a key a trigger might change", "4", "bigint", false, worker.PathStage, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			f := newCommitFixture(t)
 			f.reconfigure(t, func(cfg *worker.Config) {
-				cfg.DirectCopy, cfg.RangeKey = true, []worker.KeyPart{{Name: "id", Cast: tc.cast}}
+				cfg.DirectCopy, cfg.RangeKey, cfg.LeaveOutPresent = true, []worker.KeyPart{{Name: "id", Cast: tc.cast}}, tc.leaveOut
 			})
 			if _, err := f.db.Exec(ctx, "INSERT INTO dst SELECT k, -k FROM unnest('{"+tc.present+"}'::bigint[]) k"); err != nil {
 				t.Fatal(err)

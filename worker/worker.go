@@ -161,9 +161,16 @@ type Config struct {
 	// RangeKey names the destination columns that hold the source's key,
 	// under a unique index, for probing a chunk's range before a direct
 	// COPY; without it every chunk tries the COPY.
-	RangeKey    []KeyPart
-	Transformer transform.Transformer
-	Checkpoint  Checkpoint
+	RangeKey []KeyPart
+	// LeaveOutPresent lets a direct COPY leave out the rows whose keys the
+	// range probe finds in the destination, counted as skipped: the
+	// caller knows that no trigger changes a key before RangeKey's index
+	// sees it, so a row of such a key would conflict. (It applies only to
+	// keys whose text stands for their value; see keysByText.) Without it
+	// any row in the range sends the chunk through the stage.
+	LeaveOutPresent bool
+	Transformer     transform.Transformer
+	Checkpoint      Checkpoint
 	// Generation is the runner's, from claiming the job: every commit
 	// carries it, and fails once a newer runner has raised it.
 	Generation int64
@@ -248,7 +255,7 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
 	}
-	p := &Pool{cfg: cfg, sql: buildStatements(cfg, cfg.Checkpoint.CommitChunkSQL), keysByText: keysByText(cfg.RangeKey)}
+	p := &Pool{cfg: cfg, sql: buildStatements(cfg, cfg.Checkpoint.CommitChunkSQL), keysByText: cfg.LeaveOutPresent && keysByText(cfg.RangeKey)}
 	p.failed.Store(cfg.FailedRowsBefore)
 	p.crew.target = cfg.Workers
 	p.crew.log = func(workers int) { cfg.Logger.Info().Int("workers", workers).Msg("worker pool resized") }
@@ -867,9 +874,12 @@ func (w *worker) beginProbing(ctx context.Context, pc piece) (map[string]struct{
 	b.Queue(probe, args...)
 	br := w.conn.SendBatch(ctx, b)
 	_, err := br.Exec()
-	var present map[string]struct{}
+	var (
+		present  map[string]struct{}
+		returned int
+	)
 	if err == nil {
-		present, err = w.presentKeys(br, limit)
+		present, returned, err = w.presentKeys(br, limit)
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
@@ -883,37 +893,47 @@ func (w *worker) beginProbing(ctx context.Context, pc piece) (map[string]struct{
 		return nil, errRangeHoldsRows // this chunk through the stage: its transaction has failed
 	case err != nil:
 		return nil, fmt.Errorf("probe the key range of chunk %d in %s: %w", pc.chunk.Seq, w.p.cfg.Table.Sanitize(), err)
-	case len(present) == 0:
-		return nil, nil
-	case len(present) >= limit:
-		return nil, errRangeHoldsRows
+	case returned >= limit:
+		return nil, errRangeHoldsRows // the range may hold more than the probe listed
 	}
 	return present, nil
 }
 
-// presentKeys reads the range probe's rows: at most limit keys.
-func (w *worker) presentKeys(br pgx.BatchResults, limit int) (map[string]struct{}, error) {
+// presentKeys reads the range probe's rows, at most limit, and returns
+// the keys of those without a NULL part (which no source key equals) and
+// how many rows came back.
+func (w *worker) presentKeys(br pgx.BatchResults, limit int) (map[string]struct{}, int, error) {
 	rows, err := br.Query()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer rows.Close()
 	var present map[string]struct{}
-	parts := make([]string, len(w.p.cfg.RangeKey))
+	parts := make([]*string, len(w.p.cfg.RangeKey))
 	dest := make([]any, len(parts))
 	for i := range parts {
 		dest[i] = &parts[i]
 	}
+	text := make([]string, len(parts))
+	returned := 0
+rows:
 	for rows.Next() {
+		returned++
 		if err := rows.Scan(dest...); err != nil {
-			return nil, err
+			return nil, returned, err
+		}
+		for i, p := range parts {
+			if p == nil {
+				continue rows
+			}
+			text[i] = *p
 		}
 		if present == nil {
 			present = make(map[string]struct{}, limit)
 		}
-		present[keyText(parts)] = struct{}{}
+		present[keyText(text)] = struct{}{}
 	}
-	return present, rows.Err()
+	return present, returned, rows.Err()
 }
 
 func b2i(b bool) int {

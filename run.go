@@ -539,7 +539,7 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 		if r.window == nil {
 			r.window = chunk.NewWindow(workers)
 		}
-		r.window.Follow(workers)
+		r.window.Follow(workers) // a later pass's pool may start at another size
 	}
 	st, err := p.stages(j, pass{
 		upper: upper, resume: resume, sizer: r.sizer, window: r.window, store: r.store, gen: r.gen, workers: workers,

@@ -93,13 +93,16 @@ func (p *plan) chooseWritePath(source []catalog.Column, passes []int, raw []bool
 	p.direct = true
 	p.rangeKey = p.keyInDest(source, passes, raw)
 	// a trigger that may change a row's key before the index sees it
-	// makes a key the destination holds no sure conflict
-	p.leaveOutPresent = p.rangeKey != nil && !p.dest.BeforeInsertTriggers
+	// makes a key the destination holds no sure conflict, and so does a
+	// key whose text may not stand for its value
+	p.leaveOutPresent = p.rangeKey != nil && !p.dest.BeforeInsertTriggers && worker.KeysByText(p.rangeKey)
 	probe := "each chunk's key range probed first, and the rows whose keys it holds left out of the COPY"
 	switch {
-	case p.rangeKey != nil && !p.leaveOutPresent:
+	case p.rangeKey != nil && p.dest.BeforeInsertTriggers:
 		probe = "each chunk's key range probed first; a BEFORE INSERT row trigger on " + p.dest.Name.String() +
 			" may change keys, so a range that holds any row goes through the stage"
+	case p.rangeKey != nil && !p.leaveOutPresent:
+		probe = "each chunk's key range probed first; the key's text may not stand for its value, so a range that holds any row goes through the stage"
 	case p.rangeKey == nil:
 		probe = "no unique index on the key in the destination to probe a range with, so each chunk tries the COPY"
 	}

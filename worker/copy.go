@@ -115,10 +115,10 @@ func buildStatements(cfg Config, commitChunk func(insert string) string) stateme
 }
 
 // RangeProbeSQL lists the keys of the destination's rows in a chunk's key
-// range, each part as text, at most $n+1 of them: [0] up to key $1…, [1]
-// after key $1… and up to key $n+1…; the limit is the parameter after
-// the keys. An empty list lets the chunk go straight into the table; a
-// short one lets it go there without those rows (see keysByText).
+// range, each part as text: [0] up to key $1…, [1] after key $1… and up
+// to key $n+1…, as many as the parameter after the keys. An empty list
+// lets the chunk go straight into the table; a short one lets it go there
+// without those rows (see KeysByText).
 func RangeProbeSQL(table pgx.Identifier, key []KeyPart) [2]string {
 	names := make([]string, len(key))
 	texts := make([]string, len(key))
@@ -140,7 +140,7 @@ func RangeProbeSQL(table pgx.Identifier, key []KeyPart) [2]string {
 	}
 }
 
-// keysByText says whether two values of every part of key that have the
+// KeysByText says whether two values of every part of key that have the
 // same text are equal under the type's btree equality, so that a source
 // row whose key text the range probe lists is certain to conflict on the
 // destination's unique index and may be left out of a direct COPY, as
@@ -150,7 +150,7 @@ func RangeProbeSQL(table pgx.Identifier, key []KeyPart) [2]string {
 // of such a key goes through the stage. (Equal values with different
 // texts only make the COPY fail on the index, which sends the chunk
 // through the stage too.)
-func keysByText(key []KeyPart) bool {
+func KeysByText(key []KeyPart) bool {
 	for _, k := range key {
 		switch {
 		case k.Cast == "smallint", k.Cast == "integer", k.Cast == "bigint", k.Cast == "uuid", k.Cast == "text",

@@ -150,9 +150,9 @@ type Config struct {
 	OverridingSystemValue bool
 	// DirectCopy lets a chunk whose key range holds no destination row (or,
 	// probed by RangeKey, few, which it leaves out) be copied straight into
-	// the table: every column goes in binary, and the
-	// table honours COPY as it does INSERT (no rules, no row-level
-	// security). A chunk whose COPY fails goes through the stage.
+	// the table: every column goes in binary, and the table honours COPY as
+	// it does INSERT (no rules, no row-level security). A chunk whose COPY
+	// fails goes through the stage.
 	DirectCopy bool
 	// Straight, for a straight copy (chunks with Tuples), names for each
 	// destination column the SourceColumns index it comes from, to show a
@@ -166,7 +166,7 @@ type Config struct {
 	// range probe finds in the destination, counted as skipped: the
 	// caller knows that no trigger changes a key before RangeKey's index
 	// sees it, so a row of such a key would conflict. (It applies only to
-	// keys whose text stands for their value; see keysByText.) Without it
+	// keys whose text stands for their value; see KeysByText.) Without it
 	// any row in the range sends the chunk through the stage.
 	LeaveOutPresent bool
 	Transformer     transform.Transformer
@@ -211,10 +211,10 @@ type Pool struct {
 	sql    statements
 	failed atomic.Int64
 	direct directPolicy
-	// keysByText says the range probe's keys may be matched with the
-	// chunks' by their text (keysByText)
-	keysByText bool
-	crew       crew
+	// leaveOutPresent: a direct COPY may leave out the rows whose keys the
+	// range probe lists (Config.LeaveOutPresent, for keys KeysByText)
+	leaveOutPresent bool
+	crew            crew
 }
 
 // directPolicy keeps chunks off the direct COPY for a while after several
@@ -255,7 +255,7 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
 	}
-	p := &Pool{cfg: cfg, sql: buildStatements(cfg, cfg.Checkpoint.CommitChunkSQL), keysByText: cfg.LeaveOutPresent && keysByText(cfg.RangeKey)}
+	p := &Pool{cfg: cfg, sql: buildStatements(cfg, cfg.Checkpoint.CommitChunkSQL), leaveOutPresent: cfg.LeaveOutPresent && KeysByText(cfg.RangeKey)}
 	p.failed.Store(cfg.FailedRowsBefore)
 	p.crew.target = cfg.Workers
 	p.crew.log = func(workers int) { cfg.Logger.Info().Int("workers", workers).Msg("worker pool resized") }
@@ -793,13 +793,13 @@ func (d *directPolicy) fellBack() bool {
 
 // writeDirect copies the piece straight into the destination and records
 // it, in one transaction, when the destination holds no row in its key
-// range, or only rows whose keys the piece's rows have, which the COPY
-// leaves out and the record counts as skipped (what INSERT … ON CONFLICT
-// DO NOTHING would do: the keys are under a unique index). done is false,
-// with a nil error, when the piece must go through the stage instead: the
-// range holds other rows, or too many, or the COPY failed on one (a row
-// written meanwhile, a unique index the range probe cannot see, a value
-// the column refuses). The transaction is then left for the caller to
+// range, or fewer than half the piece's rows, which the COPY leaves out and
+// the record counts as skipped (what INSERT … ON CONFLICT DO NOTHING would
+// do: the keys are under a unique index). done is false, with a nil error,
+// when the piece must go through the stage instead: the range holds more
+// rows, or rows the COPY may not leave out (see beginProbing), or the COPY
+// failed on one (a row written meanwhile, a unique index the range probe
+// cannot see, a value the column refuses). The transaction is then left for the caller to
 // roll back; nothing of it commits.
 func (w *worker) writeDirect(ctx context.Context, pc piece, res *Result) (done bool, err error) {
 	conn := w.conn.Conn()
@@ -810,8 +810,10 @@ func (w *worker) writeDirect(ctx context.Context, pc piece, res *Result) (done b
 		}
 		return false, err
 	}
-	rows := w.stream()
-	if len(present) > 0 {
+	var rows io.Reader
+	if len(present) == 0 {
+		rows = w.stream()
+	} else {
 		rows = w.streamWithout(pc, present)
 	}
 	tag, err := conn.PgConn().CopyFrom(ctx, rows, w.p.sql.copyDest)
@@ -851,14 +853,15 @@ var errRangeHoldsRows = errors.New("the destination holds rows in the chunk's ke
 // round trip. It returns the keys of the rows found (keyText) when they
 // are fewer than half the piece's rows (a key the piece does not have is
 // no conflict of the COPY's); errRangeHoldsRows when there are more, or
-// the key's type does not let a text stand for its value (keysByText).
+// when the COPY may not leave rows out (Config.LeaveOutPresent) and there
+// are any.
 func (w *worker) beginProbing(ctx context.Context, pc piece) (map[string]struct{}, error) {
 	probe := w.p.sql.probe[b2i(pc.after != nil)]
 	if probe == "" || w.p.direct.noProbe.Load() {
 		return nil, w.begin(ctx)
 	}
 	limit := 1 // any row in the range sends the piece through the stage
-	if w.p.keysByText {
+	if w.p.leaveOutPresent {
 		limit = max((len(w.rows)+1)/2, 1) // as many as half the rows: the stage
 	}
 	var args []any

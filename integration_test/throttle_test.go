@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -228,8 +230,14 @@ func TestActiveSessionsThrottleThenPause(t *testing.T) {
 
 	release := holdActiveSessions(t, db, 3)
 	held := serverNow(t, db)
-	s := j.throttledWith("load 3 active sessions > 2 on source and destination")
+	// the count is the server's: a session of another package's test on
+	// the same cluster may be active too, so 3 is the least it may say
+	s := j.throttledWith("load ", " active sessions > 2 on source and destination")
 	t.Logf("status: %s", s.ThrottleReason)
+	var active int
+	if _, err := fmt.Sscanf(s.ThrottleReason, "load %d active sessions", &active); err != nil || active < 3 {
+		t.Fatalf("throttle reason %q: want at least the 3 sessions held (%v)", s.ThrottleReason, err)
+	}
 	j.holds(held.Add(3*time.Second), 2*time.Second)
 	release()
 	before := j.rows()
@@ -242,8 +250,13 @@ func TestActiveSessionsThrottleThenPause(t *testing.T) {
 		t.Fatalf("the job did not pause within 15 s of the critical load:\n%s", j.stderr)
 	}
 	release()
-	if code := j.cmd.ProcessState.ExitCode(); code != 130 || !strings.Contains(j.stderr.String(), "critical load 5 active sessions > 4") {
-		t.Fatalf("critical load: exit %d\n%s", code, j.stderr)
+	// at least the 5 sessions held: see the throttle's count above
+	var criticalCount int
+	if m := regexp.MustCompile(`critical load (\d+) active sessions > 4`).FindStringSubmatch(j.stderr.String()); m != nil {
+		criticalCount, _ = strconv.Atoi(m[1])
+	}
+	if code := j.cmd.ProcessState.ExitCode(); code != 130 || criticalCount < 5 {
+		t.Fatalf("critical load: exit %d, want the 5 sessions held or more named\n%s", code, j.stderr)
 	}
 	if s := status(t, db, "loaded"); s.State != "paused" || s.RowsRead >= 40_000 {
 		t.Fatalf("after the critical load: %+v", s)

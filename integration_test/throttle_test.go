@@ -370,7 +370,9 @@ func TestAutoRate(t *testing.T) {
 // job's row keeps --workers as the most it may use; an operator's set
 // --workers takes the pool over, and the job still ends exact.
 func TestAutoRateSizesThePool(t *testing.T) {
-	const rows = 400_000
+	// enough rows that the job is still running when the operator steps
+	// in: on an idle machine --rate auto copied 400,000 in about 3 s
+	const rows = 1_200_000
 	db := itemsDatabase(t, rows)
 	j := startThrottled(t, db, "sized", "--rate", "auto", "--workers", "4")
 	// logged reports whether a log line with message msg carries every

@@ -124,10 +124,18 @@ func (r *runner) resized(workers int) {
 	}
 }
 
-// chunkMemory is each chunk's share of TimedChunksMemory: those queued,
-// those being written and the page being read.
+// chunkMemory is each chunk's share of TimedChunksMemory: of those queued,
+// those being written and the page being read or, while a window bounds
+// the chunks read and not yet written (--rate auto), of the window's. A
+// share that assumed a full queue under the window would keep chunks at a
+// fraction of what the job's memory holds, and small chunks cost the
+// server a transaction's overhead each.
 func (r *runner) chunkMemory(workers int) int64 {
-	return TimedChunksMemory / int64(r.job.QueueDepth+workers+1)
+	held := r.job.QueueDepth + workers + 1
+	if bound := r.window.Bound(); bound > 0 {
+		held = bound
+	}
+	return TimedChunksMemory / int64(held)
 }
 
 // autoscaleTiming is how often the controller decides and how long the

@@ -539,8 +539,8 @@ func (r *runner) preparePass(ctx context.Context, p *plan, upper []string, limit
 		if r.window == nil {
 			r.window = chunk.NewWindow(workers)
 		}
-		r.window.Follow(workers) // a later pass's pool may start at another size
 	}
+	r.resized(workers) // a later pass's pool may start at another size
 	st, err := p.stages(j, pass{
 		upper: upper, resume: resume, sizer: r.sizer, window: r.window, store: r.store, gen: r.gen, workers: workers,
 		limiter: limiter, throttle: r.throttle.wait, failedBefore: before.RowsFailed, log: r.log, onChunk: onChunk, obs: r.obs,
@@ -754,9 +754,13 @@ func (r *runner) heartbeat(ctx context.Context, limiter *rate.Limiter, pool *wor
 // the limiter's burst wait for their tokens in parts (see worker).
 func (r *runner) setLimit(limiter *rate.Limiter, want rate.Limit) {
 	limiter.SetLimit(want)
+	limiter.SetBurst(r.job.fixedChunkSize()) // as at the start: a cap lets no larger burst through
 	r.obs.setRate(want)
 	r.window.Resize(0) // a rate an operator set reads ahead, as at the start
 	if r.sizer != nil {
+		if pool := r.throttle.pool.Load(); pool != nil {
+			r.sizer.SetMaxBytes(r.chunkMemory(pool.Size())) // of the queue's chunks again
+		}
 		r.sizer.Limit(0)
 		r.sizer.Hold(want != rate.Inf)
 	}
@@ -771,12 +775,19 @@ const autoChunkTime = 100 * time.Millisecond
 // no size anyone chose, and fixed 1,000-row chunks would cost the server a
 // transaction's overhead for each (a worker more, at a high rate); a
 // chunk holds at most autoChunkTime of the rate.
+//
+// The limiter's burst is a chunk of that size, too: a bucket that holds
+// only a fixed 1,000-row chunk's tokens fills while a worker writes and
+// then wastes what the rate allows meanwhile, so every chunk would wait
+// for its tokens on top of its write, at any rate.
 func (r *runner) setAutoLimit(limiter *rate.Limiter, want rate.Limit) {
+	chunk := int(float64(want) * autoChunkTime.Seconds())
 	limiter.SetLimit(want)
 	r.obs.setRate(want)
 	if r.sizer != nil {
+		limiter.SetBurst(max(r.job.fixedChunkSize(), chunk))
 		r.sizer.Hold(false)
-		r.sizer.Limit(int(float64(want) * autoChunkTime.Seconds()))
+		r.sizer.Limit(chunk)
 	}
 }
 

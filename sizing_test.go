@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -270,4 +271,36 @@ func TestResumeKeepsTheStoredChunkSize(t *testing.T) {
 			t.Fatalf("chunk %d has %d rows, want the stored %d", i+1, s, backfill.DefaultChunkSize)
 		}
 	}
+}
+
+// TestAutoRateChunksShareTheWindowsMemory: under --rate auto the
+// paginator reads no page while the window of chunks read and not yet
+// written is full, so the chunks held at once are the window's, not a
+// full queue's; each chunk's share of TimedChunksMemory is the window's
+// share. With one worker and rows of about 2 KiB, a share that counted a
+// full queue (TimedChunksMemory over QueueDepth+2, about a thousand rows)
+// would keep every chunk at the smallest size.
+func TestAutoRateChunksShareTheWindowsMemory(t *testing.T) {
+	const n = 40_000
+	f := setup(t, 0)
+	f.exec(t,
+		"ALTER TABLE src ALTER name SET STORAGE PLAIN", "ALTER TABLE dst ALTER name SET STORAGE PLAIN",
+		fmt.Sprintf(`INSERT INTO src SELECT g, repeat(md5(g::text), 64), NULL, now() FROM generate_series(1, %d) g`, n))
+	j := f.job("window-share")
+	j.ChunkSize, j.Workers, j.AutoRate, j.Rate = 0, 1, true, backfill.Unlimited
+	rep, err := backfill.Run(context.Background(), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.assertExactCopy(t, rep, n)
+	const rowBytes = 2048 // the name's 2,048 bytes, the least a row takes
+	queueShare := backfill.TimedChunksMemory / int64(backfill.DefaultQueueDepth+2)
+	largest := slices.Max(f.chunkRows(t, "window-share"))
+	if largest*rowBytes <= queueShare {
+		t.Fatalf("the largest chunk had %d rows (at least %d bytes); want more than a full queue's share, %d bytes", largest, largest*rowBytes, queueShare)
+	}
+	if largest*rowBytes > backfill.TimedChunksMemory {
+		t.Fatalf("the largest chunk had %d rows, more than the %d bytes of TimedChunksMemory hold", largest, backfill.TimedChunksMemory)
+	}
+	t.Logf("largest chunk %d rows", largest)
 }

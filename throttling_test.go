@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/backfill/backfill/metrics"
 	"github.com/backfill/backfill/throttle"
@@ -86,5 +87,35 @@ func TestThrottleTellsTheMetrics(t *testing.T) {
 	}
 	if v := gauge("backfill_throttled_seconds_total", ""); v < 0.1 {
 		t.Errorf("backfill_throttled_seconds_total = %v after a worker waited 0.1 s", v)
+	}
+}
+
+// TestAutoLimitBurstHoldsAChunk: a rate --rate auto sets lets a chunk's
+// tokens (autoChunkTime of the rate) build up while a worker writes, so a
+// chunk of a job sized by time does not wait for its tokens on top of its
+// write; a rate an operator sets brings back the fixed chunk's burst.
+func TestAutoLimitBurstHoldsAChunk(t *testing.T) {
+	j := Job{Name: "orders", TargetChunkTime: DefaultTargetChunkTime}
+	obs, err := newObserver(context.Background(), j, "", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{job: j, obs: obs, throttle: &throttling{}}
+	if r.sizer, err = r.newSizer(); err != nil {
+		t.Fatal(err)
+	}
+	limiter := rate.NewLimiter(1000, j.fixedChunkSize())
+	r.setAutoLimit(limiter, 1_000_000)
+	if got, want := limiter.Burst(), int(1_000_000*autoChunkTime.Seconds()); got != want {
+		t.Fatalf("burst at 1,000,000 rows/s under --rate auto: %d, want %d", got, want)
+	}
+	r.setAutoLimit(limiter, 2000) // a cut: a chunk is never less than the fixed size
+	if got := limiter.Burst(); got != DefaultChunkSize {
+		t.Fatalf("burst at 2,000 rows/s under --rate auto: %d, want %d", got, DefaultChunkSize)
+	}
+	r.setAutoLimit(limiter, 1_000_000)
+	r.setLimit(limiter, 50_000)
+	if got := limiter.Burst(); got != DefaultChunkSize {
+		t.Fatalf("burst after set --rate 50000: %d, want the fixed chunk size %d", got, DefaultChunkSize)
 	}
 }

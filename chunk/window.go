@@ -99,6 +99,17 @@ func (w *Window) Follow(size int) {
 	}
 }
 
+// Bound is the most chunks the window holds, or zero when nothing bounds
+// them (a nil window, or one whose bound is lifted).
+func (w *Window) Bound() int {
+	if w == nil {
+		return 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return max(w.size, 0)
+}
+
 // Held is the number of chunks in the window now.
 func (w *Window) Held() int {
 	w.mu.Lock()

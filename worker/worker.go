@@ -1409,15 +1409,29 @@ func (p *Pool) CopyStreamBuilder() func(c *chunk.Chunk) (int, error) {
 	}
 }
 
+// rateWaitPart is the longest one reservation of a chunk's tokens waits at
+// the limit of its time: a limit raised meanwhile (--rate auto doubling,
+// an operator's set --rate) holds from the next part on.
+const rateWaitPart = 100 * time.Millisecond
+
 // waitRows waits for n rows' worth of the limiter's tokens, in parts of at
-// most its burst: a chunk sized by time, read while there was no cap, may
-// be larger than the burst of a cap set since (WaitN refuses more than the
-// burst under a finite limit), and the burst stays the fixed chunk size so
-// that a cap lets no larger burst through.
+// most its burst and of at most rateWaitPart's worth of its limit. A
+// chunk sized by time, read while there was no cap, may be larger than the
+// burst of a cap set since (WaitN refuses more than the burst under a
+// finite limit), and the burst stays the fixed chunk size so that a cap
+// lets no larger burst through. And a reservation's wait is fixed when it
+// is made: 50,000 rows reserved at 1,000 rows/s would wait 50 s however
+// far the limit rose a second later.
 func waitRows(ctx context.Context, lim *rate.Limiter, n int) error {
 	for n > 0 {
 		part := min(n, max(lim.Burst(), 1))
+		if limit := lim.Limit(); limit != rate.Inf {
+			part = min(part, max(1, int(float64(limit)*rateWaitPart.Seconds())))
+		}
 		if err := lim.WaitN(ctx, part); err != nil {
+			if ctx.Err() == nil && part > lim.Burst() {
+				continue // the burst shrank since it was read (a cut of --rate auto): smaller parts
+			}
 			return err
 		}
 		n -= part

@@ -114,9 +114,12 @@ func (p *Probe) Latency() time.Duration {
 	return median(p.recent)
 }
 
-// Baseline runs the probe samples times in a row, apart from Check's
-// window, and returns the median: the latency of the server before the job
-// loads it, which AutoRate raises its rate against.
+// Baseline runs the probe samples times in a row and returns the median:
+// the latency of the server before the job loads it, which AutoRate raises
+// its rate against. The samples open Check's window, so that the first
+// slow probe after them is one of several, as every later one is: alone
+// in the window it would be the median, and one slow probe at the start
+// would cut a rate that had not yet loaded anything.
 func (p *Probe) Baseline(ctx context.Context, samples int) (time.Duration, error) {
 	took := make([]time.Duration, 0, max(samples, 1))
 	for range cap(took) {
@@ -126,6 +129,9 @@ func (p *Probe) Baseline(ctx context.Context, samples int) (time.Duration, error
 		}
 		took = append(took, d)
 	}
+	p.mu.Lock()
+	p.recent = slices.Clone(took[max(0, len(took)-p.cfg.Window):])
+	p.mu.Unlock()
 	return median(took), nil
 }
 

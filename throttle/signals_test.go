@@ -605,6 +605,28 @@ func TestProbeLatency(t *testing.T) {
 		t.Errorf("the next probe after a timeout: %+v, %v; want a reading on the same session", r, err)
 	}
 
+	// One slow probe after the baseline is one of several in the window,
+	// not the median: it does not throttle; a server that stays slow does.
+	slowFrom := time.Now().Add(time.Second)
+	late := probe(fmt.Sprintf("SELECT pg_sleep(CASE WHEN clock_timestamp() > '%s' THEN 0.2 ELSE 0 END)", slowFrom.UTC().Format("2006-01-02 15:04:05.000000Z07:00")),
+		100*time.Millisecond, 0)
+	if _, err := late.Baseline(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	if time.Now().After(slowFrom) {
+		t.Fatalf("the baseline took past %s; the test needs it within a second", slowFrom)
+	}
+	time.Sleep(time.Until(slowFrom))
+	for i := 1; i <= 3; i++ {
+		r, err := late.Check(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := i == 3; r.Throttle != want {
+			t.Errorf("slow probe %d after a baseline of 5: %+v; want throttled %v", i, r, want)
+		}
+	}
+
 	bad := probe("SELECT * FROM no_such", 0, 0)
 	if _, err := bad.Check(ctx); err == nil || !strings.Contains(err.Error(), "no_such") {
 		t.Errorf("a probe that fails: %v; want its error", err)

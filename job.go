@@ -38,6 +38,14 @@ const (
 	// and spirit's target-chunk-time default to.
 	DefaultTargetChunkTime = 500 * time.Millisecond
 	DefaultWorkers         = 8
+	// DefaultAutoWorkers is the most workers --rate auto uses unless told
+	// more: one worker, reading its next chunk only once its last is
+	// written, keeps one of the job's sessions busy at a time. On two
+	// cores beside pgbench it copied as fast as the pool --rate auto sized
+	// up to eight, at a third of the cost to the workload's 95th-percentile
+	// latency (BENCHMARKS.md, issue 12); a server with cores to spare is
+	// given more with --workers.
+	DefaultAutoWorkers = 1
 	// WorkersLimit is the most workers a job may have, each holding a
 	// destination connection.
 	WorkersLimit = 256

@@ -133,8 +133,9 @@ func Settings() []Setting {
 			typed[string]{field: func(j *Job) *string { return &j.SkipIf }, spec: func(s *Spec) *string { return &s.SkipIf }, text: quoted,
 				keepIf: noTransformGiven}),
 
-		declare(Setting{Key: "workers", Flag: "workers", Scope: ScopeTuning, Usage: "concurrent writers (`N`); under --rate auto, the most it uses"},
-			typed[int]{field: func(j *Job) *int { return &j.Workers }, def: constant(DefaultWorkers), kept: func(r checkpoint.Job) int { return r.Workers },
+		declare(Setting{Key: "workers", Flag: "workers", Scope: ScopeTuning,
+			Usage: "concurrent writers (`N`); under --rate auto, the most it uses, and 1 unless given"},
+			typed[int]{field: func(j *Job) *int { return &j.Workers }, def: defaultWorkers, kept: func(r checkpoint.Job) int { return r.Workers },
 				givenZero: refuse[int]("must be at least 1"), check: workerCount}),
 		declare(Setting{Key: "autoscale", Flag: "autoscale", Scope: ScopeTuning,
 			Usage: "size the pool by the bottleneck while the job runs, from Job.Workers, between Job.MinWorkers and Job.MaxWorkers"},
@@ -489,6 +490,15 @@ func (t *declared[T]) difference(stored, given Spec) string {
 func isZero[T any](v T) bool { return reflect.ValueOf(&v).Elem().IsZero() }
 
 func constant[T any](v T) func(Job) T { return func(Job) T { return v } }
+
+// defaultWorkers is DefaultWorkers, or DefaultAutoWorkers for a job whose
+// rate --rate auto sets and whose pool no autoscaler sizes.
+func defaultWorkers(j Job) int {
+	if j.AutoRate && !j.Autoscale {
+		return DefaultAutoWorkers
+	}
+	return DefaultWorkers
+}
 
 func always(Mode) bool    { return true }
 func onStart(m Mode) bool { return m == ModeStart }

@@ -198,6 +198,20 @@ func TestAutoRate(t *testing.T) {
 	if d := (Job{Mode: ModeStart, AutoRate: true}).withDefaults(); !math.IsInf(d.Rate, 1) {
 		t.Errorf("auto without a ceiling has none: %v", d.Rate)
 	}
+	// one worker under auto unless told more, or an autoscaler sizes the pool
+	for _, c := range []struct {
+		given Job
+		want  int
+	}{
+		{Job{Mode: ModeStart, AutoRate: true}, DefaultAutoWorkers},
+		{Job{Mode: ModeStart, AutoRate: true, Workers: 4}, 4},
+		{Job{Mode: ModeStart, AutoRate: true, Autoscale: true}, DefaultWorkers},
+		{Job{Mode: ModeStart, Rate: 5000}, DefaultWorkers},
+	} {
+		if d := c.given.withDefaults(); d.Workers != c.want {
+			t.Errorf("workers of %+v: %d, want %d", c.given, d.Workers, c.want)
+		}
+	}
 
 	ceiling, none := 4000.0, 0.0
 	for _, c := range []struct {

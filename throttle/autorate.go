@@ -25,10 +25,13 @@ const (
 	// one that did not pay: the server's spare capacity changes with its
 	// load, so the question is asked again, but not every few seconds.
 	DefaultAutoRegrow = time.Minute
-	// minWorkerGain is what an added worker must add to the achieved rate
-	// to stay: less, and it only adds sessions that compete with the
-	// application's for the same cores.
-	minWorkerGain = 0.10
+	// minWorkerShare is what an added worker must add to the achieved
+	// rate to stay, as a share of what each worker before it achieved: at
+	// least half a worker's worth (50% more for a second worker, 25% for a
+	// third). A worker that adds less is mostly waiting for what the others
+	// hold, the server's cores or disks, and so are the application's
+	// sessions.
+	minWorkerShare = 0.5
 )
 
 // AutoConfig configures an AutoRate. Rates are rows per second.
@@ -104,7 +107,8 @@ type RateChange struct {
 // AutoRate is an additive-increase, multiplicative-decrease controller of
 // the job's rate, as TCP's congestion window: it starts low, doubles each
 // interval while the server feels unloaded (slow start) until the first
-// cut, then adds Step each interval; it halves the rate when a signal
+// cut, then climbs back half the way to the rate of the last cut each
+// interval, and adds Step each interval beyond it; it halves the rate when a signal
 // trips or the probe's latency passes Limit, and then holds it for
 // Cooldown. It holds, too, while the latency is between Near and Limit.
 // Step is pure: the clock is the caller's.
@@ -117,6 +121,9 @@ type AutoRate struct {
 	rate      float64
 	slowStart bool
 	holdUntil time.Time
+	// cutFrom is the rate that flowed when the last cut came: raises
+	// climb back towards it by halves before they add Step at a time
+	cutFrom float64
 
 	workers int // the pool's size it set; 0 once it does not size it
 	// the worker it added last, while it has not judged it yet: when, and
@@ -198,6 +205,7 @@ func (a *AutoRate) Step(now time.Time, o Observation) (RateChange, bool) {
 		if o.RowsPerSecond > 0 {
 			flowing = min(flowing, o.RowsPerSecond)
 		}
+		a.cutFrom = flowing
 		return a.set(max(a.cfg.Min, flowing/2), max(1, a.workers-1), "halved: "+why)
 	}
 	if o.Latency > a.cfg.Near {
@@ -210,10 +218,11 @@ func (a *AutoRate) Step(now time.Time, o Observation) (RateChange, bool) {
 			return RateChange{}, false
 		}
 		a.added = time.Time{}
-		if o.RowsPerSecond < a.addedFrom*(1+minWorkerGain) {
+		gain := minWorkerShare / float64(max(a.workers-1, 1))
+		if o.RowsPerSecond < a.addedFrom*(1+gain) {
 			a.noGrowUntil = now.Add(a.cfg.Regrow)
 			return a.set(a.rate, a.workers-1, fmt.Sprintf("worker %d retired: the rate went from %.0f to %.0f rows/s, less than %.0f%% more",
-				a.workers, a.addedFrom, o.RowsPerSecond, minWorkerGain*100))
+				a.workers, a.addedFrom, o.RowsPerSecond, gain*100))
 		}
 	}
 	if o.RowsPerSecond > 0 && o.RowsPerSecond < a.rate/2 {
@@ -226,7 +235,11 @@ func (a *AutoRate) Step(now time.Time, o Observation) (RateChange, bool) {
 		return a.set(a.rate, a.workers+1, fmt.Sprintf("worker added: %.0f rows/s reached of %.0f allowed, probe latency %s near its baseline %s",
 			o.RowsPerSecond, a.rate, measureText(o.Latency), measureText(a.cfg.Baseline)))
 	}
-	to, how := a.rate+a.cfg.Step, "raised"
+	// below the rate a cut came at, half the way back each step (as
+	// BIC-TCP's binary search): one cut costs seconds, not the minutes
+	// that Step at a time would take from half of a high rate; from there
+	// on, Step at a time
+	to, how := a.rate+max(a.cfg.Step, (a.cutFrom-a.rate)/2), "raised"
 	if a.slowStart {
 		to, how = a.rate*2, "doubled"
 	}

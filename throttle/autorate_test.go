@@ -35,7 +35,7 @@ func TestAutoRate(t *testing.T) {
 			},
 		},
 		{
-			name: "halves past the latency limit, holds, then adds a step at a time",
+			name: "halves past the latency limit, holds, climbs back by halves, then adds a step at a time",
 			cfg:  AutoConfig{Baseline: ms, Limit: 20 * ms, Cooldown: 3 * time.Second},
 			steps: []step{
 				{time.Second, quiet, 2000, "doubled", 0},
@@ -44,8 +44,10 @@ func TestAutoRate(t *testing.T) {
 				{time.Second, Observation{Latency: 25 * ms}, 4000, "halved: probe latency 25 ms > 20 ms", 0},
 				{time.Second, Observation{Latency: 25 * ms}, 4000, "", 0}, // cooling down
 				{time.Second, quiet, 4000, "", 0},
-				{time.Second, quiet, 5000, "raised", 0}, // 3 s after the cut; no more doubling
-				{time.Second, quiet, 6000, "raised", 0},
+				{time.Second, quiet, 6000, "raised", 0}, // 3 s after the cut; no more doubling: half the way back to 8000
+				{time.Second, quiet, 7000, "raised", 0}, // half the way is 500: Step
+				{time.Second, quiet, 8000, "raised", 0},
+				{time.Second, quiet, 9000, "raised", 0},
 			},
 		},
 		{
@@ -103,18 +105,26 @@ func TestAutoRate(t *testing.T) {
 				{time.Second, Observation{Latency: ms, RowsPerSecond: 3000}, 4000, "", 2}, // settling
 				{time.Second, Observation{Latency: ms, RowsPerSecond: 3800}, 8000, "doubled", 2},
 				{time.Second, Observation{Latency: ms, RowsPerSecond: 3900}, 8000, "worker added", 3},
-				{3 * time.Second, Observation{Latency: ms, RowsPerSecond: 5000}, 16000, "doubled", 3}, // kept: 28% more
+				{3 * time.Second, Observation{Latency: ms, RowsPerSecond: 5000}, 16000, "doubled", 3}, // kept: 28% more, over the 25% a third worker must add
 				{time.Second, Observation{Latency: ms, RowsPerSecond: 5000}, 16000, "", 3},            // MaxWorkers
 				{time.Second, Observation{Latency: 25 * ms, RowsPerSecond: 5000}, 2500, "halved: probe latency", 2},
 			},
 		},
 		{
-			name: "sizing the pool: a worker that adds less than a tenth is retired, and none added for a while",
+			name: "sizing the pool: a second worker that adds less than half of what the first did is retired",
+			cfg:  AutoConfig{Start: 4000, Baseline: ms, MaxWorkers: 8, Settle: 2 * time.Second},
+			steps: []step{
+				{time.Second, Observation{Latency: ms, RowsPerSecond: 1500}, 4000, "worker added", 2},
+				{2 * time.Second, Observation{Latency: ms, RowsPerSecond: 2100}, 4000, "worker 2 retired: the rate went from 1500 to 2100 rows/s, less than 50% more", 1},
+			},
+		},
+		{
+			name: "sizing the pool: a worker that adds little is retired, and none added for a while",
 			cfg:  AutoConfig{Start: 4000, Baseline: ms, MaxWorkers: 8, Settle: 2 * time.Second, Regrow: time.Minute},
 			steps: []step{
 				{time.Second, Observation{Latency: ms, RowsPerSecond: 1500}, 4000, "worker added", 2},
 				{time.Second, Observation{Latency: 5 * ms, RowsPerSecond: 1600}, 4000, "", 2},
-				{2 * time.Second, Observation{Latency: ms, RowsPerSecond: 1600}, 4000, "worker 2 retired: the rate went from 1500 to 1600 rows/s, less than 10% more", 1},
+				{2 * time.Second, Observation{Latency: ms, RowsPerSecond: 1600}, 4000, "worker 2 retired: the rate went from 1500 to 1600 rows/s, less than 50% more", 1},
 				{time.Second, Observation{Latency: ms, RowsPerSecond: 1500}, 4000, "", 1},
 				{time.Minute, Observation{Latency: ms, RowsPerSecond: 1500}, 4000, "worker added", 2},
 			},

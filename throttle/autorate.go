@@ -60,7 +60,7 @@ type AutoConfig struct {
 	// MaxWorkers, when positive, has the controller size the job's worker
 	// pool too, from one worker up to MaxWorkers: it adds a worker only
 	// when the rate it allows is not reached and the server feels
-	// unloaded, keeps it only if the achieved rate rose by a tenth, and
+	// unloaded, keeps it only if it added half a worker's share (minWorkerShare), and
 	// retires one at each cut. Every session the job adds is one the
 	// application's compete with; on a server without spare cores more
 	// workers add contention, not rows.

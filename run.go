@@ -117,7 +117,13 @@ func (r *runner) close() {
 	if r.control != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), finishTimeout)
 		defer cancel()
-		_ = r.control.Close(ctx) // ends the session, which releases the runner lock
+		if r.locking && !r.control.IsClosed() {
+			// released here rather than when the server notices that the
+			// session ended, which it does a moment after Close returns: a
+			// resume run as soon as this run returns must find the job free
+			_ = r.store.Unlock(ctx, r.control, r.job.Name)
+		}
+		_ = r.control.Close(ctx) // ends the session, which releases the runner lock if the unlock could not
 	}
 }
 

@@ -257,6 +257,11 @@ func TestResumeKeepsTheStoredChunkSize(t *testing.T) {
 	if _, err := backfill.Run(ctx, j); !errors.Is(err, backfill.ErrInterrupted) {
 		t.Fatalf("cancelled run: %v, want interrupted", err)
 	}
+	// the runner lock is free once Run returns, not a moment later when
+	// the server notices its session ended: the resume below takes it
+	if held := f.count(t, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"); held != 0 {
+		t.Fatalf("%d advisory locks still held after the cancelled run returned", held)
+	}
 	if got := f.storedChunkSize(t, "stored"); got != backfill.DefaultChunkSize {
 		t.Fatalf("stored chunk_size %d, want %d", got, backfill.DefaultChunkSize)
 	}

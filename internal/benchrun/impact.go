@@ -26,6 +26,12 @@ const (
 	// impactNone is the -impact-runs entry that runs no backfill: the
 	// workload alone, over the same window of its run.
 	impactNone = "none"
+	// impactOneBackend is the -impact-runs entry that runs no backfill but
+	// one psql COPY of the source table into nothing: one backend busy
+	// reading, with no write and no WAL. What it costs the workload is what
+	// any one busy session costs it on this machine, the floor under what
+	// a copy at a speed that matters can cost.
+	impactOneBackend = "one-backend"
 )
 
 // impactRun is one condition's measurement in one round.
@@ -63,8 +69,8 @@ func (b *bench) impactGroup(ctx context.Context) error {
 		fmt.Sprintf("pgbench (-N -R %d -c %d) runs on the source database for %d s a run; after %s backfill copies %s (%s rows) into "+
 			"another database of the same server. Latency is pgbench's per-transaction figure from its scheduled start (so it "+
 			"includes waiting for a connection's turn), over the transactions that ended while backfill ran; the run without "+
-			"backfill takes the rest of its run after the warm-up. rows/s are the rows in the destination over backfill's wall time. Medians over %s.",
-			b.cfg.impactTPS, b.cfg.impactClients, b.cfg.impactSeconds, impactWarmup, impactTable, thousands(accounts), b.roundsText()))
+			"backfill takes the rest of its run after the warm-up. rows/s are the rows in the destination over backfill's wall time. Medians over %s.%s",
+			b.cfg.impactTPS, b.cfg.impactClients, b.cfg.impactSeconds, impactWarmup, impactTable, thousands(accounts), b.roundsText(), oneBackendText(b.cfg.impactRuns)))
 	fmt.Fprintln(b.out, "| backfill | latency median ms | p95 ms | p99 ms | p95 × none | transactions | backfill rows/s | rows/s × `--rate 0` |")
 	fmt.Fprintln(b.out, "|---|--:|--:|--:|--:|--:|--:|--:|")
 	type summary struct {
@@ -108,7 +114,7 @@ func (b *bench) impactGroup(ctx context.Context) error {
 			fmt.Fprintf(b.out, "| %s |", escapeCell(impactLabel(flags)))
 			for _, r := range got[flags] {
 				fmt.Fprintf(b.out, " %.2f", ms(percentile(r.latencies, 95)))
-				if flags != impactNone {
+				if copiesRows(flags) {
 					fmt.Fprintf(b.out, " (%s)", thousands(int64(r.rowsPerSec())))
 				}
 				fmt.Fprint(b.out, " |")
@@ -190,12 +196,7 @@ func (b *bench) impactOnce(ctx context.Context, flags string) (impactRun, error)
 		err = <-workloadDone
 		run.window = time.Since(began)
 	} else {
-		rate, extra := "0", strings.Fields(flags)
-		if i := slices.Index(extra, "--rate"); i >= 0 && i+1 < len(extra) {
-			rate, extra = extra[i+1], append(extra[:i:i], extra[i+2:]...)
-		}
-		args := b.startArgs(b.nextJob("impact"), table{srcDB, impactTable}, dest, rate, extra...)
-		copier := newChild(wctx, b.cfg.backfill, args...)
+		copier := b.impactCopier(wctx, flags, dest)
 		if err := copier.cmd.Start(); err != nil {
 			workload.kill()
 			return impactRun{}, copier.failed(err)
@@ -240,6 +241,20 @@ func (b *bench) impactOnce(ctx context.Context, flags string) (impactRun, error)
 	progress("    %d transactions in %.1f s, p95 %.2f ms, %s rows copied", len(run.latencies), run.window.Seconds(),
 		ms(percentile(run.latencies, 95)), thousands(run.copied))
 	return run, nil
+}
+
+// impactCopier is the child that runs beside the workload for flags: the
+// one busy backend's psql, or backfill with those flags.
+func (b *bench) impactCopier(ctx context.Context, flags string, dest table) *child {
+	if flags == impactOneBackend {
+		return newChild(ctx, filepath.Join(b.pgBin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", os.DevNull,
+			"-d", b.url(srcDB), "-c", "COPY public."+impactTable+" TO STDOUT")
+	}
+	rate, extra := "0", strings.Fields(flags)
+	if i := slices.Index(extra, "--rate"); i >= 0 && i+1 < len(extra) {
+		rate, extra = extra[i+1], append(extra[:i:i], extra[i+2:]...)
+	}
+	return newChild(ctx, b.cfg.backfill, b.startArgs(b.nextJob("impact"), table{srcDB, impactTable}, dest, rate, extra...)...)
 }
 
 // readPgbenchLogs reads the per-transaction logs pgbench -l wrote in dir
@@ -314,11 +329,28 @@ func medianOf(xs []float64) float64 {
 }
 
 func impactLabel(flags string) string {
-	if flags == impactNone {
+	switch flags {
+	case impactNone:
 		return "none (the workload alone)"
+	case impactOneBackend:
+		return "one busy backend, no backfill: `psql COPY " + impactTable + " TO STDOUT` into nothing"
 	}
 	return "`" + flags + "`"
 }
+
+// oneBackendText says what the one busy backend's row is for, when the
+// runs have it.
+func oneBackendText(runs []string) string {
+	if !slices.Contains(runs, impactOneBackend) {
+		return ""
+	}
+	return " The one busy backend's row runs no backfill but a read of the whole table by one psql COPY, with no write and no WAL, " +
+		"over its own window: what any one session busy at full speed costs the workload on this machine, the floor under the cost of a copy at a speed that matters."
+}
+
+// copiesRows says whether the -impact-runs entry runs backfill, whose
+// rows/s the tables show.
+func copiesRows(flags string) bool { return flags != impactNone && flags != impactOneBackend }
 
 // impactRateZero is the -impact-runs entry that copies without a cap, the
 // reference for rows/s.
@@ -332,14 +364,14 @@ func impactRateZero(runs []string) string {
 }
 
 func rowsTimes(flags, cell string) string {
-	if flags == impactNone {
+	if !copiesRows(flags) {
 		return "—"
 	}
 	return cell
 }
 
 func rowsCell(flags string, rowsPerSec float64) string {
-	if flags == impactNone {
+	if !copiesRows(flags) {
 		return "—"
 	}
 	return thousands(int64(rowsPerSec))

@@ -102,8 +102,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.impactTPS, "impact-tps", 400, "transactions per second of the impact group's workload (pgbench -R)")
 	fs.IntVar(&c.impactClients, "impact-clients", 8, "clients of the impact group's workload (pgbench -c)")
 	fs.IntVar(&c.impactSeconds, "impact-seconds", 40, "how long each run of the impact group's workload lasts")
-	impactRuns := fs.String("impact-runs", "none;--rate 1000;--rate 0;--rate auto --max-probe-latency 5ms",
-		"semicolon-separated backfill flag sets the impact group runs beside the workload; none runs the workload alone")
+	impactRuns := fs.String("impact-runs", "none;"+impactOneBackend+";--rate 1000;--rate 0;--rate auto --max-probe-latency 5ms",
+		"semicolon-separated backfill flag sets the impact group runs beside the workload; none runs the workload alone, "+
+			impactOneBackend+" one psql COPY of the source table into nothing instead of backfill")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

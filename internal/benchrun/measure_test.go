@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"slices"
 	"testing"
 	"time"
 )
@@ -138,5 +139,28 @@ func TestPercentile(t *testing.T) {
 	}
 	if percentile(nil, 95) != 0 {
 		t.Error("the percentile of no latency is not 0")
+	}
+}
+
+// The one busy backend is a reference row: the default runs have it, and
+// it shows no backfill's rows/s, as the workload alone does not.
+func TestImpactOneBackend(t *testing.T) {
+	c, err := parseFlags([]string{"-backfill", os.Args[0]}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(c.impactRuns, impactOneBackend) || oneBackendText(c.impactRuns) == "" {
+		t.Errorf("the default impact runs %q lack %s or its text", c.impactRuns, impactOneBackend)
+	}
+	for flags, copies := range map[string]bool{impactNone: false, impactOneBackend: false, "--rate 0": true, "--rate auto --max-probe-latency 5ms": true} {
+		if copiesRows(flags) != copies {
+			t.Errorf("copiesRows(%q) = %v, want %v", flags, !copies, copies)
+		}
+		if got := rowsCell(flags, 1234); (got == "—") == copies {
+			t.Errorf("rowsCell(%q) = %q", flags, got)
+		}
+	}
+	if oneBackendText([]string{impactNone, "--rate 0"}) != "" {
+		t.Error("runs without the one busy backend get its text")
 	}
 }

@@ -215,7 +215,8 @@ func (b *bench) impactOnce(ctx context.Context, flags string) (impactRun, error)
 			// the workload ended first: the copy's window ends with it
 			run.window = time.Since(began)
 			_ = copier.cmd.Process.Signal(syscall.SIGINT)
-			if cerr := <-copied; cerr != nil {
+			// psql, interrupted, exits as it pleases; backfill exits 130
+			if cerr := <-copied; cerr != nil && copiesRows(flags) {
 				if code, ok := exitCode(cerr); !ok || code != exitInterrupted {
 					return impactRun{}, copier.failed(cerr)
 				}

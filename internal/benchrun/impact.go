@@ -248,8 +248,7 @@ func (b *bench) impactOnce(ctx context.Context, flags string) (impactRun, error)
 // one busy backend's psql, or backfill with those flags.
 func (b *bench) impactCopier(ctx context.Context, flags string, dest table) *child {
 	if flags == impactOneBackend {
-		return newChild(ctx, filepath.Join(b.pgBin, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", os.DevNull,
-			"-d", b.url(srcDB), "-c", "COPY public."+impactTable+" TO STDOUT")
+		return b.psql(ctx, srcDB, "-o", os.DevNull, "-c", "COPY public."+impactTable+" TO STDOUT")
 	}
 	rate, extra := "0", strings.Fields(flags)
 	if i := slices.Index(extra, "--rate"); i >= 0 && i+1 < len(extra) {
@@ -364,6 +363,8 @@ func impactRateZero(runs []string) string {
 	return ""
 }
 
+// rowsTimes is cell, a figure of the rows copied, or a dash for an entry
+// that copies none.
 func rowsTimes(flags, cell string) string {
 	if !copiesRows(flags) {
 		return "—"
@@ -372,10 +373,7 @@ func rowsTimes(flags, cell string) string {
 }
 
 func rowsCell(flags string, rowsPerSec float64) string {
-	if !copiesRows(flags) {
-		return "—"
-	}
-	return thousands(int64(rowsPerSec))
+	return rowsTimes(flags, thousands(int64(rowsPerSec)))
 }
 
 // timesOf is v over the reference entry's figure, or a dash without one.

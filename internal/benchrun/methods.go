@@ -115,12 +115,17 @@ func sqlMethod(query string) func(context.Context, *bench, copyMethod) (usage, e
 	}
 }
 
+// psql is a psql child on db that reads no psqlrc, stops at the first
+// error and prints no more than its statements' output.
+func (b *bench) psql(ctx context.Context, db string, args ...string) *child {
+	return newChild(ctx, filepath.Join(b.pgBin, "psql"), append([]string{"-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", b.url(db)}, args...)...)
+}
+
 // psqlPipe is `psql -c '\copy s to pstdout' | psql -c '\copy d from pstdin'`,
 // without a shell: two children joined by a pipe.
 func psqlPipe(ctx context.Context, b *bench, m copyMethod) (usage, error) {
-	psql := filepath.Join(b.pgBin, "psql")
-	out := newChild(ctx, psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", b.url(m.source().db), "-c", `\copy `+m.source().qualified()+` to pstdout`)
-	in := newChild(ctx, psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", b.url(m.dest.db), "-c", `\copy `+m.dest.qualified()+` from pstdin`)
+	out := b.psql(ctx, m.source().db, "-c", `\copy `+m.source().qualified()+` to pstdout`)
+	in := b.psql(ctx, m.dest.db, "-c", `\copy `+m.dest.qualified()+` from pstdin`)
 	r, w, err := os.Pipe()
 	if err != nil {
 		return usage{}, fmt.Errorf("pipe: %w", err)
